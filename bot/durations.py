@@ -1,0 +1,39 @@
+"""Durations as people write them in a plan file: ``90s``, ``15m``, ``4h``, ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_PART = re.compile(r"(\d+)(d|h|m|s)")
+_WHOLE = re.compile(r"^(?:\d+(?:d|h|m|s))+$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+EXPECTED = "a duration such as 90s, 15m, 4h or 1h30m"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a duration; raises ValueError naming what was expected."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected {EXPECTED}")
+    compact = text.strip().lower().replace(" ", "")
+    if not compact or not _WHOLE.match(compact):
+        raise ValueError(f"expected {EXPECTED}")
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(compact))
+    if seconds <= 0:
+        raise ValueError(f"expected {EXPECTED}, greater than zero")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta | float) -> str:
+    """Render a duration compactly for people: ``2h 05m``, ``4m 10s``, ``12s``."""
+    total = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
+    if total < 0:
+        total = 0
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"

@@ -1,0 +1,84 @@
+"""Settings from the environment (and a ``.env`` file, if present).
+
+Secrets never appear in an error: a message names the variable and what was
+expected, not the value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+
+class SettingsError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str | None
+    slack_app_token: str | None
+    slack_signing_secret: str | None
+    slack_api_url: str
+    digitalocean_token: str | None
+    digitalocean_end_point: str | None
+    plan_path: str
+    db_path: str
+
+    def secrets(self) -> list[str]:
+        """Values that must never be posted, logged or echoed."""
+        return [v for v in (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,
+                            self.digitalocean_token) if v]
+
+    def require(self, mode: str) -> None:
+        """Check what a run mode needs; raises SettingsError naming each missing variable."""
+        errors: list[str] = []
+        if not self.slack_bot_token or not self.slack_bot_token.startswith("xoxb-"):
+            errors.append("SLACK_BOT_TOKEN: expected a bot token starting with xoxb- "
+                          "(OAuth & Permissions page of the Slack app)")
+        if mode == "socket" and (not self.slack_app_token or not self.slack_app_token.startswith("xapp-")):
+            errors.append("SLACK_APP_TOKEN: expected an app-level token starting with xapp- with the "
+                          "connections:write scope (Basic Information page), needed for Socket Mode")
+        if mode == "http" and not self.slack_signing_secret:
+            errors.append("SLACK_SIGNING_SECRET: expected the signing secret (Basic Information page), "
+                          "needed for HTTP mode")
+        if not self.slack_api_url.startswith(("http://", "https://")):
+            errors.append("SLACK_API_URL: expected an http:// or https:// URL such as https://slack.com/api/")
+        if errors:
+            raise SettingsError(errors)
+
+
+def load_settings(environ: dict[str, str] | None = None, env_file: str | Path = ".env") -> Settings:
+    """Read settings; the process environment wins over the .env file."""
+    values: dict[str, str | None] = {}
+    if environ is None:
+        if Path(env_file).is_file():
+            values.update(dotenv_values(env_file))
+        values.update(os.environ)
+    else:
+        values.update(environ)
+
+    def get(name: str) -> str | None:
+        value = values.get(name)
+        return value.strip() if value and value.strip() else None
+
+    api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    if not api_url.endswith("/"):
+        api_url += "/"
+    return Settings(
+        slack_bot_token=get("SLACK_BOT_TOKEN"),
+        slack_app_token=get("SLACK_APP_TOKEN"),
+        slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+        slack_api_url=api_url,
+        digitalocean_token=get("DIGITALOCEAN_ACCESS_TOKEN"),
+        digitalocean_end_point=get("DIGITALOCEAN_END_POINT"),
+        plan_path=get("CUTOVER_PLAN") or "cutover.toml",
+        db_path=get("CUTOVER_DB") or "cutover.db",
+    )

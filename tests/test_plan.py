@@ -1,0 +1,141 @@
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.durations import format_duration, parse_duration
+from bot.plan import PlanError, load_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_plan_is_valid():
+    plan = load_plan(ROOT / "cutover.example.toml")
+    assert [s.name for s in plan.stages] == ["db-import", "solr-reindex"]
+    assert plan.hosts["new"].jump == "bastion"
+    assert plan.stage("db-import").timeout == timedelta(hours=4)
+    assert plan.failover.verify_timeout == timedelta(seconds=60)
+    assert plan.people.approval_ttl == timedelta(minutes=15)
+    assert plan.freezes.reminders == (timedelta(hours=24), timedelta(hours=1), timedelta(minutes=10))
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("4h", 14400), ("1h30m", 5400),
+                                          ("2d", 172800), (" 10M ", 600)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "4", "4 hours", "-5m", "0s", "1.5h", "h"])
+def test_bad_durations_say_what_is_expected(text):
+    with pytest.raises(ValueError, match="a duration such as 90s, 15m, 4h"):
+        parse_duration(text)
+
+
+def test_format_duration():
+    assert format_duration(timedelta(seconds=12)) == "12s"
+    assert format_duration(timedelta(seconds=250)) == "4m 10s"
+    assert format_duration(timedelta(hours=2, minutes=5)) == "2h 05m"
+
+
+BAD_PLAN = '''
+[slack]
+channel = "launch"
+operators = ["U0ALICE", "alice"]
+approvers = ["U0BOB"]
+required_approvals = 2
+approval_ttl = "15 minutes"
+
+[hosts.old]
+address = "10.0.0.2"
+user = "deploy"
+port = 70000
+
+[hosts.new]
+address = "10.0.0.3"
+user = "deploy"
+jump = "bastion"
+
+[[stages]]
+name = "db-import"
+host = "db"
+command = "./deploy.sh db-import"
+timeout = "forever"
+progress = 'Processed (\\d+)'
+
+[[stages]]
+name = "solr-reindex"
+host = "new"
+command = "./deploy.sh solr-reindex"
+depends_on = ["db-imprt"]
+retries = 3
+
+[failover]
+floating_ip = "203.0.113.300"
+old = "old"
+new = "old"
+health_file = "var/www/health"
+probe_url = "ftp://203.0.113.10/"
+new_marker = "web-new-01"
+'''
+
+EXPECTED_ERRORS = [
+    "slack.channel: got 'launch'; expected a Slack channel id",
+    "slack.operators[1]: got 'alice'; expected a list of Slack user ids",
+    "slack.required_approvals: got 2; expected at most the number of approvers (1)",
+    "slack.approval_ttl: got '15 minutes'; expected a duration",
+    "hosts.old.port: got 70000; expected a whole number from 1 to 65535",
+    "hosts.new.jump: got 'bastion'; expected the name of another [hosts.*] entry: new, old",
+    "stages[0].host: got 'db'; expected the name of a [hosts.*] entry",
+    "stages[0].timeout: got 'forever'; expected a duration",
+    "stages[0].progress: got 'Processed (\\\\d+)'; expected a regular expression with named groups",
+    "stages[1].depends_on[0]: got 'db-imprt'; expected the name of a stage defined before this one: db-import",
+    "stages[1].retries: unknown key",
+    "failover.floating_ip: got '203.0.113.300'; expected an IPv4 address",
+    "failover.new: got 'old'; expected a different host from failover.old",
+    "failover.health_file: got 'var/www/health'; expected an absolute path",
+    "failover.probe_url: got 'ftp://203.0.113.10/'; expected an http:// or https:// URL",
+]
+
+
+def test_a_bad_plan_reports_every_error_with_file_and_key(tmp_path):
+    path = tmp_path / "cutover.toml"
+    path.write_text(BAD_PLAN)
+    with pytest.raises(PlanError) as caught:
+        load_plan(path)
+    errors = caught.value.errors
+    for expected in EXPECTED_ERRORS:
+        assert any(e.startswith(f"{path}: ") and expected in e for e in errors), (expected, errors)
+    assert len(errors) == len(EXPECTED_ERRORS), errors
+
+
+def test_check_config_prints_all_errors_and_fails(tmp_path):
+    path = tmp_path / "cutover.toml"
+    path.write_text(BAD_PLAN)
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{path}: {len(EXPECTED_ERRORS)} problem(s)" in result.stderr
+    assert "stages[0].timeout" in result.stderr and "failover.probe_url" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_accepts_the_example():
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "check-config", str(ROOT / "cutover.example.toml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "file not found; expected a TOML plan file"),
+    ("[slack\nchannel = 1", "not valid TOML"),
+])
+def test_unreadable_plans(tmp_path, content, message):
+    path = tmp_path / "cutover.toml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(PlanError) as caught:
+        load_plan(path)
+    assert caught.value.errors[0].startswith(str(path)) and message in caught.value.errors[0]

@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+
+
+def test_defaults_and_env_file(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("SLACK_BOT_TOKEN=xoxb-from-file\nCUTOVER_DB=/tmp/x.db\n")
+    settings = load_settings({"SLACK_API_URL": "http://127.0.0.1:9/api"}, env_file=env)
+    assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+    assert settings.plan_path == "cutover.toml" and settings.db_path == "cutover.db"
+
+
+def test_missing_and_malformed_tokens_are_named_never_echoed():
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxp-user-token-secret-value", "SLACK_APP_TOKEN": ""})
+    with pytest.raises(SettingsError) as caught:
+        settings.require("socket")
+    text = str(caught.value)
+    assert "SLACK_BOT_TOKEN: expected a bot token starting with xoxb-" in text
+    assert "SLACK_APP_TOKEN: expected an app-level token starting with xapp-" in text
+    assert "xoxp-user-token-secret-value" not in text
+    with pytest.raises(SettingsError, match="SLACK_SIGNING_SECRET"):
+        load_settings({"SLACK_BOT_TOKEN": "xoxb-1"}).require("http")
+
+
+def test_cutover_run_refuses_to_start_with_a_clear_message(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": "xoxp-secret-user-token", "CUTOVER_PLAN": "missing.toml"}
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True,
+                            timeout=60, env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN: expected a bot token starting with xoxb-" in result.stderr
+    assert "xoxp-secret-user-token" not in result.stderr
+    assert "Traceback" not in result.stderr
