@@ -1,0 +1,238 @@
+"""State and audit in one SQLite file (sqlite-utils), WAL mode.
+
+Every write that decides something runs inside one ``BEGIN IMMEDIATE``
+transaction, so two threads (or two processes) can never both take the same
+decision. The audit table is append-only: triggers refuse UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, Iterator
+
+import sqlite_utils
+
+from bot.clock import Clock, SystemClock
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE stage_runs (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        host TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_by TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        exit_code INTEGER,
+        remote_dir TEXT,
+        log_offset INTEGER NOT NULL DEFAULT 0,
+        channel TEXT,
+        message_ts TEXT,
+        detail TEXT
+    );
+    CREATE INDEX stage_runs_stage ON stage_runs(stage, id);
+    CREATE UNIQUE INDEX stage_runs_one_active ON stage_runs(stage)
+        WHERE state IN ('starting', 'running');
+
+    CREATE TABLE freezes (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        start_at TEXT NOT NULL,
+        end_at TEXT,
+        note TEXT,
+        state TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        lifted_at TEXT
+    );
+    CREATE TABLE freeze_notices (
+        freeze_id INTEGER NOT NULL REFERENCES freezes(id),
+        notice TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        posted_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (freeze_id, notice)
+    );
+
+    CREATE TABLE golive_requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        required INTEGER NOT NULL,
+        channel TEXT,
+        message_ts TEXT,
+        preflight TEXT,
+        decided_at TEXT,
+        result TEXT
+    );
+    CREATE UNIQUE INDEX golive_one_open ON golive_requests(kind) WHERE state = 'open';
+    CREATE TABLE approvals (
+        request_id INTEGER NOT NULL REFERENCES golive_requests(id),
+        user TEXT NOT NULL,
+        reaction TEXT NOT NULL,
+        approved_at TEXT NOT NULL,
+        PRIMARY KEY (request_id, user)
+    );
+    CREATE TABLE health_backups (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        path TEXT NOT NULL,
+        content TEXT NOT NULL,
+        saved_at TEXT NOT NULL
+    );
+
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+
+    CREATE TABLE processed_events (
+        key TEXT PRIMARY KEY,
+        seen_at TEXT NOT NULL
+    );
+    """,
+}
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path: str, clock: Clock | None = None) -> None:
+        self.path = path
+        self.clock = clock or SystemClock()
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        with self._lock:
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: database schema version {current} is newer than this bot "
+                             f"understands ({SCHEMA_VERSION}); upgrade the bot or use another CUTOVER_DB")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for statement in _split_sql(_MIGRATIONS[version]):
+                    self.db.execute(statement)
+                self.db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                                [version, self._now()])
+
+    def schema_version(self) -> int:
+        row = self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return row[0] or 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One decisive write: BEGIN IMMEDIATE takes the write lock up front."""
+        with self._lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def _now(self) -> str:
+        return self.clock.now().isoformat()
+
+    def query(self, sql: str, params: Any = ()) -> list[dict]:
+        with self._lock:
+            return list(self.db.query(sql, params))
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    # -- audit --------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
+              detail: dict | str | None = None) -> int:
+        if isinstance(detail, dict):
+            detail = json.dumps(detail, sort_keys=True, default=str)
+        with self.transaction() as db:
+            return db["audit"].insert(
+                {"at": self._now(), "actor": actor, "action": action, "target": target,
+                 "outcome": outcome, "detail": detail}).last_pk
+
+    def recent_audit(self, limit: int = 20) -> list[dict]:
+        rows = self.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit])
+        return list(reversed(rows))
+
+    # -- duplicate deliveries -----------------------------------------------------
+
+    def first_delivery(self, key: str) -> bool:
+        """Record a Slack delivery; True only the first time this key is seen."""
+        with self.transaction() as db:
+            cur = db.execute("INSERT OR IGNORE INTO processed_events (key, seen_at) VALUES (?, ?)",
+                             [key, self._now()])
+            return cur.rowcount == 1
+
+    def prune_deliveries(self, older_than: timedelta = timedelta(days=2)) -> int:
+        cutoff = (self.clock.now() - older_than).isoformat()
+        with self.transaction() as db:
+            return db.execute("DELETE FROM processed_events WHERE seen_at < ?", [cutoff]).rowcount
+
+    # -- reads for status ---------------------------------------------------------
+
+    def latest_runs(self) -> dict[str, dict]:
+        rows = self.query(
+            "SELECT * FROM stage_runs WHERE id IN (SELECT MAX(id) FROM stage_runs GROUP BY stage)")
+        return {r["stage"]: r for r in rows}
+
+    def open_requests(self) -> list[dict]:
+        return self.query("SELECT * FROM golive_requests WHERE state = 'open' ORDER BY id")
+
+    def current_freezes(self) -> list[dict]:
+        return self.query("SELECT * FROM freezes WHERE state IN ('scheduled', 'active') ORDER BY start_at")
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buf = [], []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        text = "\n".join(buf).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            buf = []
+    if "\n".join(buf).strip():
+        statements.append("\n".join(buf).strip())
+    return statements
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
