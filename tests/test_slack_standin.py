@@ -1,0 +1,90 @@
+"""The stand-in answers the real slack_sdk client the way Slack does, errors included."""
+
+import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+
+@pytest.fixture
+def client(slack):
+    return WebClient(token=slack.bot_token, base_url=slack.api_url)
+
+
+def error_of(call):
+    with pytest.raises(SlackApiError) as caught:
+        call()
+    return caught.value.response
+
+
+def test_auth_and_token_errors(slack, client):
+    assert client.auth_test()["user_id"] == slack.bot_user_id
+    assert error_of(WebClient(token="xoxb-wrong", base_url=slack.api_url).auth_test)["error"] == "invalid_auth"
+    assert error_of(lambda: client.apps_connections_open(app_token=slack.bot_token))["error"] == \
+        "not_allowed_token_type"
+    assert client.apps_connections_open(app_token=slack.app_token)["url"].startswith(f"ws://127.0.0.1:{slack.port}/link?ticket=")
+
+
+def test_post_update_thread_and_history(slack, client):
+    ts = client.chat_postMessage(channel="C0LAUNCH", text="hello")["ts"]
+    client.chat_postMessage(channel="C0LAUNCH", text="in thread", thread_ts=ts)
+    client.chat_update(channel="C0LAUNCH", ts=ts, text="hello again")
+    history = client.conversations_history(channel="C0LAUNCH")["messages"]
+    assert [m["text"] for m in history] == ["hello again"]
+    replies = client.conversations_replies(channel="C0LAUNCH", ts=ts)["messages"]
+    assert [m["text"] for m in replies] == ["hello again", "in thread"]
+    assert error_of(lambda: client.chat_postMessage(channel="C0NOPE", text="x"))["error"] == "channel_not_found"
+    assert error_of(lambda: client.chat_update(channel="C0LAUNCH", ts="1.2", text="x"))["error"] == \
+        "message_not_found"
+    assert client.conversations_info(channel="C0LAUNCH")["channel"]["name"] == "launch"
+
+
+def test_invalid_blocks(client):
+    long_section = [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]
+    assert error_of(lambda: client.chat_postMessage(channel="C0LAUNCH", text="t", blocks=long_section))[
+        "error"] == "invalid_blocks"
+    many = [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}] * 51
+    assert error_of(lambda: client.chat_postMessage(channel="C0LAUNCH", text="t", blocks=many))[
+        "error"] == "invalid_blocks"
+
+
+def test_missing_scope(slack, client):
+    slack.scopes_missing["reactions.add"] = "reactions:write"
+    ts = client.chat_postMessage(channel="C0LAUNCH", text="x")["ts"]
+    response = error_of(lambda: client.reactions_add(channel="C0LAUNCH", timestamp=ts, name="eyes"))
+    assert response["error"] == "missing_scope" and response["needed"] == "reactions:write"
+
+
+def test_rate_limit_shape(slack, client):
+    slack.fail_next("chat.postMessage", retry_after=7)
+    response = error_of(lambda: client.chat_postMessage(channel="C0LAUNCH", text="x"))
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "7"
+    assert response["error"] == "ratelimited"
+
+
+def test_reactions(slack, client):
+    ts = client.chat_postMessage(channel="C0LAUNCH", text="go live?")["ts"]
+    client.reactions_add(channel="C0LAUNCH", timestamp=ts, name="white_check_mark")
+    assert error_of(lambda: client.reactions_add(channel="C0LAUNCH", timestamp=ts,
+                                                 name="white_check_mark"))["error"] == "already_reacted"
+    reactions = client.reactions_get(channel="C0LAUNCH", timestamp=ts)["message"]["reactions"]
+    assert reactions == [{"name": "white_check_mark", "users": [slack.bot_user_id], "count": 1}]
+    client.reactions_remove(channel="C0LAUNCH", timestamp=ts, name="white_check_mark")
+    assert "reactions" not in client.reactions_get(channel="C0LAUNCH", timestamp=ts)["message"] or \
+        not client.reactions_get(channel="C0LAUNCH", timestamp=ts)["message"]["reactions"]
+
+
+def test_v2_file_upload_in_a_thread(slack, client):
+    ts = client.chat_postMessage(channel="C0LAUNCH", text="stage")["ts"]
+    result = client.files_upload_v2(channel="C0LAUNCH", thread_ts=ts, filename="db-import.log",
+                                    content=b"line 1\nline 2\n", title="db-import log")
+    file_id = result["file"]["id"]
+    assert slack.files[file_id]["content"] == b"line 1\nline 2\n"
+    assert slack.files[file_id]["thread_ts"] == ts
+    assert [m.get("files", [{}])[0].get("id") for m in slack.messages("C0LAUNCH", thread_ts=ts)] == [file_id]
+    assert [c["method"] for c in slack.calls][-2:] == ["files.getUploadURLExternal", "files.completeUploadExternal"]
+
+
+def test_ephemeral(slack, client):
+    client.chat_postEphemeral(channel="C0LAUNCH", user="U0BOB", text="only you")
+    assert slack.ephemerals[-1]["user"] == "U0BOB"
