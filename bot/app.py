@@ -1,0 +1,100 @@
+"""App wiring: the Bolt app built from a ``Services`` object, and the two ways to serve it.
+
+Listeners here only parse, authorize, ack and hand off; everything else is in
+the services. Slack may deliver a command or event twice (retries, Socket Mode
+redelivery); the delivery middleware makes each act once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from socketserver import ThreadingMixIn
+from typing import Any, Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from slack_bolt import App, BoltResponse
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.services import Services
+from commands import ROUTER, Router
+
+log = logging.getLogger("cutover.app")
+
+
+def delivery_key(body: dict) -> str | None:
+    """What identifies one delivery across Slack's retries: the event id, or a command's trigger id."""
+    if body.get("event_id"):
+        return "event:" + str(body["event_id"])
+    if body.get("trigger_id") and body.get("command"):
+        return "command:" + str(body["trigger_id"])
+    return None
+
+
+def build_app(services: Services, router: Router = ROUTER) -> App:
+    app = App(
+        client=services.slack,
+        signing_secret=services.settings.slack_signing_secret or "",
+        token_verification_enabled=True,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("cutover.bolt"),
+    )
+
+    @app.middleware
+    def act_once(body: dict, next: Callable[[], Any]) -> Any:
+        key = delivery_key(body)
+        if key is not None and not services.store.first_delivery(key):
+            log.info("ignored a repeated delivery (%s)", key)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    @app.command("/cutover")
+    def cutover(ack: Any, body: dict, respond: Any) -> None:
+        router.handle(services, body, ack, respond)
+
+    @app.event("reaction_added")
+    @app.event("reaction_removed")
+    def reaction(ack: Any) -> None:
+        """Reactions only matter on a go-live request; acked so Slack does not redeliver them."""
+        ack()
+
+    @app.error
+    def on_error(error: Exception, body: dict) -> None:
+        log.error("listener failed: %s", error.__class__.__name__, exc_info=error)
+
+    return app
+
+
+def serve_socket_mode(app: App, services: Services) -> SocketModeHandler:
+    """Connect over Socket Mode (the builtin client); returns the handler once connected."""
+    handler = SocketModeHandler(app, services.settings.slack_app_token, trace_enabled=False)
+    handler.connect()
+    log.info("connected to Slack over Socket Mode")
+    return handler
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http %s", format % args)
+
+
+def serve_http(app: App, port: int, host: str = "0.0.0.0") -> WSGIServer:
+    """Serve ``/slack/events`` with signing-secret verification (Bolt's middleware)."""
+    wsgi = SlackRequestHandler(app, path="/slack/events")
+    server = make_server(host, port, wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="cutover-http", daemon=True).start()
+    log.info("serving /slack/events on %s:%d", host, server.server_port)
+    return server
+
+
+def wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()

@@ -1,0 +1,66 @@
+"""Block Kit primitives shared by every message builder: pure functions, no Slack I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+SECTION_LIMIT = 3000
+MAX_BLOCKS = 50
+
+
+def slack_date(when: datetime, fmt: str = "{date_short_pretty} {time_secs}") -> str:
+    """A time every reader sees in their own zone, with a UTC fallback for clients that can't."""
+    fallback = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"<!date^{int(when.timestamp())}^{fmt}|{fallback}>"
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def header(text: str) -> dict:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
+
+
+def section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}
+
+
+def context(text: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_LIMIT]}]}
+
+
+def divider() -> dict:
+    return {"type": "divider"}
+
+
+def code(text: str) -> str:
+    """A preformatted block that never breaks out of its fence."""
+    return "```" + escape(text).replace("```", "`\u200b``") + "```"
+
+
+def sections(lines: list[str], budget: int = MAX_BLOCKS) -> list[dict]:
+    """Pack lines into as few sections as fit Slack's limits, dropping the oldest if over budget."""
+    blocks: list[dict] = []
+    buf: list[str] = []
+    size = 0
+    for line in lines:
+        line = line[:SECTION_LIMIT]
+        if buf and size + len(line) + 1 > SECTION_LIMIT:
+            blocks.append(section("\n".join(buf)))
+            buf, size = [], 0
+        buf.append(line)
+        size += len(line) + 1
+    if buf:
+        blocks.append(section("\n".join(buf)))
+    if len(blocks) > budget:
+        blocks = blocks[-budget:]
+    return blocks
+
+
+def clamp(blocks: list[dict]) -> list[dict]:
+    """Keep a message within Slack's 50-block limit, saying so when something was cut."""
+    if len(blocks) <= MAX_BLOCKS:
+        return blocks
+    return blocks[:MAX_BLOCKS - 1] + [context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]

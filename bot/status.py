@@ -1,0 +1,78 @@
+"""The plan at a glance, as plain data; ``bot.messages`` turns it into blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from bot.store import parse_time
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+
+@dataclass(frozen=True)
+class StageLine:
+    name: str
+    host: str
+    state: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    elapsed: timedelta | None
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FreezeLine:
+    kind: str
+    state: str
+    start_at: datetime
+    end_at: datetime | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class RequestLine:
+    id: int
+    kind: str
+    requested_by: str
+    expires_at: datetime
+    approvals: int
+    required: int
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    now: datetime
+    stages: list[StageLine]
+    freezes: list[FreezeLine]
+    requests: list[RequestLine]
+    floating_ip: str | None
+
+
+def build_status(services: "Services") -> StatusReport:
+    now = services.clock.now()
+    runs = services.store.latest_runs()
+    stages = []
+    for stage in services.plan.stages:
+        run = runs.get(stage.name)
+        started = parse_time(run["started_at"]) if run else None
+        ended = parse_time(run["ended_at"]) if run else None
+        elapsed = (ended or now) - started if started else None
+        stages.append(StageLine(name=stage.name, host=stage.host, state=run["state"] if run else "not run",
+                                started_at=started, ended_at=ended, exit_code=run["exit_code"] if run else None,
+                                elapsed=elapsed, depends_on=stage.depends_on))
+    freezes = [FreezeLine(kind=f["kind"], state=f["state"], start_at=parse_time(f["start_at"]),  # type: ignore[arg-type]
+                          end_at=parse_time(f["end_at"]), note=f["note"])
+               for f in services.store.current_freezes()]
+    requests = []
+    for r in services.store.open_requests():
+        count = services.store.query("SELECT COUNT(*) AS n FROM approvals WHERE request_id = ?", [r["id"]])[0]["n"]
+        requests.append(RequestLine(id=r["id"], kind=r["kind"], requested_by=r["requested_by"],
+                                    expires_at=parse_time(r["expires_at"]),  # type: ignore[arg-type]
+                                    approvals=count, required=r["required"]))
+    failover = services.plan.failover
+    return StatusReport(now=now, stages=stages, freezes=freezes, requests=requests,
+                        floating_ip=failover.floating_ip if failover else None)

@@ -1,0 +1,39 @@
+"""The worker pool long work is handed to, so that no Slack listener ever blocks.
+
+A failure inside a job is logged in full with a short reference, and the
+person who asked gets that reference instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+log = logging.getLogger("cutover.workers")
+
+
+class Workers:
+    def __init__(self, size: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="cutover-work")
+
+    def submit(self, what: str, fn: Callable[..., Any], *args: Any,
+               on_error: Callable[[str], None] | None = None, **kwargs: Any) -> Future:
+        def job() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception:
+                ref = "E" + secrets.token_hex(3).upper()
+                log.exception("%s failed (ref %s)", what, ref)
+                if on_error is not None:
+                    try:
+                        on_error(ref)
+                    except Exception:
+                        log.exception("reporting the failure of %s failed too (ref %s)", what, ref)
+                return None
+
+        return self._pool.submit(job)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -1,0 +1,8 @@
+"""The ``/cutover`` subcommands. Each module parses its arguments and calls one service."""
+
+from commands.basic import AUDIT, STATUS
+from commands.router import Caller, Command, Reply, Router, UsageError
+
+ROUTER = Router([STATUS, AUDIT])
+
+__all__ = ["ROUTER", "Caller", "Command", "Reply", "Router", "UsageError"]

@@ -1,0 +1,124 @@
+"""The ``/cutover`` router: parse, authorize, ack, hand off.
+
+Parsing and authorization happen inside Slack's three seconds and answer in
+the ack itself; the work runs on the worker pool and answers through the
+command's ``response_url``. Nothing typed in Slack is ever passed to a shell.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from bot import messages
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger("cutover.commands")
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    channel: str
+
+
+@dataclass
+class Reply:
+    text: str
+    blocks: list[dict] | None = None
+    public: bool = False
+
+
+class UsageError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    summary: str
+    acts: bool
+    run: Callable[["Services", Caller, Any], Reply]
+    parse: Callable[[list[str]], Any] = field(default=lambda args: args)
+
+    def usage_line(self) -> str:
+        return f"Usage: `/cutover {self.usage}`"
+
+
+def no_args(args: list[str]) -> None:
+    if args:
+        raise UsageError(f"This command takes no arguments (got `{' '.join(args)[:40]}`).")
+
+
+class Router:
+    def __init__(self, commands: list[Command]) -> None:
+        help_command = Command("help", "help", "what you may do here", acts=False, run=self._help,
+                               parse=no_args)
+        self.commands = {c.name: c for c in [help_command, *commands]}
+
+    def _help(self, services: "Services", caller: Caller, _: None) -> Reply:
+        blocks = messages.help_message(
+            [(c.usage, c.summary) for c in self.allowed(services, caller.user)],
+            is_operator=services.plan.is_operator(caller.user),
+            is_approver=services.plan.is_approver(caller.user),
+            reaction=services.plan.people.approval_reaction)
+        return Reply(text="What you can do with /cutover", blocks=blocks)
+
+    def overview(self) -> str:
+        return "Usage: `/cutover " + " | ".join(c.name for c in self.commands.values()) + "`"
+
+    def parse(self, text: str) -> tuple[Command, Any]:
+        words = text.split()
+        if not words:
+            return self.commands["help"], self.commands["help"].parse([])
+        name, args = words[0].lower(), words[1:]
+        command = self.commands.get(name)
+        if command is None:
+            shown = name if len(name) <= 30 else name[:30] + "…"
+            raise UsageError(f"`{shown}` is not a /cutover command. {self.overview()} "
+                             "— `/cutover help` says what each does.")
+        try:
+            return command, command.parse(args)
+        except UsageError as exc:
+            raise UsageError(f"{exc.message}\n{command.usage_line()}") from None
+
+    def allowed(self, services: "Services", user: str) -> list[Command]:
+        is_operator = services.plan.is_operator(user)
+        return [c for c in self.commands.values() if is_operator or not c.acts]
+
+    def handle(self, services: "Services", body: dict, ack: Callable[..., None],
+               respond: Callable[..., Any]) -> None:
+        """The slash-command listener's whole job; returns within milliseconds."""
+        caller = Caller(user=body.get("user_id", ""), channel=body.get("channel_id", ""))
+        text = services.redactor.text((body.get("text") or "").strip())
+        try:
+            command, parsed = self.parse(text)
+        except UsageError as exc:
+            ack(text=exc.message)
+            services.audit(caller.user, "command", text, "bad-usage")
+            return
+        if command.acts and not services.plan.is_operator(caller.user):
+            ack(text=f"Only operators may use `/cutover {command.name}`; you can still use "
+                     "`help`, `status` and `audit`. Operators are listed in the plan's "
+                     "`[slack] operators`.")
+            services.audit(caller.user, command.name, text, "refused", {"reason": "not an operator"})
+            return
+        ack()
+        services.audit(caller.user, command.name, text, "accepted")
+
+        def work() -> None:
+            reply = command.run(services, caller, parsed)
+            respond(text=reply.text, blocks=reply.blocks,
+                    response_type="in_channel" if reply.public else "ephemeral")
+
+        def failed(ref: str) -> None:
+            respond(text=f"`/cutover {command.name}` failed unexpectedly; nothing more was done. "
+                         f"The bot's log has the details (ref {ref}).", response_type="ephemeral")
+
+        services.workers.submit(f"/cutover {command.name}", work, on_error=failed)
