@@ -51,4 +51,5 @@ def start_local_bot(slack: SlackStandIn, plan: Plan, db_path: str | None = None,
     app = build_app(services, router)
     handler = serve_socket_mode(app, services)
     slack.wait_connected()
+    services.stages.resume()
     return LocalBot(services, handler)

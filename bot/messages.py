@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.blocks import clamp, context, divider, escape, header, section, sections, slack_date
+from bot.blocks import clamp, code, context, divider, escape, header, section, sections, slack_date
 from bot.durations import format_duration
 from bot.status import StatusReport
 from bot.store import parse_time
@@ -92,3 +92,80 @@ def audit_message(events: list[dict]) -> list[dict]:
     return clamp([header(f"Audit: the last {len(events)} events"),
                   *sections([_audit_line(e) for e in events], budget=45),
                   context("Newest last. The audit log is append-only.")])
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = int(round(fraction * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def stage_text(snap) -> str:  # type: ignore[no-untyped-def]
+    """The notification text of a stage message (what a phone shows)."""
+    return f"{STATE_ICONS.get(snap.state, '•')} {snap.stage} on {snap.host}: {snap.state}"
+
+
+def stage_message(snap, now_mono: float, now) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The one message a stage run keeps up to date in the launch channel."""
+    with snap.lock:
+        state, lines = snap.state, list(snap.last_lines)
+        fraction = snap.progress.fraction
+        progress = snap.progress
+        eta = snap.eta(now_mono, now) if state in ("starting", "running") else None
+        ended = snap.ended_at
+        elapsed = (ended or now) - snap.started_at
+    icon = STATE_ICONS.get(state, "•")
+    head = f"{icon} *{escape(snap.stage)}* on `{escape(snap.host)}` — *{state}*"
+    if state in ("starting", "running"):
+        head += f" · elapsed {format_duration(elapsed)}"
+    elif state == "succeeded":
+        head += f" in {format_duration(elapsed)} (exit 0)"
+    elif state == "failed":
+        head += f" after {format_duration(elapsed)}" + (f" (exit {snap.exit_code})" if snap.exit_code is not None else "")
+    else:
+        head += f" after {format_duration(elapsed)}"
+    blocks = [section(head)]
+    if fraction is not None:
+        detail = f"{fraction * 100:.0f}%"
+        if progress.done is not None and progress.total is not None:
+            detail += f" ({progress.done:,.0f} / {progress.total:,.0f})"
+        if eta is not None and state in ("starting", "running"):
+            detail += f" · about {format_duration(eta)} left"
+        blocks.append(section(f"`{_bar(fraction)}` {detail}"))
+    elif eta is not None:
+        blocks.append(section(f"About {format_duration(eta)} left, going by the last successful run."))
+    if snap.connection and state in ("starting", "running"):
+        blocks.append(section(f"⚠️ {escape(snap.connection)}"))
+    if snap.reason:
+        by = f" by <@{snap.stopped_by}>" if snap.stopped_by else ""
+        blocks.append(section(escape(snap.reason) + by))
+    if lines:
+        blocks.append(section(code("\n".join(lines))))
+    blocks.append(context(f"Run {snap.run_id} · started by <@{snap.started_by}> {slack_date(snap.started_at)} · "
+                          f"{_size(snap.bytes)} of output"
+                          + (" · the full log follows in the thread" if state not in ("starting", "running") else "")))
+    return blocks
+
+
+def notable_message(stage: str, lines: list[str]) -> list[dict]:
+    return [context(f"Notable lines from `{escape(stage)}`"),
+            *sections([code("\n".join(chunk)) for chunk in _chunks(lines, 2800)], budget=10)]
+
+
+def _chunks(lines: list[str], limit: int) -> list[list[str]]:
+    out: list[list[str]] = [[]]
+    size = 0
+    for line in lines:
+        if out[-1] and size + len(line) > limit:
+            out.append([])
+            size = 0
+        out[-1].append(line)
+        size += len(line) + 1
+    return out

@@ -16,6 +16,8 @@ from bot.notifier import Notifier, make_slack_client
 from bot.plan import Plan
 from bot.redact import Redactor
 from bot.settings import Settings
+from bot.ssh import SSHPool
+from bot.stages import StageRunner
 from bot.store import Store
 from bot.workers import Workers
 
@@ -30,6 +32,8 @@ class Services:
     notifier: Notifier
     workers: Workers
     redactor: Redactor
+    ssh: SSHPool
+    stages: "StageRunner" = field(init=False)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cutover"))
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
@@ -37,7 +41,9 @@ class Services:
         self.store.audit(actor, action, target, outcome, detail)
 
     def close(self) -> None:
+        self.stages.stop()
         self.workers.shutdown(wait=True)
+        self.ssh.close()
         self.store.close()
 
 
@@ -48,6 +54,8 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     slack = slack or make_slack_client(settings)
     store = Store(settings.db_path, clock)
     store.prune_deliveries()
-    return Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack,
-                    notifier=Notifier(slack, plan.people.channel, redactor), workers=Workers(workers),
-                    redactor=redactor)
+    services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack,
+                        notifier=Notifier(slack, plan.people.channel, redactor), workers=Workers(workers),
+                        redactor=redactor, ssh=SSHPool(plan.hosts))
+    services.stages = StageRunner(services, services.ssh, settings.log_dir)
+    return services

@@ -32,6 +32,12 @@ class Settings:
     plan_path: str
     db_path: str
 
+    @property
+    def log_dir(self) -> Path:
+        """Where full stage logs are kept, beside the database."""
+        db = Path(self.db_path).resolve()
+        return db.parent / f"{db.stem}-logs"
+
     def secrets(self) -> list[str]:
         """Values that must never be posted, logged or echoed."""
         return [v for v in (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,

@@ -32,7 +32,11 @@ _MIGRATIONS: dict[int, str] = {
         ended_at TEXT,
         exit_code INTEGER,
         remote_dir TEXT,
+        pid INTEGER,
         log_offset INTEGER NOT NULL DEFAULT 0,
+        log_uploaded INTEGER NOT NULL DEFAULT 0,
+        cancel_reason TEXT,
+        cancelled_by TEXT,
         channel TEXT,
         message_ts TEXT,
         detail TEXT

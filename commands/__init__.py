@@ -1,8 +1,9 @@
 """The ``/cutover`` subcommands. Each module parses its arguments and calls one service."""
 
 from commands.basic import AUDIT, STATUS
+from commands.stages import CANCEL, LOGS, RUN
 from commands.router import Caller, Command, Reply, Router, UsageError
 
-ROUTER = Router([STATUS, AUDIT])
+ROUTER = Router([STATUS, RUN, CANCEL, LOGS, AUDIT])
 
 __all__ = ["ROUTER", "Caller", "Command", "Reply", "Router", "UsageError"]

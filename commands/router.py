@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from bot import messages
 
 if TYPE_CHECKING:
+    from bot.plan import Plan
     from bot.services import Services
 
 log = logging.getLogger("cutover.commands")
@@ -45,13 +46,13 @@ class Command:
     summary: str
     acts: bool
     run: Callable[["Services", Caller, Any], Reply]
-    parse: Callable[[list[str]], Any] = field(default=lambda args: args)
+    parse: Callable[[list[str], "Plan"], Any] = field(default=lambda args, plan: args)
 
     def usage_line(self) -> str:
         return f"Usage: `/cutover {self.usage}`"
 
 
-def no_args(args: list[str]) -> None:
+def no_args(args: list[str], plan: "Plan") -> None:
     if args:
         raise UsageError(f"This command takes no arguments (got `{' '.join(args)[:40]}`).")
 
@@ -73,10 +74,10 @@ class Router:
     def overview(self) -> str:
         return "Usage: `/cutover " + " | ".join(c.name for c in self.commands.values()) + "`"
 
-    def parse(self, text: str) -> tuple[Command, Any]:
+    def parse(self, text: str, plan: "Plan") -> tuple[Command, Any]:
         words = text.split()
         if not words:
-            return self.commands["help"], self.commands["help"].parse([])
+            return self.commands["help"], None
         name, args = words[0].lower(), words[1:]
         command = self.commands.get(name)
         if command is None:
@@ -84,7 +85,7 @@ class Router:
             raise UsageError(f"`{shown}` is not a /cutover command. {self.overview()} "
                              "— `/cutover help` says what each does.")
         try:
-            return command, command.parse(args)
+            return command, command.parse(args, plan)
         except UsageError as exc:
             raise UsageError(f"{exc.message}\n{command.usage_line()}") from None
 
@@ -98,7 +99,7 @@ class Router:
         caller = Caller(user=body.get("user_id", ""), channel=body.get("channel_id", ""))
         text = services.redactor.text((body.get("text") or "").strip())
         try:
-            command, parsed = self.parse(text)
+            command, parsed = self.parse(text, services.plan)
         except UsageError as exc:
             ack(text=exc.message)
             services.audit(caller.user, "command", text, "bad-usage")

@@ -1,0 +1,246 @@
+"""SSH to the plan's hosts with paramiko: known host keys only, jump hosts, one connection per host.
+
+An unknown or changed host key is refused with a message that names the host
+and says how to add the key after checking it; it is never added on its own.
+Every remote call has a timeout. Commands are built by this module from the
+plan and quoted with ``shlex.quote``; nothing typed in Slack is passed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import paramiko
+
+from bot.plan import Host
+
+log = logging.getLogger("cutover.ssh")
+T = TypeVar("T")
+
+
+class SSHError(Exception):
+    """A failure worded for the person on call: which host, what happened, what to try."""
+
+
+class HostKeyError(SSHError):
+    pass
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _known_hosts_path(host: Host) -> str:
+    return os.path.expanduser(host.known_hosts or "~/.ssh/known_hosts")
+
+
+def _host_spec(host: Host) -> str:
+    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+
+
+class SSHPool:
+    """One live connection per host, reconnected on demand; safe to share between threads."""
+
+    def __init__(self, hosts: dict[str, Host], *, connect_timeout: float = 10.0, command_timeout: float = 30.0,
+                 keepalive: int = 15) -> None:
+        self.hosts = hosts
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.keepalive = keepalive
+        self._clients: dict[str, paramiko.SSHClient] = {}
+        self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in hosts}
+
+    # -- connections ---------------------------------------------------------------
+
+    def client(self, name: str) -> paramiko.SSHClient:
+        if name not in self.hosts:
+            raise SSHError(f"`{name}` is not a host in the plan")
+        with self._locks[name]:
+            client = self._clients.get(name)
+            transport = client.get_transport() if client else None
+            if transport is not None and transport.is_active():
+                return client  # type: ignore[return-value]
+            if client is not None:
+                client.close()
+            client = self._connect(self.hosts[name])
+            self._clients[name] = client
+            return client
+
+    def _connect(self, host: Host) -> paramiko.SSHClient:
+        """Connect directly or through the jump host (the plan rules out loops)."""
+        sock = None
+        if host.jump:
+            jump = self.client(host.jump)
+            try:
+                sock = jump.get_transport().open_channel(  # type: ignore[union-attr]
+                    "direct-tcpip", (host.address, host.port), ("127.0.0.1", 0), timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError) as exc:
+                raise SSHError(f"jump host `{host.jump}` could not reach `{host.name}` "
+                               f"({host.address}:{host.port}): {exc}") from None
+        client = paramiko.SSHClient()
+        known = _known_hosts_path(host)
+        try:
+            client.load_host_keys(known)
+        except FileNotFoundError:
+            pass
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostKeyError(f"{known} (known_hosts of `{host.name}`) could not be read: {exc}") from None
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        key_file = os.path.expanduser(host.key_file) if host.key_file else None
+        try:
+            client.connect(host.address, port=host.port, username=host.user, key_filename=key_file,
+                           timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                           auth_timeout=self.connect_timeout, channel_timeout=self.connect_timeout,
+                           sock=sock, allow_agent=key_file is None, look_for_keys=key_file is None)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"the host key of `{host.name}` ({_host_spec(host)}) has CHANGED since it was recorded in "
+                f"{known}: got {exc.key.get_name()} {exc.key.fingerprint}. Refusing to connect. If the server "
+                f"was rebuilt, verify the new key out of band, remove the old line "
+                f"(ssh-keygen -R '{_host_spec(host)}' -f {known}) and add the new one.") from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(
+                    f"the host key of `{host.name}` ({_host_spec(host)}) is not in {known}; refusing to connect. "
+                    f"Check its fingerprint with the server's owner, then add it: "
+                    f"ssh-keyscan -p {host.port} {host.address} >> {known}") from None
+            if isinstance(exc, paramiko.AuthenticationException):
+                raise SSHError(f"`{host.name}` refused the key for user {host.user}"
+                               + (f" ({host.key_file})" if host.key_file else "")) from None
+            raise SSHError(f"SSH to `{host.name}` ({host.address}:{host.port}) failed: {exc}") from None
+        except (socket.timeout, TimeoutError):
+            client.close()
+            raise SSHError(f"`{host.name}` ({host.address}:{host.port}) did not answer within "
+                           f"{self.connect_timeout:.0f}s") from None
+        except OSError as exc:
+            client.close()
+            raise SSHError(f"cannot reach `{host.name}` ({host.address}:{host.port}): "
+                           f"{exc.strerror or exc}") from None
+        client.get_transport().set_keepalive(self.keepalive)  # type: ignore[union-attr]
+        log.info("connected to %s (%s:%d)%s", host.name, host.address, host.port,
+                 f" via {host.jump}" if host.jump else "")
+        return client
+
+    def drop(self, name: str) -> None:
+        with self._locks[name]:
+            client = self._clients.pop(name, None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        for name in list(self._clients):
+            self.drop(name)
+
+    # -- remote calls -------------------------------------------------------------------
+
+    def _with_client(self, name: str, what: str, fn: Callable[[paramiko.SSHClient], T], retry: bool) -> T:
+        """Run ``fn`` on the host's connection; a connection found dead is reopened once if ``retry``."""
+        for attempt in (1, 2):
+            try:
+                return fn(self.client(name))
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                self.drop(name)
+                if not retry or attempt == 2 or isinstance(exc, (socket.timeout, TimeoutError)):
+                    raise SSHError(f"{what} on `{name}` failed: lost the SSH connection "
+                                   f"({str(exc) or exc.__class__.__name__})") from None
+                log.info("connection to %s was dead; reconnecting once", name)
+        raise AssertionError("unreachable")
+
+    def run(self, name: str, command: str, *, timeout: float | None = None, stdin: bytes | None = None,
+            retry: bool = True) -> Result:
+        """Run a command built by this program (never chat text) and wait for it, within ``timeout``.
+
+        ``retry`` reopens a dead connection once; pass False for commands that must not run twice.
+        """
+        timeout = timeout or self.command_timeout
+
+        def call(client: paramiko.SSHClient) -> Result:
+            channel = client.get_transport().open_session(timeout=self.connect_timeout)  # type: ignore[union-attr]
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            if stdin is not None:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = time.monotonic() + timeout
+            while True:
+                if channel.recv_ready():
+                    out += channel.recv(65536)
+                elif channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                elif channel.exit_status_ready():
+                    break
+                elif time.monotonic() > deadline:
+                    channel.close()
+                    raise SSHError(f"a command on `{name}` did not finish within {timeout:.0f}s")
+                else:
+                    time.sleep(0.01)
+            code = channel.recv_exit_status()
+            channel.close()
+            return Result(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+        return self._with_client(name, "a command", call, retry)
+
+    def check(self, name: str, command: str, *, timeout: float | None = None, stdin: bytes | None = None,
+              retry: bool = True) -> str:
+        result = self.run(name, command, timeout=timeout, stdin=stdin, retry=retry)
+        if result.exit_code != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise SSHError(f"`{command.split()[0]}` on `{name}` exited {result.exit_code}"
+                           + (f": {detail[-1][:200]}" if detail else ""))
+        return result.stdout
+
+    def open_stream(self, name: str, command: str) -> paramiko.Channel:
+        """Start a long-running command whose stdout the caller reads as it comes."""
+        def call(client: paramiko.SSHClient) -> paramiko.Channel:
+            channel = client.get_transport().open_session(timeout=self.connect_timeout)  # type: ignore[union-attr]
+            channel.exec_command(command)
+            channel.shutdown_write()
+            return channel
+
+        return self._with_client(name, "following output", call, retry=True)
+
+    def read_file(self, name: str, path: str) -> bytes | None:
+        """The file's content, or None if it does not exist."""
+        def call(client: paramiko.SSHClient) -> bytes:
+            with client.open_sftp() as sftp, sftp.open(path, "rb") as f:
+                return f.read()
+
+        try:
+            return self._with_client(name, f"reading `{path}`", call, retry=True)
+        except FileNotFoundError:
+            return None
+
+    def write_file_atomic(self, name: str, path: str, content: bytes, mode: int = 0o644) -> None:
+        """Write a temp file beside ``path`` and rename it over, so readers never see half a file."""
+        tmp = f"{path}.cutover-{os.getpid()}-{threading.get_ident()}.tmp"
+
+        def call(client: paramiko.SSHClient) -> None:
+            with client.open_sftp() as sftp:
+                with sftp.open(tmp, "wb") as f:
+                    f.write(content)
+                sftp.chmod(tmp, mode)
+                sftp.posix_rename(tmp, path)
+
+        try:
+            self._with_client(name, f"writing `{path}`", call, retry=True)
+        except FileNotFoundError:
+            raise SSHError(f"writing `{path}` on `{name}` failed: its directory does not exist") from None
+
+
+def quote(value: str) -> str:
+    return shlex.quote(value)

@@ -1,0 +1,71 @@
+"""``run``, ``cancel`` and ``logs``: stages by name from the plan, never a command from chat."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.stages import StageRefused
+from commands.router import Caller, Command, Reply, UsageError
+
+if TYPE_CHECKING:
+    from bot.plan import Plan
+    from bot.services import Services
+
+
+def _stage_name(args: list[str], plan: "Plan", allow_all: bool = False) -> str:
+    names = [s.name for s in plan.stages]
+    choices = ", ".join(f"`{n}`" for n in names) + (" or `all`" if allow_all else "")
+    if len(args) != 1:
+        raise UsageError(f"Name one stage: {choices}.")
+    name = args[0]
+    if allow_all and name.lower() == "all":
+        return "all"
+    if name not in names:
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise UsageError(f"`{shown}` is not a stage of the plan. Stages: {choices}.")
+    return name
+
+
+def parse_run(args: list[str], plan: "Plan") -> str:
+    return _stage_name(args, plan, allow_all=True)
+
+
+def parse_stage(args: list[str], plan: "Plan") -> str:
+    return _stage_name(args, plan)
+
+
+def run_run(services: "Services", caller: Caller, name: str) -> Reply:
+    if name == "all":
+        report = services.stages.run_all(caller.user)
+        return Reply(text="`run all`:\n" + "\n".join(report))
+    try:
+        run_id = services.stages.start(name, caller.user)
+    except StageRefused as exc:
+        services.audit(caller.user, "run", name, "refused", {"reason": str(exc)})
+        return Reply(text=str(exc))
+    return Reply(text=f"Started `{name}` (run {run_id}); its progress is in the channel and its thread.")
+
+
+def run_cancel(services: "Services", caller: Caller, name: str) -> Reply:
+    try:
+        return Reply(text=services.stages.cancel(name, caller.user))
+    except StageRefused as exc:
+        return Reply(text=str(exc))
+
+
+def run_logs(services: "Services", caller: Caller, name: str) -> Reply:
+    try:
+        run, path = services.stages.latest_log(name)
+    except StageRefused as exc:
+        return Reply(text=str(exc))
+    if services.stages.upload_log(run, path, caller.user) is None:
+        return Reply(text=f"Uploading the log of `{name}` failed; the bot's log says why. Try again in a minute.")
+    return Reply(text=f"The log of `{name}` (run {run['id']}) is in the thread of its progress message.")
+
+
+RUN = Command("run", "run STAGE|all", "start a stage on its host (or every stage not yet done, in order)",
+              acts=True, run=run_run, parse=parse_run)
+CANCEL = Command("cancel", "cancel STAGE", "stop a running stage and its whole process group", acts=True,
+                 run=run_cancel, parse=parse_stage)
+LOGS = Command("logs", "logs STAGE", "upload the full output of the stage's latest run", acts=False,
+               run=run_logs, parse=parse_stage)

@@ -1,0 +1,57 @@
+"""Helpers for tests that run real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.standins.sshd import LocalSshd, find_sshd
+
+
+def start_sshd(workdir: Path, **kwargs) -> LocalSshd:
+    if find_sshd() is None:
+        pytest.skip("sshd is not installed (Debian package openssh-server); .ci/run installs it")
+    return LocalSshd(workdir, **kwargs).start()
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def to_toml(plan: dict) -> str:
+    """Enough TOML for a plan: tables, sub-tables, arrays of tables, scalars and lists."""
+    out: list[str] = []
+
+    def table(prefix: str, data: dict) -> None:
+        scalars = {k: v for k, v in data.items() if not isinstance(v, dict)
+                   and not (isinstance(v, list) and v and isinstance(v[0], dict))}
+        out.append(f"[{prefix}]")
+        out.extend(f"{k} = {_value(v)}" for k, v in scalars.items())
+        for k, v in data.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}", v)
+
+    for key, value in plan.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                out.append(f"[[{key}]]")
+                out.extend(f"{k} = {_value(v)}" for k, v in item.items())
+        elif isinstance(value, dict):
+            table(key, value)
+        else:
+            out.insert(0, f"{key} = {_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def rss_kb(pid: int | None = None) -> int:
+    status = Path(f"/proc/{pid or os.getpid()}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
