@@ -328,3 +328,12 @@ def test_the_bot_killed_and_restarted_mid_stage_resumes_exactly(slack, sshd, tmp
     finally:
         second.terminate()
         second.wait(10)
+
+
+def test_rate_limited_updates_still_end_with_the_true_final_message(slack, stage_bot):
+    slack.fail_next("chat.update", retry_after=1, times=2)
+    reply_text(slack, slack.command(OPERATOR, "run slow"))
+    run = finished(stage_bot, "slow")
+    slack.wait_for(lambda: "succeeded" in message_text(slack, run["message_ts"]), 15, "the final message")
+    statuses = [c["status"] for c in slack.calls_of("chat.update")]
+    assert statuses.count(429) == 2 and statuses[-1] == 200

@@ -1,0 +1,59 @@
+"""Message builders are pure: tested by value."""
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from bot import messages
+from bot.blocks import MAX_BLOCKS, SECTION_LIMIT, sections, slack_date
+from bot.stages import Progress, Snapshot
+
+T0 = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
+
+
+def snap(**kw) -> Snapshot:
+    base = dict(run_id=7, stage="db-import", host="new", started_by="U0ALICE", started_at=T0, state="running")
+    base.update(kw)
+    return Snapshot(**base)
+
+
+def test_slack_date_has_a_fallback():
+    assert slack_date(T0) == "<!date^1796148000^{date_short_pretty} {time_secs}|2026-12-01 18:00:00 UTC>"
+
+
+def test_running_stage_with_progress_and_rate_eta():
+    s = snap(progress=Progress(done=250, total=1000, first_at=100.0, first_fraction=0.0, fraction_at=150.0))
+    s.last_lines.extend(["Processed 250/1000", "<script>"])
+    blocks = messages.stage_message(s, 150.0, T0 + timedelta(seconds=50))
+    assert blocks[0]["text"]["text"] == "🔵 *db-import* on `new` — *running* · elapsed 50s"
+    assert blocks[1]["text"]["text"] == "`█████░░░░░░░░░░░░░░░` 25% (250 / 1,000) · about 2m 30s left"
+    assert blocks[2]["text"]["text"] == "```Processed 250/1000\n&lt;script&gt;```"
+    assert blocks[3]["elements"][0]["text"].startswith("Run 7 · started by <@U0ALICE> <!date^")
+
+
+def test_eta_from_the_last_successful_run_when_there_is_no_pattern():
+    s = snap(previous_duration=timedelta(minutes=10))
+    blocks = messages.stage_message(s, 0.0, T0 + timedelta(minutes=4))
+    assert blocks[1]["text"]["text"] == "About 6m 00s left, going by the last successful run."
+
+
+def test_finished_states():
+    done = snap(state="succeeded", ended_at=T0 + timedelta(minutes=4, seconds=10), exit_code=0)
+    assert messages.stage_message(done, 0, T0)[0]["text"]["text"] == \
+        "✅ *db-import* on `new` — *succeeded* in 4m 10s (exit 0)"
+    failed = snap(state="failed", ended_at=T0 + timedelta(seconds=3), exit_code=3)
+    assert messages.stage_message(failed, 0, T0)[0]["text"]["text"].endswith("*failed* after 3s (exit 3)")
+    cancelled = snap(state="cancelled", ended_at=T0 + timedelta(seconds=3), reason="stopped", stopped_by="U0BOB")
+    assert messages.stage_message(cancelled, 0, T0)[1]["text"]["text"] == "stopped by <@U0BOB>"
+
+
+def test_sections_respect_slack_limits():
+    blocks = sections(["x" * 1000] * 400)
+    assert len(blocks) <= MAX_BLOCKS
+    assert all(len(b["text"]["text"]) <= SECTION_LIMIT for b in blocks)
+
+
+def test_audit_lines():
+    event = {"at": T0.isoformat(), "actor": "U0EVE", "action": "run", "target": "db-import", "outcome": "refused",
+             "detail": '{"reason": "not an operator"}'}
+    text = messages.audit_message([event])[1]["text"]["text"]
+    assert text.endswith("<@U0EVE> *run* `db-import` — refused (not an operator)")
