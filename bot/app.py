@@ -56,9 +56,11 @@ def build_app(services: Services, router: Router = ROUTER) -> App:
 
     @app.event("reaction_added")
     @app.event("reaction_removed")
-    def reaction(ack: Any) -> None:
-        """Reactions only matter on a go-live request; acked so Slack does not redeliver them."""
+    def reaction(ack: Any, event: dict) -> None:
+        """Reactions matter only on a go-live or rollback request; the service decides."""
         ack()
+        if services.golive is not None:
+            services.workers.submit(f"{event.get('type')} by {event.get('user')}", services.golive.on_reaction, event)
 
     @app.error
     def on_error(error: Exception, body: dict) -> None:

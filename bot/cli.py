@@ -79,12 +79,12 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     app = build_app(services)
     if http:
         server = serve_http(app, port)
-        services.stages.resume()
+        services.start()
         wait_for_signal()
         server.shutdown()
     else:
         handler = serve_socket_mode(app, services)
-        services.stages.resume()
+        services.start()
         wait_for_signal()
         handler.close()
     services.close()

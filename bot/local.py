@@ -43,13 +43,14 @@ class LocalBot:
 
 
 def start_local_bot(slack: SlackStandIn, plan: Plan, db_path: str | None = None,
-                    clock: Clock | None = None, router: Router = ROUTER) -> LocalBot:
+                    clock: Clock | None = None, router: Router = ROUTER,
+                    digitalocean_end_point: str | None = None) -> LocalBot:
     if db_path is None:
         db_path = str(Path(tempfile.mkdtemp(prefix="cutover-")) / "cutover.db")
-    settings = local_settings(slack, db_path, plan.path)
+    settings = local_settings(slack, db_path, plan.path, digitalocean_end_point)
     services = build_services(settings, plan, clock=clock)
     app = build_app(services, router)
     handler = serve_socket_mode(app, services)
     slack.wait_connected()
-    services.stages.resume()
+    services.start()
     return LocalBot(services, handler)

@@ -45,6 +45,7 @@ class Host:
     key_file: str | None = None
     known_hosts: str | None = None
     jump: str | None = None
+    health_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class Failover:
     interface: str | None = None
     require_freezes: tuple[str, ...] = ()
     rollback_approvals: int = 1
+    vip: str = ""
+    new_probe_url: str = ""
+    old_probe_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,11 @@ class Plan:
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    def health_file(self, host: str) -> str:
+        """The health file keepalived's check reads on ``host``: its own, or the failover default."""
+        assert self.failover is not None
+        return self.hosts[host].health_file or self.failover.health_file
 
     def is_operator(self, user: str) -> bool:
         return user in self.people.operators
@@ -327,7 +336,7 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
         if not isinstance(h, dict):
             c.error(key, h, "a table")
             continue
-        c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump"})
+        c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file"})
         address = c.string(h, f"{key}.address", "address", expected="a host name or IP address")
         user = c.string(h, f"{key}.user", "user", expected="a login name")
         port = c.integer(h, f"{key}.port", "port", required=False, default=22, low=1, high=65535)
@@ -335,9 +344,12 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
         known = c.string(h, f"{key}.known_hosts", "known_hosts", required=False,
                          expected="a path to a known_hosts file")
         jump = c.string(h, f"{key}.jump", "jump", required=False, expected="the name of another [hosts.*] entry")
+        health = c.string(h, f"{key}.health_file", "health_file", required=False, expected="an absolute path")
+        if health is not None and not health.startswith("/"):
+            c.error(f"{key}.health_file", health, "an absolute path")
         if address and user:
             hosts[name] = Host(name=name, address=address, user=user, port=port or 22,
-                               key_file=key_file, known_hosts=known, jump=jump)
+                               key_file=key_file, known_hosts=known, jump=jump, health_file=health)
     for name, h in hosts.items():
         if h.jump is not None and h.jump not in t:
             c.error(f"hosts.{name}.jump", h.jump, "the name of another [hosts.*] entry: " + ", ".join(sorted(t)))
@@ -407,16 +419,11 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> Failover | Non
     t = c.table(data, "failover", "failover", required=False)
     if t is None:
         return None
-    c.only(t, "failover.", {"floating_ip", "old", "new", "health_file", "healthy", "unhealthy", "probe_url",
-                            "new_marker", "old_marker", "verify_timeout", "interface", "require_freezes",
-                            "rollback_approvals"})
-    ip = c.string(t, "failover.floating_ip", "floating_ip", expected="an IPv4 address")
-    if ip is not None:
-        try:
-            ipaddress.IPv4Address(ip)
-        except ValueError:
-            c.error("failover.floating_ip", ip, "an IPv4 address")
-            ip = None
+    c.only(t, "failover.", {"floating_ip", "vip", "old", "new", "health_file", "healthy", "unhealthy",
+                            "probe_url", "new_probe_url", "old_probe_url", "new_marker", "old_marker",
+                            "verify_timeout", "interface", "require_freezes", "rollback_approvals"})
+    ip = _ipv4(c, t, "floating_ip", required=True)
+    vip = _ipv4(c, t, "vip", required=False)
     names = ", ".join(sorted(data.get("hosts") or {}))
     old = c.string(t, "failover.old", "old", expected="the name of a [hosts.*] entry")
     new = c.string(t, "failover.new", "new", expected="the name of a [hosts.*] entry")
@@ -432,11 +439,9 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> Failover | Non
     unhealthy = c.string(t, "failover.unhealthy", "unhealthy", required=False)
     if (healthy or "true") == (unhealthy or "false"):
         c.error("failover.unhealthy", unhealthy, "a value different from failover.healthy")
-    probe = c.string(t, "failover.probe_url", "probe_url", expected="an http:// or https:// URL")
-    if probe is not None:
-        parsed = urlparse(probe)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            c.error("failover.probe_url", probe, "an http:// or https:// URL")
+    probe = _url(c, t, "probe_url", required=True)
+    new_probe = _url(c, t, "new_probe_url", required=False)
+    old_probe = _url(c, t, "old_probe_url", required=False)
     marker = c.string(t, "failover.new_marker", "new_marker",
                       expected="text that only the new server's probe answer contains")
     old_marker = c.string(t, "failover.old_marker", "old_marker", required=False)
@@ -451,7 +456,39 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> Failover | Non
     return Failover(floating_ip=ip, old=old, new=new, health_file=health_file, healthy=healthy or "true",
                     unhealthy=unhealthy or "false", probe_url=probe, new_marker=marker,
                     verify_timeout=verify or timedelta(seconds=60), old_marker=old_marker,
-                    interface=interface, require_freezes=require, rollback_approvals=rollback)
+                    interface=interface, require_freezes=require, rollback_approvals=rollback,
+                    vip=vip or ip, new_probe_url=new_probe or _on_host(probe, hosts[new].address),
+                    old_probe_url=old_probe or _on_host(probe, hosts[old].address))
+
+
+def _ipv4(c: _Checker, t: dict, name: str, required: bool) -> str | None:
+    value = c.string(t, f"failover.{name}", name, required=required, expected="an IPv4 address")
+    if value is None:
+        return None
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        c.error(f"failover.{name}", value, "an IPv4 address")
+        return None
+    return value
+
+
+def _url(c: _Checker, t: dict, name: str, required: bool) -> str | None:
+    value = c.string(t, f"failover.{name}", name, required=required, expected="an http:// or https:// URL")
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        c.error(f"failover.{name}", value, "an http:// or https:// URL")
+        return None
+    return value
+
+
+def _on_host(url: str, address: str) -> str:
+    """The probe URL aimed at one server's own address instead of the floating IP."""
+    parsed = urlparse(url)
+    netloc = address + (f":{parsed.port}" if parsed.port else "")
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def _digitalocean(c: _Checker, data: dict) -> DigitalOcean | None:

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timezone
+from functools import cached_property
+
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from slack_sdk import WebClient
 
 from bot.clock import Clock, SystemClock
+from bot.cloud import Cloud
+from bot.failover import Failover
+from bot.golive import GoLive
 from bot.notifier import Notifier, make_slack_client
 from bot.plan import Plan
 from bot.redact import Redactor
@@ -33,14 +40,33 @@ class Services:
     workers: Workers
     redactor: Redactor
     ssh: SSHPool
-    stages: "StageRunner" = field(init=False)
+    cloud: Cloud
+    scheduler: BackgroundScheduler
+    stages: StageRunner = field(init=False)
+    golive: GoLive | None = field(init=False, default=None)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cutover"))
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
         self.store.audit(actor, action, target, outcome, detail)
 
+    @cached_property
+    def bot_user_id(self) -> str:
+        """Who the bot is in Slack, so that its own reactions never count."""
+        return str(self.slack.auth_test()["user_id"])
+
+    def start(self) -> None:
+        """What runs once the bot is connected: re-attach stages, settle requests, start the clock jobs."""
+        self.stages.resume()
+        if self.golive is not None:
+            self.golive.resume()
+            self.scheduler.add_job(self.golive.expire_due, "interval", seconds=1, id="golive-expiry",
+                                   max_instances=1, coalesce=True, replace_existing=True)
+        self.scheduler.start()
+
     def close(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         self.stages.stop()
         self.workers.shutdown(wait=True)
         self.ssh.close()
@@ -56,6 +82,10 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     store.prune_deliveries()
     services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack,
                         notifier=Notifier(slack, plan.people.channel, redactor), workers=Workers(workers),
-                        redactor=redactor, ssh=SSHPool(plan.hosts))
+                        redactor=redactor, ssh=SSHPool(plan.hosts),
+                        cloud=Cloud(settings.digitalocean_token, settings.digitalocean_end_point),
+                        scheduler=BackgroundScheduler(timezone=timezone.utc))
     services.stages = StageRunner(services, services.ssh, settings.log_dir)
+    if plan.failover is not None and plan.digitalocean is not None:
+        services.golive = GoLive(services, Failover(services, services.cloud))
     return services

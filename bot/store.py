@@ -218,7 +218,9 @@ class Store:
         return {r["stage"]: r for r in rows}
 
     def open_requests(self) -> list[dict]:
-        return self.query("SELECT * FROM golive_requests WHERE state = 'open' ORDER BY id")
+        """Requests not yet settled: waiting for approvals, or switching and verifying."""
+        return self.query("SELECT * FROM golive_requests WHERE state IN ('open', 'deciding', 'flipping', 'flipped') "
+                          "ORDER BY id")
 
     def current_freezes(self) -> list[dict]:
         return self.query("SELECT * FROM freezes WHERE state IN ('scheduled', 'active') ORDER BY start_at")

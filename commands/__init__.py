@@ -1,9 +1,10 @@
 """The ``/cutover`` subcommands. Each module parses its arguments and calls one service."""
 
 from commands.basic import AUDIT, STATUS
+from commands.golive import CHECK, GOLIVE, ROLLBACK
 from commands.stages import CANCEL, LOGS, RUN
 from commands.router import Caller, Command, Reply, Router, UsageError
 
-ROUTER = Router([STATUS, RUN, CANCEL, LOGS, AUDIT])
+ROUTER = Router([STATUS, RUN, CANCEL, LOGS, CHECK, GOLIVE, ROLLBACK, AUDIT])
 
 __all__ = ["ROUTER", "Caller", "Command", "Reply", "Router", "UsageError"]

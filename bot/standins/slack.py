@@ -98,6 +98,7 @@ class SlackStandIn:
         self.channels: dict[str, Channel] = {
             cid: Channel(cid, name) for cid, name in (channels or {"C0LAUNCH": "launch"}).items()}
         self.ephemerals: list[dict] = []
+        self.users: dict[str, dict] = {}
         self.responses: list[dict] = []
         self.files: dict[str, dict] = {}
         self.calls: list[dict] = []
@@ -639,6 +640,21 @@ class SlackStandIn:
         channel = self._channel(params)
         msg = self._find(channel.id, params.get("timestamp", ""))
         return {"type": "message", "channel": channel.id, "message": msg}
+
+    def add_user(self, user_id: str, name: str, *, is_bot: bool = False) -> None:
+        with self._lock:
+            self.users[user_id] = {"id": user_id, "name": name, "real_name": name.capitalize(), "is_bot": is_bot,
+                                   "deleted": False, "team_id": self.team_id}
+
+    def _m_users_info(self, params: dict) -> dict:
+        user = params.get("user", "")
+        if user == self.bot_user_id:
+            return {"user": {"id": user, "name": "cutover", "is_bot": True, "deleted": False, "team_id": self.team_id}}
+        if user in self.users:
+            return {"user": self.users[user]}
+        if not user.startswith(("U", "W")):
+            raise SlackError("user_not_found")
+        return {"user": {"id": user, "name": user.lower(), "is_bot": False, "deleted": False, "team_id": self.team_id}}
 
     def _m_conversations_info(self, params: dict) -> dict:
         channel = self._channel(params)

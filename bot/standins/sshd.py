@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from bot.standins.netns import connect_in
+
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
 
@@ -33,10 +35,14 @@ def free_port() -> int:
 
 class LocalSshd:
     def __init__(self, workdir: Path, *, client_key: Path | None = None, log_level: str = "INFO",
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", netns: str | None = None, listen: str = "127.0.0.1",
+                 port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.netns = netns
+        self.listen = listen
+        self.port = port or free_port()
+        self.address = ("127.0.0.1", self.port)
         self.user = getpass.getuser()
         self.host_key = self.workdir / "ssh_host_ed25519_key"
         self.client_key = client_key or self.workdir / "client_ed25519"
@@ -58,32 +64,39 @@ class LocalSshd:
         authorized = self.workdir / "authorized_keys"
         authorized.write_text(Path(str(self.client_key) + ".pub").read_text())
         authorized.chmod(0o600)
-        host_pub = Path(str(self.host_key) + ".pub").read_text().split()
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        self.reachable_at("127.0.0.1", self.port)
         config = self.workdir / "sshd_config"
         config.write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"Port {self.port}\nListenAddress {self.listen}\nHostKey {self.host_key}\n"
             f"AuthorizedKeysFile {authorized}\nPidFile {self.workdir / 'sshd.pid'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "PermitRootLogin prohibit-password\nAllowTcpForwarding yes\nMaxSessions 50\nMaxStartups 50\n"
             f"LogLevel {self.log_level}\nSubsystem sftp internal-sftp\n{self.extra_config}")
         Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
-        self.process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.process = subprocess.Popen([*prefix, sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
                                         stderr=open(self.log, "ab"))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd exited at start: {self.log.read_text()[-500:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
+            try:
+                connect_in(self.netns, ("127.0.0.1" if self.listen == "0.0.0.0" else self.listen, self.port)).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
         raise RuntimeError("sshd did not start listening within 10 s")
+
+    def reachable_at(self, host: str, port: int) -> None:
+        """Record where the bot reaches this server (a forwarded port, in the lab) in its known_hosts."""
+        self.address = (host, port)
+        host_pub = Path(str(self.host_key) + ".pub").read_text().split()
+        self.known_hosts.write_text(f"[{host}]:{port} {host_pub[0]} {host_pub[1]}\n")
 
     def host_entry(self, **extra: object) -> dict:
         """The plan's [hosts.NAME] table for this server."""
-        return {"address": "127.0.0.1", "port": self.port, "user": self.user, "key_file": str(self.client_key),
-                "known_hosts": str(self.known_hosts), **extra}
+        return {"address": self.address[0], "port": self.address[1], "user": self.user,
+                "key_file": str(self.client_key), "known_hosts": str(self.known_hosts), **extra}
 
     def session_pids(self) -> list[int]:
         """The per-connection sshd processes (children of the listener), to cut connections."""

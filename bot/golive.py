@@ -1,0 +1,380 @@
+"""Go-live and rollback requests: two-person approval by reaction, one flip, a verified switch.
+
+A request moves through states, each change a conditional UPDATE inside one
+transaction, so that only one thread ever takes a step:
+
+    open ─► deciding ─► flipping ─► flipped ─► verified | unverified
+      │         └─► aborted (preflight worse at the threshold)
+      └─► expired
+
+Approvals are rows keyed by (request, user): a person counts once, a removed
+reaction deletes the row, and the approval that reaches the threshold is the
+one that moves ``open`` to ``deciding``. A bot restarted mid-way never flips
+on its own: it finishes a flip that already happened, or says nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from bot import golive_messages as gm
+from bot.failover import Failover, Verification, Witness
+from bot.preflight import Preflight, run_preflight
+from bot.ssh import SSHError
+from bot.store import parse_time
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger("cutover.golive")
+
+IN_FLIGHT = ("open", "deciding", "flipping", "flipped")
+
+
+class Refused(Exception):
+    """Why a request cannot be made now, worded for the operator."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a request command produced: a request posted, or a preflight that stopped it."""
+
+    text: str
+    preflight: Preflight | None = None
+
+
+class GoLive:
+    def __init__(self, services: "Services", failover: Failover) -> None:
+        self.services = services
+        self.failover = failover
+        self.people = services.plan.people
+        self._is_bot: dict[str, bool] = {}
+        self._bot_lock = threading.Lock()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def check(self) -> Preflight:
+        return run_preflight(self.services, self.failover, "golive")
+
+    def request(self, user: str, kind: str = "golive") -> Outcome:
+        preflight = run_preflight(self.services, self.failover, kind)
+        if not preflight.ok:
+            self.services.audit(user, kind, "", "refused", {"reason": "preflight failed",
+                                                            "failed": [c.name for c in preflight.failed]})
+            return Outcome(f"No {gm.WHAT[kind]} was requested: the preflight found problems.", preflight)
+        required = self._required(kind)
+        now = self.services.clock.now()
+        with self.services.store.transaction() as db:
+            busy = list(db.query(f"SELECT id, kind, requested_by FROM golive_requests WHERE state IN "
+                                 f"({','.join('?' * len(IN_FLIGHT))})", list(IN_FLIGHT)))
+            if busy:
+                raise Refused(f"{gm.WHAT[busy[0]['kind']].capitalize()} request #{busy[0]['id']} by "
+                              f"<@{busy[0]['requested_by']}> is still in progress; one at a time.")
+            request_id = db["golive_requests"].insert({
+                "kind": kind, "state": "open", "requested_by": user, "created_at": now.isoformat(),
+                "expires_at": (now + self.people.approval_ttl).isoformat(), "required": required,
+                "channel": self.people.channel, "preflight": json.dumps(preflight.to_json())}).last_pk
+        self.services.audit(user, f"{kind}-requested", f"#{request_id}", "ok", {"required": required})
+        if required == 0:
+            self._post(request_id)
+            self.services.workers.submit(f"{kind} #{request_id}", self._decided, request_id)
+            return Outcome(f"{gm.WHAT[kind].capitalize()} #{request_id} needs no approval; going ahead.")
+        ts = self._post(request_id)
+        if ts:
+            self.services.notifier.react(ts, self.people.approval_reaction)
+        return Outcome(f"{gm.WHAT[kind].capitalize()} #{request_id} posted; it needs {required} approval(s) "
+                       f"within {gm.format_ttl(self.people.approval_ttl)}.")
+
+    def _required(self, kind: str) -> int:
+        if kind == "rollback":
+            return self.services.plan.failover.rollback_approvals  # type: ignore[union-attr]
+        return self.people.required_approvals
+
+    # -- reactions ------------------------------------------------------------------------------
+
+    def on_reaction(self, event: dict) -> None:
+        item = event.get("item") or {}
+        user, name = event.get("user", ""), event.get("reaction", "")
+        if item.get("type") != "message" or item.get("channel") != self.people.channel or self._is_a_bot(user):
+            return
+        rows = self.services.store.query("SELECT * FROM golive_requests WHERE channel = ? AND message_ts = ?",
+                                         [item.get("channel"), item.get("ts")])
+        if event.get("type") == "reaction_removed":
+            if rows and name == self.people.approval_reaction:
+                self._withdraw(rows[0], user)
+            return
+        approver = self.services.plan.is_approver(user)
+        if not rows:
+            self._elsewhere(user, name, approver)
+            return
+        request = rows[0]
+        if name != self.people.approval_reaction:
+            if approver:
+                self._note(user, f"Only :{self.people.approval_reaction}: counts as an approval of "
+                                 f"{gm.WHAT[request['kind']]} #{request['id']}; :{name}: does not.")
+            return
+        if user == request["requested_by"]:
+            self._refuse(request, user, "the requester",
+                         f"You asked for {gm.WHAT[request['kind']]} #{request['id']}, so your approval does not "
+                         f"count: it needs {request['required']} other approver(s).")
+            return
+        if not approver:
+            self._refuse(request, user, "not an approver",
+                         f"Your :{name}: does not count: only the plan's approvers may approve "
+                         f"({gm.people_list(self.people.approvers)}).")
+            return
+        self._approve(request, user, name)
+
+    def _elsewhere(self, user: str, name: str, approver: bool) -> None:
+        if not approver or name != self.people.approval_reaction:
+            return
+        open_ = [r for r in self.services.store.open_requests() if r["state"] == "open"]
+        if open_:
+            self._note(user, f"That message is not a request; approve {gm.WHAT[open_[0]['kind']]} "
+                             f"#{open_[0]['id']} by reacting on its message.")
+
+    def _is_a_bot(self, user: str) -> bool:
+        if not user or user == self.services.bot_user_id:
+            return True
+        with self._bot_lock:
+            if user in self._is_bot:
+                return self._is_bot[user]
+        try:
+            info = self.services.slack.users_info(user=user)
+            is_bot = bool(info["user"].get("is_bot")) or bool(info["user"].get("is_app_user"))
+        except Exception as exc:  # a lookup failure must not count a bot, nor drop a person
+            log.warning("users.info for %s failed (%s); treating as a person", user, exc.__class__.__name__)
+            return False
+        with self._bot_lock:
+            self._is_bot[user] = is_bot
+        return is_bot
+
+    def _note(self, user: str, text: str) -> None:
+        self.services.notifier.ephemeral(user, text)
+
+    def _refuse(self, request: dict, user: str, reason: str, text: str) -> None:
+        self.services.audit(user, "approval", f"#{request['id']}", "refused", {"reason": reason})
+        self._note(user, text)
+
+    def _approve(self, request: dict, user: str, reaction: str) -> None:
+        now = self.services.clock.now()
+        with self.services.store.transaction() as db:
+            row = next(db.query("SELECT * FROM golive_requests WHERE id = ?", [request["id"]]))
+            if row["state"] != "open":
+                verdict = "closed"
+            elif now >= parse_time(row["expires_at"]):  # type: ignore[operator]
+                db.execute("UPDATE golive_requests SET state = 'expired' WHERE id = ? AND state = 'open'",
+                           [row["id"]])
+                verdict = "expired"
+            else:
+                db.execute("INSERT OR IGNORE INTO approvals (request_id, user, reaction, approved_at) "
+                           "VALUES (?, ?, ?, ?)", [row["id"], user, reaction, now.isoformat()])
+                count = db.execute("SELECT COUNT(*) FROM approvals WHERE request_id = ?", [row["id"]]).fetchone()[0]
+                verdict = "counted"
+                if count >= row["required"]:
+                    taken = db.execute("UPDATE golive_requests SET state = 'deciding', decided_at = ? "
+                                       "WHERE id = ? AND state = 'open'", [now.isoformat(), row["id"]]).rowcount
+                    verdict = "threshold" if taken else "closed"
+        if verdict == "expired":
+            self._refuse(request, user, "expired", f"{gm.WHAT[request['kind']].capitalize()} #{request['id']} "
+                                                   "expired before your approval; ask for a new one.")
+            self._post(request["id"])
+            return
+        if verdict == "closed":
+            self._note(user, f"{gm.WHAT[request['kind']].capitalize()} #{request['id']} is no longer open "
+                             f"({self._state(request['id'])}); your approval was not needed.")
+            return
+        self.services.audit(user, "approval", f"#{request['id']}", "ok")
+        self._post(request["id"])
+        if verdict == "threshold":
+            self._decided(request["id"])
+
+    def _withdraw(self, request: dict, user: str) -> None:
+        with self.services.store.transaction() as db:
+            gone = db.execute("DELETE FROM approvals WHERE request_id = ? AND user = ? AND EXISTS "
+                              "(SELECT 1 FROM golive_requests WHERE id = ? AND state = 'open')",
+                              [request["id"], user, request["id"]]).rowcount
+        if gone:
+            self.services.audit(user, "approval-withdrawn", f"#{request['id']}", "ok")
+            self._post(request["id"])
+
+    # -- the decision, the flip and the proof ---------------------------------------------------
+
+    def _decided(self, request_id: int) -> None:
+        """The threshold was reached (or none was needed): check again, then flip exactly once."""
+        request = self._row(request_id)
+        kind = request["kind"]
+        self._thread(request_id, f"Approvals complete. Running the preflight again before the "
+                                 f"{'flip' if kind == 'golive' else 'rollback'}…")
+        preflight = run_preflight(self.services, self.failover, kind, ignore_request=request_id)
+        if not preflight.ok:
+            self._move(request_id, "deciding", "aborted", {"preflight": preflight.to_json()})
+            self.services.audit("cutover", f"{kind}-aborted", f"#{request_id}", "aborted",
+                                {"reason": "; ".join(c.detail for c in preflight.failed)})
+            self._post(request_id, preflight=preflight)
+            self._thread(request_id, "Not switching: " + "; ".join(c.detail for c in preflight.failed))
+            return
+        if not self._move(request_id, "deciding", "flipping"):
+            return
+        try:
+            if kind == "golive":
+                self.failover.flip(request_id)
+                action = f"wrote `{self.failover.config.unhealthy}` to the old server's health file"
+            else:
+                saved = self.failover.restore()
+                action = f"restored `{saved['path']}` on `{saved['host']}`"
+        except SSHError as exc:
+            self._move(request_id, "flipping", "aborted", {"error": str(exc)})
+            self.services.audit("cutover", f"{kind}-flip-failed", f"#{request_id}", "error", {"reason": str(exc)})
+            self._post(request_id)
+            self._thread(request_id, f"❌ The {'flip' if kind == 'golive' else 'rollback'} could not be made: {exc}")
+            return
+        now = self.services.clock.now()
+        self._move(request_id, "flipping", "flipped", {"flipped_at": now.isoformat(), "action": action})
+        self.services.audit("cutover", f"{kind}-flipped", f"#{request_id}", "ok", {"action": action})
+        self._thread(request_id, f"🔀 {action.capitalize()} at {gm.slack_date(now)}. Verifying…")
+        self._post(request_id)
+        self._verify(request_id)
+
+    def _verify(self, request_id: int) -> None:
+        request = self._row(request_id)
+        target = self.failover.config.new if request["kind"] == "golive" else self.failover.config.old
+
+        def report(witness: Witness) -> None:
+            self._thread(request_id, ("✅ " if witness.ok else "❌ ") + witness.detail)
+
+        result = self.failover.verify(target, self.failover.config.verify_timeout.total_seconds(), report)
+        state = "verified" if result.ok else "unverified"
+        self._move(request_id, "flipped", state, {"verification": _verification_json(result)})
+        self.services.audit("cutover", f"{request['kind']}-{state}", f"#{request_id}", "ok" if result.ok else state,
+                            {"failed": [w.name for w in result.failed]})
+        self._post(request_id)
+        if not result.ok and request["kind"] == "golive":
+            self._thread(request_id, "Verification failed: " + "; ".join(w.detail for w in result.failed)
+                         + ". `/cutover rollback` switches back to the old server.")
+
+    # -- time and restarts ----------------------------------------------------------------------------
+
+    def expire_due(self) -> None:
+        now = self.services.clock.now().isoformat()
+        with self.services.store.transaction() as db:
+            due = [r["id"] for r in db.query("SELECT id FROM golive_requests WHERE state = 'open' AND expires_at <= ?",
+                                             [now])]
+            for request_id in due:
+                db.execute("UPDATE golive_requests SET state = 'expired' WHERE id = ? AND state = 'open'",
+                           [request_id])
+        for request_id in due:
+            self.services.audit("cutover", "request-expired", f"#{request_id}", "expired")
+            self._post(request_id)
+
+    def resume(self) -> None:
+        """After a restart: never flip on our own; finish what provably happened."""
+        for request in self.services.store.query("SELECT * FROM golive_requests WHERE state IN "
+                                                 "('deciding', 'flipping', 'flipped')"):
+            request_id, kind = request["id"], request["kind"]
+            if request["state"] == "flipping":
+                try:
+                    flipped = self._flip_landed(kind)
+                except SSHError as exc:
+                    log.error("cannot tell whether request #%d flipped: %s", request_id, exc)
+                    flipped = None
+                if flipped:
+                    self._move(request_id, "flipping", "flipped", {"flipped_at": self.services.clock.now().isoformat(),
+                                                                    "action": "found flipped after a restart"})
+                    request["state"] = "flipped"
+                else:
+                    self._interrupted(request_id, "flipping")
+                    continue
+            if request["state"] == "deciding":
+                self._interrupted(request_id, "deciding")
+                continue
+            self._thread(request_id, "The bot restarted during verification; verifying again.")
+            self.services.workers.submit(f"verification of #{request_id}", self._verify, request_id)
+
+    def _flip_landed(self, kind: str) -> bool:
+        value = self.failover.health(self.failover.config.old)
+        if kind == "golive":
+            return value == self.failover.config.unhealthy
+        saved = self.failover.backup()
+        return saved is not None and value == saved["content"].strip()
+
+    def _interrupted(self, request_id: int, state: str) -> None:
+        self._move(request_id, state, "interrupted")
+        self.services.audit("cutover", "request-interrupted", f"#{request_id}", "interrupted")
+        self._post(request_id)
+        self._thread(request_id, "The bot restarted before the switch was made, so nothing was changed. "
+                                 "Ask again if it should still happen.")
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    def _row(self, request_id: int) -> dict:
+        return self.services.store.query("SELECT * FROM golive_requests WHERE id = ?", [request_id])[0]
+
+    def _state(self, request_id: int) -> str:
+        return self._row(request_id)["state"]
+
+    def _move(self, request_id: int, from_state: str, to_state: str, result: dict | None = None) -> bool:
+        """One step of the state machine; False if another thread took it first."""
+        with self.services.store.transaction() as db:
+            row = next(db.query("SELECT result FROM golive_requests WHERE id = ?", [request_id]))
+            merged = {**json.loads(row["result"] or "{}"), **(result or {})}
+            return db.execute("UPDATE golive_requests SET state = ?, result = ? WHERE id = ? AND state = ?",
+                              [to_state, json.dumps(merged), request_id, from_state]).rowcount == 1
+
+    def _post(self, request_id: int, preflight: Preflight | None = None) -> str | None:
+        """Post the request message the first time, update it in place after that."""
+        request = self._row(request_id)
+        approvals = self.services.store.query("SELECT user, approved_at FROM approvals WHERE request_id = ? "
+                                              "ORDER BY approved_at", [request_id])
+        stored = json.loads(request["preflight"]) if request["preflight"] else None
+        result = json.loads(request["result"] or "{}")
+        view = gm.RequestView(
+            id=request_id, kind=request["kind"], state=request["state"], requested_by=request["requested_by"],
+            created_at=parse_time(request["created_at"]), expires_at=parse_time(request["expires_at"]),  # type: ignore[arg-type]
+            required=request["required"], approvers=self.people.approvers, reaction=self.people.approval_reaction,
+            approvals=[(a["user"], parse_time(a["approved_at"])) for a in approvals],  # type: ignore[misc]
+            preflight=preflight.to_json() if preflight else stored, result=result,
+            decided_at=parse_time(request["decided_at"]), failover=self.failover.config,
+            droplets=(self.failover.droplet_of(self.failover.config.old),
+                      self.failover.droplet_of(self.failover.config.new)))
+        text, blocks = gm.text(view), gm.request_message(view)
+        if request["message_ts"]:
+            self.services.notifier.update(request["message_ts"], text, blocks)
+            return request["message_ts"]
+        ts = self.services.notifier.post(text, blocks)
+        if ts:
+            with self.services.store.transaction() as db:
+                db.execute("UPDATE golive_requests SET message_ts = ? WHERE id = ?", [ts, request_id])
+        return ts
+
+    def _thread(self, request_id: int, text: str) -> None:
+        ts = self._row(request_id)["message_ts"]
+        if ts:
+            self.services.notifier.post(text, thread_ts=ts)
+
+
+def _verification_json(v: Verification) -> dict:
+    def iso(d: datetime | None) -> str | None:
+        return d.isoformat() if d else None
+
+    return {"target": v.target, "ok": v.ok, "first_answer_at": iso(v.first_answer_at),
+            "cloud_confirmed_at": iso(v.cloud_confirmed_at), "failed_probes": v.failed_probes,
+            "other_answers": v.other_answers, "cloud_errors": len(v.cloud_errors),
+            "witnesses": [{"name": w.name, "ok": w.ok, "detail": w.detail, "at": iso(w.at)} for w in v.witnesses]}
+
+
+def wait_settled(services: "Services", request_id: int, timeout: float = 60.0) -> str:
+    """Wait until a request leaves the in-flight states; used by the demo and tests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = services.store.query("SELECT state FROM golive_requests WHERE id = ?", [request_id])[0]["state"]
+        if state not in IN_FLIGHT:
+            return state
+        time.sleep(0.05)
+    raise TimeoutError(f"request #{request_id} still in flight after {timeout}s")

@@ -1,0 +1,149 @@
+"""Block Kit for go-live and rollback requests and for the preflight: pure functions of plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.blocks import clamp, context, divider, escape, header, section, sections, slack_date
+from bot.durations import format_duration
+from bot.plan import Failover
+
+WHAT = {"golive": "go-live", "rollback": "rollback"}
+
+__all__ = ["WHAT", "RequestView", "format_ttl", "people_list", "preflight_lines", "request_message", "slack_date",
+           "text"]
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: int
+    kind: str
+    state: str
+    requested_by: str
+    created_at: datetime
+    expires_at: datetime
+    required: int
+    approvers: tuple[str, ...]
+    reaction: str
+    approvals: list[tuple[str, datetime]]
+    preflight: dict | None
+    result: dict
+    decided_at: datetime | None
+    failover: Failover
+    droplets: tuple[int, int]
+
+
+def people_list(users: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f"<@{u}>" for u in users) or "nobody"
+
+
+def format_ttl(ttl: timedelta) -> str:
+    return format_duration(ttl)
+
+
+def preflight_lines(preflight: dict) -> list[str]:
+    lines = []
+    for check in preflight["checks"]:
+        mark = "✅" if check["ok"] else ("❌" if check.get("blocking", True) else "⚠️")
+        lines.append(f"{mark} {check['detail']}")
+    return lines
+
+
+def text(view: RequestView) -> str:
+    return f"{WHAT[view.kind].capitalize()} request #{view.id}: {view.state}"
+
+
+def _plan_lines(view: RequestView) -> list[str]:
+    f = view.failover
+    old_droplet, new_droplet = view.droplets
+    if view.kind == "golive":
+        return [f"1. write `{escape(f.unhealthy)}` to the health file on `{f.old}`",
+                f"2. keepalived on `{f.new}` takes VIP `{f.vip}` when `{f.old}`'s check fails",
+                f"3. `{f.new}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {new_droplet}",
+                "4. the bot proves it: the probe answers from the new server, keepalived moved, DigitalOcean agrees",
+                "Sessions and forms written to the old database after the last sync are lost from that moment."]
+    return [f"1. restore the health file on `{f.old}` to what it held before the go-live",
+            f"2. keepalived on `{f.old}` takes VIP `{f.vip}` back",
+            f"3. `{f.old}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {old_droplet}",
+            "4. the bot proves it the same way"]
+
+
+def _timeline(view: RequestView) -> list[str]:
+    r = view.result
+    v = r.get("verification") or {}
+    lines = []
+    if view.decided_at:
+        lines.append(f"• approvals complete {slack_date(view.decided_at)}")
+    flipped = _time(r.get("flipped_at"))
+    if flipped:
+        lines.append(f"• flipped {slack_date(flipped)}")
+    first = _time(v.get("first_answer_at"))
+    if first:
+        after = f" ({format_duration(first - flipped)} after the flip)" if flipped else ""
+        lines.append(f"• first answer from `{v['target']}` {slack_date(first)}{after}")
+    cloud = _time(v.get("cloud_confirmed_at"))
+    if cloud:
+        lines.append(f"• DigitalOcean confirmed {slack_date(cloud)}")
+    if v:
+        lines.append(f"• probes without an answer: {v.get('failed_probes', 0)}; answers still from the other "
+                     f"server: {v.get('other_answers', 0)}; DigitalOcean errors retried: {v.get('cloud_errors', 0)}")
+    return lines
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _state_lines(view: RequestView) -> list[str]:
+    count = len(view.approvals)
+    approved = ", ".join(f"<@{u}> {slack_date(at, '{time_secs}')}" for u, at in view.approvals)
+    so_far = f"Approved by {approved}." if approved else "No approvals yet."
+    others = [a for a in view.approvers if a != view.requested_by]
+    s = view.state
+    if s == "open":
+        return [f"*Needs {view.required} approval(s)* from {people_list(others)} — react with :{view.reaction}: "
+                f"on this message. The requester's reaction does not count.",
+                f"{so_far} ({count}/{view.required}) Open until {slack_date(view.expires_at)}."]
+    if s == "expired":
+        return [f"⌛ *Expired* {slack_date(view.expires_at)} with {count}/{view.required} approvals. "
+                "Nothing was changed."]
+    if s == "deciding":
+        return [f"{so_far} Checking again before switching…"]
+    if s == "aborted":
+        reason = view.result.get("error")
+        pre = view.result.get("preflight")
+        if pre:
+            reason = "; ".join(c["detail"] for c in pre["checks"] if not c["ok"] and c.get("blocking", True))
+        return [f"🛑 *Not switched*: {reason or 'the preflight failed'}. Nothing was changed."]
+    if s in ("flipping", "flipped"):
+        return [f"{so_far}", "🔀 *Switching* — verifying, details in the thread…", *_timeline(view)]
+    if s == "verified":
+        return [f"✅ *Switched to `{view.result['verification']['target']}` and verified.*", *_timeline(view)]
+    if s == "unverified":
+        failed = [w["detail"] for w in view.result["verification"]["witnesses"] if not w["ok"]]
+        hint = " `/cutover rollback` switches back." if view.kind == "golive" else ""
+        return [f"❌ *Verification failed*: {'; '.join(failed)}.{hint}", *_timeline(view)]
+    if s == "interrupted":
+        return ["⏸️ *Interrupted* by a bot restart before the switch; nothing was changed. Ask again."]
+    return [s]
+
+
+def request_message(view: RequestView) -> list[dict]:
+    icon = "🚦" if view.kind == "golive" else "↩️"
+    title = f"{icon} {WHAT[view.kind].capitalize()} request #{view.id}"
+    blocks = [header(title),
+              section(f"<@{view.requested_by}> asks to switch the site to the "
+                      f"{'new' if view.kind == 'golive' else 'old'} server. What happens:\n"
+                      + "\n".join(_plan_lines(view)))]
+    if view.preflight:
+        blocks += [context(f"Preflight {slack_date(datetime.fromisoformat(view.preflight['at']))}"),
+                   *sections(preflight_lines(view.preflight), budget=8)]
+    blocks += [divider(), *sections(_state_lines(view), budget=6)]
+    return clamp(blocks)
+
+
+def preflight_message(preflight: dict, title: str) -> list[dict]:
+    ok = all(c["ok"] for c in preflight["checks"] if c.get("blocking", True))
+    verdict = "✅ A go-live would find everything ready." if ok else "❌ A go-live would stop here."
+    return [header(title), *sections(preflight_lines(preflight), budget=10), context(verdict)]

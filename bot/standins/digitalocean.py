@@ -1,0 +1,230 @@
+"""A DigitalOcean API stand-in on 127.0.0.1: floating / reserved IPs and their actions.
+
+Speaks the v2 shapes python-digitalocean reads: ``{"floating_ip": {...}}``,
+actions that go ``in-progress`` → ``completed`` (or ``errored``), and
+DigitalOcean's error bodies ``{"id": ..., "message": ...}`` with 401, 404,
+422, 429 (with ratelimit headers) and 5xx on demand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+ERRORS = {
+    401: ("unauthorized", "Unable to authenticate you."),
+    404: ("not_found", "The resource you were accessing could not be found."),
+    422: ("unprocessable_entity", "The request could not be processed."),
+    429: ("too_many_requests", "API Rate limit exceeded."),
+    500: ("server_error", "Server was unable to give you a response."),
+    503: ("service_unavailable", "The service is temporarily unavailable."),
+}
+
+
+@dataclass
+class Action:
+    id: int
+    type: str
+    ip: str
+    droplet_id: int | None
+    started: float
+    started_at: str
+    outcome: str = "completed"
+    status: str = "in-progress"
+
+
+class DigitalOceanStandIn:
+    def __init__(self, token: str = "do-standin-token", action_delay: float = 1.0,
+                 region: str = "fra1") -> None:
+        self.token = token
+        self.action_delay = action_delay
+        self.region = region
+        self.droplets: dict[int, str] = {}
+        self.ips: dict[str, int | None] = {}
+        self.actions: dict[int, Action] = {}
+        self.requests: list[dict] = []
+        self._faults: list[list[Any]] = []
+        self._ids = itertools.count(36804000)
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self.next_outcome = "completed"
+
+    # -- setup and control -----------------------------------------------------------
+
+    def add_droplet(self, droplet_id: int, name: str) -> None:
+        self.droplets[droplet_id] = name
+
+    def add_ip(self, ip: str, droplet_id: int | None) -> None:
+        self.ips[ip] = droplet_id
+
+    def fail_next(self, status: int, times: int = 1, path: str = "", method: str = "") -> None:
+        """The next ``times`` requests whose path contains ``path`` (and of ``method``, if given) answer
+        ``status`` with DigitalOcean's error body."""
+        with self._lock:
+            self._faults.append([status, times, path, method])
+
+    def busy(self, ip: str) -> bool:
+        """An action on ``ip`` is still in progress."""
+        self._settle()
+        with self._lock:
+            return any(a.ip == ip and a.status == "in-progress" for a in self.actions.values())
+
+    def holder(self, ip: str) -> int | None:
+        self._settle()
+        with self._lock:
+            return self.ips.get(ip)
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> "DigitalOceanStandIn":
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                standin._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                standin._handle(self, "POST")
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="do-standin", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "DigitalOceanStandIn":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def end_point(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2/"
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Actions complete after ``action_delay``; an assignment takes effect when it completes."""
+        now = time.monotonic()
+        with self._lock:
+            for action in self.actions.values():
+                if action.status == "in-progress" and now - action.started >= self.action_delay:
+                    action.status = action.outcome
+                    if action.outcome == "completed":
+                        self.ips[action.ip] = action.droplet_id if action.type == "assign_ip" else None
+
+    def _ip_body(self, ip: str) -> dict:
+        droplet_id = self.ips[ip]
+        droplet = None if droplet_id is None else {
+            "id": droplet_id, "name": self.droplets.get(droplet_id, f"droplet-{droplet_id}"), "status": "active",
+            "region": {"slug": self.region}}
+        return {"ip": ip, "droplet": droplet, "region": {"slug": self.region, "name": self.region},
+                "locked": any(a.ip == ip and a.status == "in-progress" for a in self.actions.values()),
+                "project_id": "standin-project"}
+
+    def _action_body(self, action: Action) -> dict:
+        return {"id": action.id, "status": action.status, "type": action.type, "started_at": action.started_at,
+                "completed_at": None if action.status == "in-progress" else _now(),
+                "resource_id": _ip_int(action.ip), "resource_type": "floating_ip", "region_slug": self.region}
+
+    def _handle(self, req: BaseHTTPRequestHandler, method: str) -> None:
+        path = req.path.split("?")[0].rstrip("/")
+        length = int(req.headers.get("Content-Length") or 0)
+        raw = req.rfile.read(length) if length else b""
+        with self._lock:
+            self.requests.append({"method": method, "path": path, "at": time.monotonic(),
+                                  "body": raw.decode("utf-8", "replace")})
+            fault = next((f for f in self._faults if f[1] > 0 and f[2] in path and f[3] in ("", method)), None)
+            if fault is not None:
+                fault[1] -= 1
+        if fault is not None:
+            return self._error(req, fault[0])
+        if req.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._error(req, 401)
+        self._settle()
+        parts = path.strip("/").split("/")
+        try:
+            body = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            return self._error(req, 422, "The request body is not valid JSON.")
+        with self._lock:
+            if len(parts) == 3 and parts[:2] in (["v2", "floating_ips"], ["v2", "reserved_ips"]) and method == "GET":
+                if parts[2] not in self.ips:
+                    return self._error(req, 404)
+                key = "floating_ip" if parts[1] == "floating_ips" else "reserved_ip"
+                return self._json(req, 200, {key: self._ip_body(parts[2])})
+            if len(parts) == 4 and parts[1] in ("floating_ips", "reserved_ips") and parts[3] == "actions" \
+                    and method == "POST":
+                return self._new_action(req, parts[2], body)
+            if len(parts) == 3 and parts[1] == "actions" and method == "GET" or \
+                    len(parts) == 5 and parts[3] == "actions" and method == "GET":
+                action = self.actions.get(int(parts[-1])) if parts[-1].isdigit() else None
+                if action is None:
+                    return self._error(req, 404)
+                return self._json(req, 200, {"action": self._action_body(action)})
+        return self._error(req, 404)
+
+    def _new_action(self, req: BaseHTTPRequestHandler, ip: str, body: dict) -> None:
+        if ip not in self.ips:
+            return self._error(req, 404)
+        kind = body.get("type")
+        if kind == "assign":
+            droplet = body.get("droplet_id")
+            if droplet not in self.droplets:
+                return self._error(req, 422, "Droplet not found.")
+            action_type = "assign_ip"
+        elif kind == "unassign":
+            droplet, action_type = None, "unassign_ip"
+        else:
+            return self._error(req, 422, "Action type is not valid.")
+        if any(a.ip == ip and a.status == "in-progress" for a in self.actions.values()):
+            return self._error(req, 422, "The floating IP is locked by another action in progress.")
+        action = Action(id=next(self._ids), type=action_type, ip=ip, droplet_id=droplet, started=time.monotonic(),
+                        started_at=_now(), outcome=self.next_outcome)
+        self.actions[action.id] = action
+        self._json(req, 201, {"action": self._action_body(action)})
+
+    def _json(self, req: BaseHTTPRequestHandler, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        req.send_response(status)
+        req.send_header("Content-Type", "application/json; charset=utf-8")
+        req.send_header("Content-Length", str(len(data)))
+        req.send_header("ratelimit-limit", "5000")
+        req.send_header("ratelimit-remaining", "0" if status == 429 else "4999")
+        req.send_header("ratelimit-reset", str(int(time.time()) + 60))
+        for k, v in (headers or {}).items():
+            req.send_header(k, v)
+        req.end_headers()
+        req.wfile.write(data)
+
+    def _error(self, req: BaseHTTPRequestHandler, status: int, message: str | None = None) -> None:
+        error_id, default = ERRORS.get(status, ("server_error", "Server was unable to give you a response."))
+        headers = {"Retry-After": "1"} if status == 429 else None
+        self._json(req, status, {"id": error_id, "message": message or default}, headers)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ip_int(ip: str) -> int:
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d

@@ -1,0 +1,303 @@
+"""The keepalived lab: two web servers and a client in network namespaces, on one bridge.
+
+Each server runs a real keepalived (unicast VRRP, a ``vrrp_script`` that reads
+the server's health file, ``notify_master`` asking the DigitalOcean stand-in
+to assign the floating IP to its droplet), a real sshd and an HTTP server that
+answers with its own name on the VIP and on its own address. The bot stays on
+the host's loopback and reaches the lab through forwarders; the lab uses only
+addresses inside the namespaces it made.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.standins.netns import Forwarder, connect_in, ip, netns_available
+from bot.standins.sshd import LocalSshd, find_sshd
+
+SUBNET = "10.213.7"
+VIP = f"{SUBNET}.100"
+FLOATING_IP = "203.0.113.10"
+DROPLETS = {"old": 3164444, "new": 3164494}
+ADDRESSES = {"old": f"{SUBNET}.2", "new": f"{SUBNET}.3", "cli": f"{SUBNET}.10"}
+NAMES = {"old": "web-old-01", "new": "web-new-01"}
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class KeepalivedTiming:
+    """The knobs that decide how fast keepalived notices the flip and moves the VIP."""
+
+    interval: int = 2
+    fall: int = 2
+    rise: int = 2
+    advert_int: float = 1
+
+    def label(self) -> str:
+        return f"interval {self.interval}, fall {self.fall}, rise {self.rise}, advert_int {self.advert_int:g}"
+
+
+TUTORIAL = KeepalivedTiming(interval=2, fall=2, rise=2, advert_int=1)
+TUNED = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=0.2)
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab can't run on this machine, or None."""
+    why = netns_available()
+    if why:
+        return why
+    if shutil.which("keepalived") is None and not os.access("/usr/sbin/keepalived", os.X_OK):
+        return "keepalived is not installed (Debian package keepalived)"
+    if find_sshd() is None:
+        return "sshd is not installed (Debian package openssh-server)"
+    return None
+
+
+@dataclass
+class Server:
+    role: str
+    netns: str
+    dir: Path
+    sshd: LocalSshd
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def health_file(self) -> Path:
+        return self.dir / "health"
+
+
+class KeepalivedLab:
+    def __init__(self, workdir: Path, do: DigitalOceanStandIn, timing: KeepalivedTiming = TUTORIAL,
+                 client_key: Path | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.do = do
+        self.timing = timing
+        self.client_key = client_key
+        tag = f"co{os.getpid() % 100000}x{next(_counter)}"
+        self.ns = {role: f"{tag}-{role}" for role in ("br", "old", "new", "cli")}
+        self.servers: dict[str, Server] = {}
+        self.forwarders: list[Forwarder] = []
+        self.ports: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> "KeepalivedLab":
+        try:
+            self._network()
+            self.do.add_droplet(DROPLETS["old"], NAMES["old"])
+            self.do.add_droplet(DROPLETS["new"], NAMES["new"])
+            self.do.add_ip(FLOATING_IP, DROPLETS["old"])
+            for role in ("old", "new"):
+                self._server(role)
+            self._keepalived("old")
+            self._wait(lambda: self.vip_holder() == "old", timeout, "the VIP on the old server")
+            self._keepalived("new")
+            self._wait(lambda: self._state("new") == "BACKUP", timeout, "keepalived on the new server to back up")
+            self._wait(lambda: not self.do.busy(FLOATING_IP) and self.do.holder(FLOATING_IP) == DROPLETS["old"],
+                       timeout, "DigitalOcean to settle on the old droplet")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _network(self) -> None:
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            ip("link", "set", "lo", "up", netns=ns)
+        ip("link", "add", "br0", "type", "bridge", netns=self.ns["br"])
+        ip("link", "set", "br0", "up", netns=self.ns["br"])
+        for role in ("old", "new", "cli"):
+            ip("link", "add", f"p-{role}", "netns", self.ns["br"], "type", "veth", "peer", "name", "eth0",
+               "netns", self.ns[role])
+            ip("link", "set", f"p-{role}", "master", "br0", "up", netns=self.ns["br"])
+            ip("addr", "add", f"{ADDRESSES[role]}/24", "dev", "eth0", netns=self.ns[role])
+            ip("link", "set", "eth0", "up", netns=self.ns[role])
+
+    def _server(self, role: str) -> None:
+        d = self.workdir / role
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "health").write_text("true\n")
+        sshd = LocalSshd(d / "sshd", client_key=self.client_key, netns=self.ns[role], listen="0.0.0.0", port=22)
+        server = Server(role, self.ns[role], d, sshd)
+        self.servers[role] = server
+        sshd.start()
+        fwd = self._forward(None, (self.ns[role], ADDRESSES[role], 22))
+        sshd.reachable_at("127.0.0.1", fwd)
+        self.ports[f"ssh-{role}"] = fwd
+        log = open(d / "web.log", "ab")
+        server.processes["web"] = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[role], sys.executable, "-m", "bot.standins.webserver",
+             "--name", NAMES[role], "--health", str(d / "health")], stdout=log, stderr=log,
+            cwd=Path(__file__).resolve().parents[2])
+        self._wait(lambda: self._answers(self.ns["cli"], ADDRESSES[role], 80), 10, f"the {role} web server")
+        self.ports[f"web-{role}"] = self._forward(None, (self.ns["cli"], ADDRESSES[role], 80))
+        if "vip" not in self.ports:
+            self.ports["vip"] = self._forward(None, (self.ns["cli"], VIP, 80))
+        self._forward((self.ns[role], "127.0.0.1", 8080), (None, "127.0.0.1", self.do.port))
+
+    def _keepalived(self, role: str) -> None:
+        server = self.servers[role]
+        d = server.dir
+        peer = "new" if role == "old" else "old"
+        check = d / "check_health.sh"
+        check.write_text(f"#!/bin/sh\n[ \"$(cat {d / 'health'})\" = true ]\n")
+        check.chmod(0o755)
+        notify = d / "notify_master.py"
+        notify.write_text(_NOTIFY.format(python=sys.executable, ip=FLOATING_IP, droplet=DROPLETS[role],
+                                         token=self.do.token))
+        notify.chmod(0o755)
+        t = self.timing
+        version = "version 3\n    " if t.advert_int < 1 else ""
+        conf = d / "keepalived.conf"
+        conf.write_text(f"""global_defs {{
+    router_id {NAMES[role]}
+    script_user root
+    vrrp_garp_master_delay 1
+    vrrp_garp_master_refresh 5
+}}
+vrrp_script chk_health {{
+    script "{check}"
+    interval {t.interval}
+    fall {t.fall}
+    rise {t.rise}
+}}
+vrrp_instance VI_1 {{
+    {version}interface eth0
+    state BACKUP
+    priority {150 if role == "old" else 100}
+    virtual_router_id 51
+    advert_int {t.advert_int:g}
+    unicast_src_ip {ADDRESSES[role]}
+    unicast_peer {{
+        {ADDRESSES[peer]}
+    }}
+    virtual_ipaddress {{
+        {VIP}/24 dev eth0
+    }}
+    track_script {{
+        chk_health
+    }}
+    notify_master "{notify}"
+}}
+""")
+        log = open(d / "keepalived.log", "ab")
+        server.processes["keepalived"] = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[role], "keepalived", "--dont-fork", "--log-console", "--log-detail",
+             "--vrrp", "-f", str(conf), "-p", str(d / "keepalived.pid"), "-r", str(d / "vrrp.pid")],
+            stdout=log, stderr=log)
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            for proc in server.processes.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in server.processes.values():
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            server.sshd.stop()
+        for fwd in self.forwarders:
+            fwd.close()
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def __enter__(self) -> "KeepalivedLab":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- looking at it and breaking it ------------------------------------------------------------
+
+    def vip_holder(self) -> str | None:
+        holders = [role for role in ("old", "new")
+                   if VIP in ip("-o", "-4", "addr", "show", "dev", "eth0", netns=self.ns[role]).stdout]
+        return holders[0] if len(holders) == 1 else ("both" if holders else None)
+
+    def _state(self, role: str) -> str | None:
+        """The VRRP state keepalived last logged for ``role``."""
+        log = (self.servers[role].dir / "keepalived.log").read_text(errors="replace")
+        for line in reversed(log.splitlines()):
+            for state in ("MASTER", "BACKUP", "FAULT"):
+                if f"Entering {state} STATE" in line:
+                    return state
+        return None
+
+    def stop_keepalived(self, role: str) -> None:
+        proc = self.servers[role].processes["keepalived"]
+        proc.terminate()
+        proc.wait(10)
+
+    def set_health(self, role: str, value: str) -> None:
+        self.servers[role].health_file.write_text(value + "\n")
+
+    def client_netns(self) -> str:
+        return self.ns["cli"]
+
+    def plan(self, base: dict) -> dict:
+        """``base`` (the [slack] table and any stages) completed with this lab's hosts and failover."""
+        plan = dict(base)
+        plan["hosts"] = {role: {**self.servers[role].sshd.host_entry(), "health_file": str(s.health_file)}
+                         for role, s in self.servers.items()}
+        plan["failover"] = {
+            "floating_ip": FLOATING_IP, "vip": VIP, "old": "old", "new": "new",
+            "health_file": "/var/www/health/state", "healthy": "true", "unhealthy": "false",
+            "probe_url": f"http://127.0.0.1:{self.ports['vip']}/health.php",
+            "new_probe_url": f"http://127.0.0.1:{self.ports['web-new']}/health.php",
+            "old_probe_url": f"http://127.0.0.1:{self.ports['web-old']}/health.php",
+            "new_marker": NAMES["new"], "old_marker": NAMES["old"], "verify_timeout": "30s",
+        }
+        plan["digitalocean"] = {"old_droplet": DROPLETS["old"], "new_droplet": DROPLETS["new"]}
+        return plan
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _forward(self, listen: tuple[str | None, str, int] | None, target: tuple[str | None, str, int]) -> int:
+        fwd = Forwarder(listen or (None, "127.0.0.1", 0), target)
+        self.forwarders.append(fwd)
+        return fwd.port
+
+    @staticmethod
+    def _answers(netns: str, host: str, port: int) -> bool:
+        try:
+            connect_in(netns, (host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def _wait(self, condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        logs = "; ".join(f"{r}: {(s.dir / 'keepalived.log').read_text()[-300:]!r}" for r, s in self.servers.items()
+                         if (s.dir / "keepalived.log").exists())
+        raise RuntimeError(f"the lab did not come up: timed out after {timeout:.0f}s waiting for {what}. {logs}")
+
+
+_NOTIFY = '''#!{python}
+"""keepalived notify_master: ask DigitalOcean to assign the floating IP to this droplet."""
+import json, time, urllib.error, urllib.request
+
+body = json.dumps({{"type": "assign", "droplet_id": {droplet}}}).encode()
+for attempt in range(10):
+    request = urllib.request.Request(
+        "http://127.0.0.1:8080/v2/floating_ips/{ip}/actions", data=body, method="POST",
+        headers={{"Authorization": "Bearer {token}", "Content-Type": "application/json"}})
+    try:
+        urllib.request.urlopen(request, timeout=5).read()
+        break
+    except (urllib.error.URLError, OSError):
+        time.sleep(1)
+'''

@@ -1,0 +1,45 @@
+"""The lab's web server: answers every GET with its own name and health, on every address it has.
+
+Run inside a server's namespace: ``python -m bot.standins.webserver --name web-new-01 --health FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--health", required=True)
+    parser.add_argument("--port", type=int, default=80)
+    args = parser.parse_args()
+    health = Path(args.health)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            try:
+                state = health.read_text().strip()
+            except OSError:
+                state = "missing"
+            body = f"{args.name} {state}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("0.0.0.0", args.port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

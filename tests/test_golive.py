@@ -1,0 +1,326 @@
+"""Go-live and rollback against the keepalived lab (real keepalived, sshd, HTTP in network namespaces),
+the Slack stand-in and the DigitalOcean stand-in."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.clock import FakeClock
+from bot.golive import wait_settled
+from bot.local import start_local_bot
+from bot.plan import parse_plan
+from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.standins.lab import DROPLETS, FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
+from bot.standins.slack import blocks_text
+from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
+
+BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
+OK = "white_check_mark"
+
+
+@pytest.fixture
+def do():
+    with DigitalOceanStandIn(action_delay=0.3) as standin:
+        yield standin
+
+
+@pytest.fixture
+def lab(tmp_path, do):
+    why = lab_unavailable()
+    if why:
+        pytest.skip(f"the keepalived lab cannot run here: {why}")
+    with KeepalivedLab(tmp_path / "lab", do, TUNED) as running:
+        yield running
+
+
+def lab_plan(lab, **failover) -> dict:
+    base = copy.deepcopy(PLAN)
+    base.pop("hosts")
+    base["stages"] = []
+    plan = lab.plan(base)
+    plan["failover"].update(failover)
+    return plan
+
+
+def make_bot(slack, lab, do, tmp_path, plan=None, clock=None, name="g.db"):
+    plan = parse_plan(plan or lab_plan(lab), "lab plan")
+    return start_local_bot(slack, plan, str(tmp_path / name), clock=clock, digitalocean_end_point=do.end_point)
+
+
+@pytest.fixture
+def bot(slack, lab, do, tmp_path):
+    local = make_bot(slack, lab, do, tmp_path)
+    yield local
+    local.stop()
+
+
+def request(slack, bot, user=OPERATOR, kind="golive"):
+    reply = reply_text(slack, slack.command(user, kind), timeout=30)
+    rows = bot.services.store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")
+    assert rows and rows[0]["kind"] == kind, reply
+    row = rows[0]
+    slack.wait_for(lambda: bot.services.store.query("SELECT message_ts FROM golive_requests WHERE id = ?",
+                                                    [row["id"]])[0]["message_ts"], 10, "the request message")
+    return bot.services.store.query("SELECT * FROM golive_requests WHERE id = ?", [row["id"]])[0], reply
+
+
+def state(bot, request_id):
+    return bot.services.store.query("SELECT state FROM golive_requests WHERE id = ?", [request_id])[0]["state"]
+
+
+def approvals(bot, request_id):
+    return [r["user"] for r in bot.services.store.query("SELECT user FROM approvals WHERE request_id = ?",
+                                                        [request_id])]
+
+
+def text_of(slack, ts):
+    msg = slack.message("C0LAUNCH", ts)
+    return blocks_text(msg.get("blocks")) or msg["text"]
+
+
+def shown(slack, ts, expected, timeout=10):
+    """The request message once it shows ``expected`` (it is updated just after the state settles)."""
+    slack.wait_for(lambda: expected in text_of(slack, ts), timeout, f"the message to show {expected!r}")
+    return text_of(slack, ts)
+
+
+def flipped(slack, lab):
+    """Wait until the bot has written the old server's health file (verification starts then)."""
+    slack.wait_for(lambda: lab.servers["old"].health_file.read_text() == "false\n", 30, "the flip")
+
+
+def thread_text(slack, ts):
+    return "\n".join(m["text"] for m in slack.messages("C0LAUNCH", ts))
+
+
+def ephemerals_for(slack, user):
+    return [e["text"] for e in slack.ephemerals if e["user"] == user]
+
+
+def flips(bot):
+    return [e for e in bot.services.store.recent_audit(200) if e["action"] == "golive-flipped"]
+
+
+def test_check_reports_every_item(slack, bot):
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    for expected in ("SSH to `old` works", "SSH to `new` works", "holds `true`", "`new` answers on its own address",
+                     "keepalived holds VIP 10.213.7.100 on `old`", "DigitalOcean has 203.0.113.10 on droplet 3164444",
+                     "every required stage has succeeded", "no other request is open",
+                     "A go-live would find everything ready"):
+        assert expected in text, text.replace("\n", " | ")
+
+
+def test_happy_path_then_rollback(slack, lab, do, bot):
+    req, reply = request(slack, bot)
+    assert reply == "Go-live #1 posted; it needs 2 approval(s) within 15m 00s."
+    msg = slack.message("C0LAUNCH", req["message_ts"])
+    assert msg["reactions"][0]["name"] == OK and msg["reactions"][0]["users"] == [slack.bot_user_id]
+    text = text_of(slack, req["message_ts"])
+    assert "*Needs 2 approval(s)* from <@U0BOB>, <@U0CAROL>, <@U0DAVE>" in text
+    assert "write `false` to the health file on `old`" in text
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.wait_for(lambda: "(1/2)" in text_of(slack, req["message_ts"]), 10, "one approval shown")
+    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    assert wait_settled(bot.services, req["id"], 60) == "verified"
+    assert lab.vip_holder() == "new"
+    assert do.holder(FLOATING_IP) == DROPLETS["new"]
+    assert lab.servers["old"].health_file.read_text() == "false\n"
+    final = shown(slack, req["message_ts"], "Switched to `new` and verified")
+    for line in ("approvals complete", "flipped", "first answer from `new`", "DigitalOcean confirmed",
+                 "probes without an answer:"):
+        assert line in final, (line, final)
+    thread = thread_text(slack, req["message_ts"])
+    assert "answers from `new`" in thread and "is on `new` only" in thread and "droplet 3164494" in thread
+    assert len(flips(bot)) == 1
+
+    back, reply = request(slack, bot, kind="rollback")
+    assert "needs 1 approval(s)" in reply
+    slack.react(OPERATOR, OK, "C0LAUNCH", back["message_ts"])
+    assert state(bot, back["id"]) == "open"
+    slack.react(DAVE, OK, "C0LAUNCH", back["message_ts"])
+    assert wait_settled(bot.services, back["id"], 60) == "verified"
+    assert lab.vip_holder() == "old" and do.holder(FLOATING_IP) == DROPLETS["old"]
+    assert lab.servers["old"].health_file.read_text() == "true\n"
+    shown(slack, back["message_ts"], "Switched to `old` and verified")
+
+
+def test_every_bypass_is_refused_without_a_flip(slack, lab, do, tmp_path):
+    slack.add_user("U0ROBOT", "robot", is_bot=True)
+    plan = lab_plan(lab)
+    plan["slack"]["approvers"] = [BOB, CAROL, DAVE, "U0ROBOT"]
+    clock = FakeClock(datetime.now(timezone.utc))
+    local = make_bot(slack, lab, do, tmp_path, plan=plan, clock=clock)
+    try:
+        req, _ = request(slack, local, user=BOB)
+        ts = req["message_ts"]
+        other = local.services.notifier.post("some other message")
+
+        slack.react(BOB, OK, "C0LAUNCH", ts)
+        slack.wait_for(lambda: ephemerals_for(slack, BOB), 10, "a note to the requester")
+        assert "You asked for go-live #1, so your approval does not count" in ephemerals_for(slack, BOB)[0]
+
+        slack.react(DAVE, OK, "C0LAUNCH", ts)
+        slack.wait_for(lambda: approvals(local, req["id"]) == [DAVE], 10, "dave's approval")
+        assert slack.react(DAVE, OK, "C0LAUNCH", ts) is None  # Slack itself won't add the same reaction twice
+        slack.redeliver(slack.envelopes[-1])
+        slack.react(DAVE, "+1", "C0LAUNCH", ts)
+        slack.wait_for(lambda: any("Only :white_check_mark: counts" in t for t in ephemerals_for(slack, DAVE)), 10,
+                       "a note about the emoji")
+        assert approvals(local, req["id"]) == [DAVE]
+
+        slack.react(OUTSIDER, OK, "C0LAUNCH", ts)
+        slack.wait_for(lambda: ephemerals_for(slack, OUTSIDER), 10, "a note to the outsider")
+        assert "only the plan's approvers may approve" in ephemerals_for(slack, OUTSIDER)[0]
+
+        slack.react("U0ROBOT", OK, "C0LAUNCH", ts)
+
+        slack.react(CAROL, OK, "C0LAUNCH", other)
+        slack.wait_for(lambda: ephemerals_for(slack, CAROL), 10, "a note about the wrong message")
+        assert "That message is not a request" in ephemerals_for(slack, CAROL)[0]
+
+        slack.unreact(DAVE, OK, "C0LAUNCH", ts)
+        slack.wait_for(lambda: approvals(local, req["id"]) == [], 10, "dave's approval withdrawn")
+        slack.react(CAROL, OK, "C0LAUNCH", ts)
+        slack.wait_for(lambda: approvals(local, req["id"]) == [CAROL], 10, "carol's approval")
+
+        clock.advance(timedelta(minutes=16))
+        slack.react(DAVE, OK, "C0LAUNCH", ts)
+        slack.wait_for(lambda: any("expired" in t for t in ephemerals_for(slack, DAVE)), 10, "a note about expiry")
+        assert any("expired" in t for t in ephemerals_for(slack, DAVE))
+        slack.wait_for(lambda: state(local, req["id"]) == "expired", 10, "the request to expire")
+        slack.wait_for(lambda: "Expired" in text_of(slack, ts), 10, "the expired message")
+
+        assert approvals(local, req["id"]) == [CAROL]
+        assert flips(local) == [] and lab.vip_holder() == "old"
+        assert lab.servers["old"].health_file.read_text() == "true\n"
+        refused = {(e["actor"], json_reason(e)) for e in local.services.store.recent_audit(100)
+                   if e["action"] == "approval" and e["outcome"] == "refused"}
+        assert {(BOB, "the requester"), (OUTSIDER, "not an approver")} <= refused
+        assert "U0ROBOT" not in {e["actor"] for e in local.services.store.recent_audit(100)}
+    finally:
+        local.stop()
+
+
+def json_reason(event):
+    import json
+    return json.loads(event["detail"] or "{}").get("reason")
+
+
+def test_concurrent_and_redelivered_approvals_flip_exactly_once(slack, lab, bot):
+    req, _ = request(slack, bot)
+    ts = req["message_ts"]
+    barrier = threading.Barrier(3)
+    envelopes = []
+
+    def approve(user):
+        barrier.wait()
+        envelopes.append(slack.react(user, OK, "C0LAUNCH", ts))
+
+    threads = [threading.Thread(target=approve, args=(u,)) for u in (BOB, CAROL, DAVE)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for env in envelopes:
+        slack.redeliver(env)
+    assert wait_settled(bot.services, req["id"], 60) == "verified"
+    assert len(flips(bot)) == 1
+    assert len(bot.services.store.query("SELECT * FROM health_backups")) == 1
+    assert lab.vip_holder() == "new"
+
+
+def test_the_new_server_unhealthy_at_the_threshold_stops_the_flip(slack, lab, bot):
+    req, _ = request(slack, bot)
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.wait_for(lambda: approvals(bot, req["id"]) == [BOB], 10, "bob's approval")
+    lab.set_health("new", "false")
+    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    assert wait_settled(bot.services, req["id"], 60) == "aborted"
+    text = shown(slack, req["message_ts"], "Not switched")
+    assert "on `new` holds `false`, expected `true`" in text
+    assert flips(bot) == [] and lab.vip_holder() == "old"
+    assert lab.servers["old"].health_file.read_text() == "true\n"
+
+
+def test_keepalived_not_moving_fails_verification_and_rollback_recovers(slack, lab, do, tmp_path):
+    local = make_bot(slack, lab, do, tmp_path, plan=lab_plan(lab, verify_timeout="6s"))
+    try:
+        lab.stop_keepalived("new")
+        req, _ = request(slack, local)
+        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        assert wait_settled(local.services, req["id"], 60) == "unverified"
+        text = shown(slack, req["message_ts"], "Verification failed")
+        assert "VIP 10.213.7.100 is on neither server" in text
+        assert "never answered from `new`" in text and "`/cutover rollback` switches back" in text
+        back, _ = request(slack, local, kind="rollback")
+        slack.react(DAVE, OK, "C0LAUNCH", back["message_ts"])
+        assert wait_settled(local.services, back["id"], 60) == "verified"
+        assert lab.vip_holder() == "old" and lab.servers["old"].health_file.read_text() == "true\n"
+    finally:
+        local.stop()
+
+
+def test_digitalocean_errors_are_retried_within_the_timeout(slack, lab, do, bot):
+    req, _ = request(slack, bot)
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    flipped(slack, lab)
+    do.fail_next(429, times=2, path="floating_ips", method="GET")
+    do.fail_next(500, times=1, path="floating_ips", method="GET")
+    assert wait_settled(bot.services, req["id"], 60) == "verified"
+    shown(slack, req["message_ts"], "DigitalOcean errors retried: 3")
+
+
+def test_digitalocean_failing_throughout_is_reported_honestly(slack, lab, do, tmp_path):
+    local = make_bot(slack, lab, do, tmp_path, plan=lab_plan(lab, verify_timeout="5s"))
+    try:
+        req, _ = request(slack, local)
+        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        flipped(slack, lab)
+        do.fail_next(500, times=10_000, path="floating_ips", method="GET")
+        assert wait_settled(local.services, req["id"], 60) == "unverified"
+        text = shown(slack, req["message_ts"], "DigitalOcean gave no usable answer within 5s")
+        assert "Server was unable to give you a response" in text
+        assert lab.vip_holder() == "new"
+    finally:
+        local.stop()
+
+
+def test_a_restart_after_the_flip_verifies_and_before_it_changes_nothing(slack, lab, do, tmp_path):
+    first = make_bot(slack, lab, do, tmp_path)
+    req, _ = request(slack, first)
+    first.stop()
+    db = str(tmp_path / "g.db")
+    from bot.store import Store
+    store = Store(db)
+    with store.transaction() as tx:
+        tx.execute("UPDATE golive_requests SET state = 'flipping' WHERE id = ?", [req["id"]])
+    store.close()
+    second = make_bot(slack, lab, do, tmp_path)
+    try:
+        assert wait_settled(second.services, req["id"], 30) == "interrupted"
+        assert lab.vip_holder() == "old" and lab.servers["old"].health_file.read_text() == "true\n"
+        slack.wait_for(lambda: "nothing was changed" in thread_text(slack, req["message_ts"]), 10, "the note")
+    finally:
+        second.stop()
+
+    third = make_bot(slack, lab, do, tmp_path)
+    req2, _ = request(slack, third)
+    third.stop()
+    lab.set_health("old", "false")
+    store = Store(db)
+    with store.transaction() as tx:
+        tx.execute("UPDATE golive_requests SET state = 'flipping' WHERE id = ?", [req2["id"]])
+    store.close()
+    fourth = make_bot(slack, lab, do, tmp_path)
+    try:
+        assert wait_settled(fourth.services, req2["id"], 60) == "verified"
+        assert lab.vip_holder() == "new"
+    finally:
+        fourth.stop()
