@@ -64,3 +64,8 @@ def clamp(blocks: list[dict]) -> list[dict]:
     if len(blocks) <= MAX_BLOCKS:
         return blocks
     return blocks[:MAX_BLOCKS - 1] + [context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
+
+
+def sentence(text: str) -> str:
+    """Upper-case the first letter only (str.capitalize would lower-case paths and names after it)."""
+    return text[:1].upper() + text[1:]

@@ -37,3 +37,14 @@ def format_duration(delta: timedelta | float) -> str:
     if minutes:
         return f"{minutes}m {seconds:02d}s"
     return f"{seconds}s"
+
+
+def compact_duration(delta: timedelta) -> str:
+    """The way a plan file writes it: ``24h``, ``1h30m``, ``10m``, ``90s`` → ``1m30s``."""
+    total = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts) or "0s"

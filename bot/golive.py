@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot import golive_messages as gm
+from bot.blocks import sentence
 from bot.failover import Failover, Verification, Witness
 from bot.preflight import Preflight, run_preflight
 from bot.ssh import SSHError
@@ -74,7 +75,7 @@ class GoLive:
             busy = list(db.query(f"SELECT id, kind, requested_by FROM golive_requests WHERE state IN "
                                  f"({','.join('?' * len(IN_FLIGHT))})", list(IN_FLIGHT)))
             if busy:
-                raise Refused(f"{gm.WHAT[busy[0]['kind']].capitalize()} request #{busy[0]['id']} by "
+                raise Refused(f"{sentence(gm.WHAT[busy[0]['kind']])} request #{busy[0]['id']} by "
                               f"<@{busy[0]['requested_by']}> is still in progress; one at a time.")
             request_id = db["golive_requests"].insert({
                 "kind": kind, "state": "open", "requested_by": user, "created_at": now.isoformat(),
@@ -84,11 +85,11 @@ class GoLive:
         if required == 0:
             self._post(request_id)
             self.services.workers.submit(f"{kind} #{request_id}", self._decided, request_id)
-            return Outcome(f"{gm.WHAT[kind].capitalize()} #{request_id} needs no approval; going ahead.")
+            return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} needs no approval; going ahead.")
         ts = self._post(request_id)
         if ts:
             self.services.notifier.react(ts, self.people.approval_reaction)
-        return Outcome(f"{gm.WHAT[kind].capitalize()} #{request_id} posted; it needs {required} approval(s) "
+        return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} posted; it needs {required} approval(s) "
                        f"within {gm.format_ttl(self.people.approval_ttl)}.")
 
     def _required(self, kind: str) -> int:
@@ -182,12 +183,12 @@ class GoLive:
                                        "WHERE id = ? AND state = 'open'", [now.isoformat(), row["id"]]).rowcount
                     verdict = "threshold" if taken else "closed"
         if verdict == "expired":
-            self._refuse(request, user, "expired", f"{gm.WHAT[request['kind']].capitalize()} #{request['id']} "
+            self._refuse(request, user, "expired", f"{sentence(gm.WHAT[request['kind']])} #{request['id']} "
                                                    "expired before your approval; ask for a new one.")
             self._post(request["id"])
             return
         if verdict == "closed":
-            self._note(user, f"{gm.WHAT[request['kind']].capitalize()} #{request['id']} is no longer open "
+            self._note(user, f"{sentence(gm.WHAT[request['kind']])} #{request['id']} is no longer open "
                              f"({self._state(request['id'])}); your approval was not needed.")
             return
         self.services.audit(user, "approval", f"#{request['id']}", "ok")
@@ -238,7 +239,7 @@ class GoLive:
         now = self.services.clock.now()
         self._move(request_id, "flipping", "flipped", {"flipped_at": now.isoformat(), "action": action})
         self.services.audit("cutover", f"{kind}-flipped", f"#{request_id}", "ok", {"action": action})
-        self._thread(request_id, f"🔀 {action.capitalize()} at {gm.slack_date(now)}. Verifying…")
+        self._thread(request_id, f"🔀 {sentence(action)} at {gm.slack_date(now)}. Verifying…")
         self._post(request_id)
         self._verify(request_id)
 

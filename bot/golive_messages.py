@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.blocks import clamp, context, divider, escape, header, section, sections, slack_date
+from bot.blocks import sentence, clamp, context, divider, escape, header, section, sections, slack_date
 from bot.durations import format_duration
 from bot.plan import Failover
 
@@ -51,7 +51,7 @@ def preflight_lines(preflight: dict) -> list[str]:
 
 
 def text(view: RequestView) -> str:
-    return f"{WHAT[view.kind].capitalize()} request #{view.id}: {view.state}"
+    return f"{sentence(WHAT[view.kind])} request #{view.id}: {view.state}"
 
 
 def _plan_lines(view: RequestView) -> list[str]:
@@ -131,7 +131,7 @@ def _state_lines(view: RequestView) -> list[str]:
 
 def request_message(view: RequestView) -> list[dict]:
     icon = "🚦" if view.kind == "golive" else "↩️"
-    title = f"{icon} {WHAT[view.kind].capitalize()} request #{view.id}"
+    title = f"{icon} {sentence(WHAT[view.kind])} request #{view.id}"
     blocks = [header(title),
               section(f"<@{view.requested_by}> asks to switch the site to the "
                       f"{'new' if view.kind == 'golive' else 'old'} server. What happens:\n"

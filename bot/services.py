@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from bot.clock import Clock, SystemClock
 from bot.cloud import Cloud
 from bot.failover import Failover
+from bot.freezes import Freezes
 from bot.golive import GoLive
 from bot.notifier import Notifier, make_slack_client
 from bot.plan import Plan
@@ -44,6 +45,7 @@ class Services:
     scheduler: BackgroundScheduler
     stages: StageRunner = field(init=False)
     golive: GoLive | None = field(init=False, default=None)
+    freezes: Freezes = field(init=False)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cutover"))
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
@@ -58,6 +60,8 @@ class Services:
     def start(self) -> None:
         """What runs once the bot is connected: re-attach stages, settle requests, start the clock jobs."""
         self.stages.resume()
+        self.freezes.tick()
+        self.freezes.rebuild_jobs()
         if self.golive is not None:
             self.golive.resume()
             self.scheduler.add_job(self.golive.expire_due, "interval", seconds=1, id="golive-expiry",
@@ -86,6 +90,7 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
                         cloud=Cloud(settings.digitalocean_token, settings.digitalocean_end_point),
                         scheduler=BackgroundScheduler(timezone=timezone.utc))
     services.stages = StageRunner(services, services.ssh, settings.log_dir)
+    services.freezes = Freezes(services)
     if plan.failover is not None and plan.digitalocean is not None:
         services.golive = GoLive(services, Failover(services, services.cloud))
     return services

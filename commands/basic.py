@@ -9,7 +9,6 @@ from bot.status import build_status
 from commands.router import Caller, Command, Reply, UsageError, no_args
 
 if TYPE_CHECKING:
-    from bot.plan import Plan
     from bot.services import Services
 
 AUDIT_DEFAULT = 20
@@ -21,7 +20,7 @@ def run_status(services: "Services", caller: Caller, _: None) -> Reply:
     return Reply(text="Cutover status", blocks=messages.status_message(report))
 
 
-def parse_audit(args: list[str], plan: "Plan") -> int:
+def parse_audit(args: list[str], services: "Services") -> int:
     if not args:
         return AUDIT_DEFAULT
     if len(args) > 1 or not args[0].isdigit() or not 1 <= int(args[0]) <= AUDIT_MAX:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from bot import messages
 
 if TYPE_CHECKING:
-    from bot.plan import Plan
     from bot.services import Services
 
 log = logging.getLogger("cutover.commands")
@@ -44,15 +43,19 @@ class Command:
     name: str
     usage: str
     summary: str
-    acts: bool
+    acts: bool | Callable[[Any], bool]
     run: Callable[["Services", Caller, Any], Reply]
-    parse: Callable[[list[str], "Plan"], Any] = field(default=lambda args, plan: args)
+    parse: Callable[[list[str], "Services"], Any] = field(default=lambda args, services: args)
+
+    def acts_on(self, parsed: Any) -> bool:
+        """Whether this use of the command changes something (and so needs an operator)."""
+        return self.acts(parsed) if callable(self.acts) else self.acts
 
     def usage_line(self) -> str:
         return f"Usage: `/cutover {self.usage}`"
 
 
-def no_args(args: list[str], plan: "Plan") -> None:
+def no_args(args: list[str], services: "Services") -> None:
     if args:
         raise UsageError(f"This command takes no arguments (got `{' '.join(args)[:40]}`).")
 
@@ -74,7 +77,7 @@ class Router:
     def overview(self) -> str:
         return "Usage: `/cutover " + " | ".join(c.name for c in self.commands.values()) + "`"
 
-    def parse(self, text: str, plan: "Plan") -> tuple[Command, Any]:
+    def parse(self, text: str, services: "Services") -> tuple[Command, Any]:
         words = text.split()
         if not words:
             return self.commands["help"], None
@@ -85,13 +88,13 @@ class Router:
             raise UsageError(f"`{shown}` is not a /cutover command. {self.overview()} "
                              "— `/cutover help` says what each does.")
         try:
-            return command, command.parse(args, plan)
+            return command, command.parse(args, services)
         except UsageError as exc:
             raise UsageError(f"{exc.message}\n{command.usage_line()}") from None
 
     def allowed(self, services: "Services", user: str) -> list[Command]:
         is_operator = services.plan.is_operator(user)
-        return [c for c in self.commands.values() if is_operator or not c.acts]
+        return [c for c in self.commands.values() if is_operator or not c.acts_on(None)]
 
     def handle(self, services: "Services", body: dict, ack: Callable[..., None],
                respond: Callable[..., Any]) -> None:
@@ -99,12 +102,12 @@ class Router:
         caller = Caller(user=body.get("user_id", ""), channel=body.get("channel_id", ""))
         text = services.redactor.text((body.get("text") or "").strip())
         try:
-            command, parsed = self.parse(text, services.plan)
+            command, parsed = self.parse(text, services)
         except UsageError as exc:
             ack(text=exc.message)
             services.audit(caller.user, "command", text, "bad-usage")
             return
-        if command.acts and not services.plan.is_operator(caller.user):
+        if command.acts_on(parsed) and not services.plan.is_operator(caller.user):
             ack(text=f"Only operators may use `/cutover {command.name}`; you can still use "
                      "`help`, `status` and `audit`. Operators are listed in the plan's "
                      "`[slack] operators`.")

@@ -8,12 +8,11 @@ from bot.stages import StageRefused
 from commands.router import Caller, Command, Reply, UsageError
 
 if TYPE_CHECKING:
-    from bot.plan import Plan
     from bot.services import Services
 
 
-def _stage_name(args: list[str], plan: "Plan", allow_all: bool = False) -> str:
-    names = [s.name for s in plan.stages]
+def _stage_name(args: list[str], services: "Services", allow_all: bool = False) -> str:
+    names = [s.name for s in services.plan.stages]
     choices = ", ".join(f"`{n}`" for n in names) + (" or `all`" if allow_all else "")
     if len(args) != 1:
         raise UsageError(f"Name one stage: {choices}.")
@@ -26,12 +25,12 @@ def _stage_name(args: list[str], plan: "Plan", allow_all: bool = False) -> str:
     return name
 
 
-def parse_run(args: list[str], plan: "Plan") -> str:
-    return _stage_name(args, plan, allow_all=True)
+def parse_run(args: list[str], services: "Services") -> str:
+    return _stage_name(args, services, allow_all=True)
 
 
-def parse_stage(args: list[str], plan: "Plan") -> str:
-    return _stage_name(args, plan)
+def parse_stage(args: list[str], services: "Services") -> str:
+    return _stage_name(args, services)
 
 
 def run_run(services: "Services", caller: Caller, name: str) -> Reply:

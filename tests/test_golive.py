@@ -324,3 +324,22 @@ def test_a_restart_after_the_flip_verifies_and_before_it_changes_nothing(slack, 
         assert lab.vip_holder() == "new"
     finally:
         fourth.stop()
+
+
+def test_the_preflight_requires_the_freezes_the_plan_names(slack, lab, do, tmp_path):
+    plan = lab_plan(lab, require_freezes=["content", "registration"])
+    clock = FakeClock(datetime.now(timezone.utc))
+    local = make_bot(slack, lab, do, tmp_path, plan=plan, clock=clock)
+    try:
+        text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+        assert "❌ not in effect: `content`, `registration`" in text and "A go-live would stop here" in text
+        refused = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
+        assert refused.startswith("No go-live was requested: the preflight found problems.")
+        reply_text(slack, slack.command(OPERATOR, "freeze content at in 1h"))
+        reply_text(slack, slack.command(OPERATOR, "freeze registration at in 1h"))
+        clock.advance(timedelta(hours=1))
+        local.services.freezes.tick()
+        text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+        assert "✅ in effect: `content`, `registration`" in text and "A go-live would find everything ready" in text
+    finally:
+        local.stop()

@@ -307,8 +307,8 @@ def test_the_bot_killed_and_restarted_mid_stage_resumes_exactly(slack, sshd, tmp
     first = start_bot()
     try:
         reply_text(slack, slack.command(OPERATOR, "run slow"), timeout=20)
-        slack.wait_for(lambda: any("line 5 of" in (blocks_text(m.get("blocks")) or "") for m in slack.messages()),
-                       15, "progress in Slack")
+        slack.wait_for(lambda: any("of the slow stage" in (blocks_text(m.get("blocks")) or "")
+                                   for m in slack.messages()), 15, "progress in Slack")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)

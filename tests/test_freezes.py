@@ -1,0 +1,201 @@
+"""Freezes, with time moved through an injected clock: announcements, reminders, start and end,
+across restarts and downtime, each once."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.clock import FakeClock
+from bot.local import start_local_bot
+from bot.plan import parse_plan
+from bot.standins.slack import blocks_text
+from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(T0)
+
+
+def start(slack, tmp_path, clock, plan=None):
+    return start_local_bot(slack, parse_plan(plan or PLAN, "p"), str(tmp_path / "f.db"), clock=clock)
+
+
+def channel(slack):
+    return [(blocks_text(m.get("blocks")) or m["text"]) for m in slack.messages()]
+
+
+def at(bot, clock, delta):
+    clock.set(T0 + delta)
+    bot.services.freezes.tick()
+    bot.services.freezes.tick()
+
+
+def test_a_freeze_is_announced_reminded_started_and_ended_in_order_once(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    try:
+        reply = reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h until in 27h -- editors know"))
+        assert reply == "Scheduled the content freeze; it is announced in the channel."
+        slack.wait_for(lambda: channel(slack), 5, "the announcement")
+        assert "*Content freeze* scheduled by <@U0ALICE> — no content edits" in channel(slack)[0]
+        assert "editors know" in channel(slack)[0] and "Reminders 24h, 1h, 10m before" in channel(slack)[0]
+        listing = reply_text(slack, slack.command(OUTSIDER, "freeze list"))
+        assert "*content freeze* scheduled" in listing and "reminders ahead: 24h, 1h, 10m" in listing
+
+        at(bot, clock, timedelta(hours=1))
+        assert channel(slack)[-1].startswith("⏰ Reminder: the *content freeze* starts")
+        assert "(in 24h 00m)" in channel(slack)[-1]
+        at(bot, clock, timedelta(hours=24))
+        at(bot, clock, timedelta(hours=24, minutes=50))
+        status = reply_text(slack, slack.command(OUTSIDER, "status"))
+        assert "content* from" in status
+        at(bot, clock, timedelta(hours=25))
+        assert "The content freeze is now in effect" in channel(slack)[-1]
+        status = reply_text(slack, slack.command(OUTSIDER, "status"))
+        assert "*content* in effect since" in status
+        at(bot, clock, timedelta(hours=27))
+        assert channel(slack)[-1] == "✅ The *content freeze* is lifted."
+        texts = channel(slack)
+        assert len(texts) == 6, texts
+        assert ["(in 24h 00m)" in texts[1], "(in 1h 00m)" in texts[2], "(in 10m 00s)" in texts[3]] == [True] * 3
+        assert not any("late" in t.lower() for t in texts)
+        assert "No freeze is scheduled" in reply_text(slack, slack.command(OUTSIDER, "freeze list"))
+        assert "Freezes*\nNone scheduled." in reply_text(slack, slack.command(OUTSIDER, "status"))
+    finally:
+        bot.stop()
+
+
+def test_a_restart_between_reminders_loses_and_repeats_none(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    reply_text(slack, slack.command(OPERATOR, "freeze registration at in 25h"))
+    at(bot, clock, timedelta(hours=1))
+    bot.stop()
+    for _ in range(3):
+        again = start(slack, tmp_path, clock)
+        again.stop()
+    clock.set(T0 + timedelta(hours=24))
+    final = start(slack, tmp_path, clock)
+    try:
+        texts = channel(slack)
+        assert len(texts) == 3, texts
+        assert "(in 24h 00m)" in texts[1] and "(in 1h 00m)" in texts[2]
+        assert "new user registrations" in texts[0]
+    finally:
+        final.stop()
+
+
+def test_down_across_a_reminder_posts_it_late_with_a_note(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h"))
+    bot.stop()
+    clock.set(T0 + timedelta(hours=1, minutes=20))
+    again = start(slack, tmp_path, clock)
+    try:
+        last = channel(slack)[-1]
+        assert "starts" in last and "(in 23h 40m)" in last
+        assert "Posted late: this was due" in last and "while the bot was not running" in last
+    finally:
+        again.stop()
+
+
+def test_down_across_reminders_and_the_start(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h until in 30h"))
+    bot.stop()
+    clock.set(T0 + timedelta(hours=25, minutes=5))
+    again = start(slack, tmp_path, clock)
+    try:
+        texts = channel(slack)
+        assert len(texts) == 3, texts
+        assert "The 24h, 1h, 10m reminder(s) for the content freeze were skipped" in texts[1]
+        assert "now in effect" in texts[2] and "Posted late" in texts[2]
+    finally:
+        again.stop()
+    once_more = start(slack, tmp_path, clock)
+    try:
+        assert len(channel(slack)) == 3
+    finally:
+        once_more.stop()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("freeze content at 2026-11-30T12:00Z", "is in the past; a freeze starts in the future"),
+    ("freeze content at 2026-12-02 18:00", "has no time zone"),
+    ("freeze content at 2026-12-02 18:00 Mars/Base", "`Mars/Base` is not a time zone"),
+    ("freeze content at in 2h until in 1h", "`until` (<!date^"),
+    ("freeze content at in 2 hours", "after `in` give one duration"),
+    ("freeze content at tomorrow", "`tomorrow` is not a time"),
+    ("freeze content in 2h", "After the kind comes `at WHEN`"),
+    ("freeze lunch at in 2h", "`lunch` is not a freeze kind; use `content`, `registration`."),
+    ("unfreeze", "Name the freeze kind to lift"),
+])
+def test_bad_whens_are_refused_with_specific_messages(slack, tmp_path, clock, text, expected):
+    bot = start(slack, tmp_path, clock)
+    try:
+        env = slack.command(OPERATOR, text)
+        slack.wait_ack(env)
+        assert expected in env.ack_payload["text"], env.ack_payload["text"]
+        assert bot.services.store.current_freezes() == []
+    finally:
+        bot.stop()
+
+
+def test_only_operators_schedule_but_anyone_lists(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    try:
+        refused = reply_text(slack, slack.command(OUTSIDER, "freeze content at in 2h"))
+        assert refused.startswith("Only operators may use `/cutover freeze`")
+        assert "No freeze is scheduled" in reply_text(slack, slack.command(OUTSIDER, "freeze list"))
+        assert bot.services.store.current_freezes() == []
+    finally:
+        bot.stop()
+
+
+def test_cancel_and_unfreeze(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    try:
+        reply_text(slack, slack.command(OPERATOR, "freeze content at in 2h"))
+        assert "No content freeze is in effect. It is only scheduled" in \
+            reply_text(slack, slack.command(OPERATOR, "unfreeze content"))
+        assert "A content freeze is already scheduled" in \
+            reply_text(slack, slack.command(OPERATOR, "freeze content at in 3h"))
+        assert "is cancelled" in reply_text(slack, slack.command(OPERATOR, "freeze cancel content"))
+        at(bot, clock, timedelta(hours=3))
+        assert not any("in effect" in t for t in channel(slack))
+        reply_text(slack, slack.command(OPERATOR, "freeze registration at in 4h"))
+        at(bot, clock, timedelta(hours=7))
+        assert "now in effect" in channel(slack)[-1]
+        assert reply_text(slack, slack.command("U0BOB", "unfreeze registration")) == \
+            "The registration freeze is lifted."
+        assert channel(slack)[-1] == "✅ The *registration freeze* is lifted by <@U0BOB>."
+        at(bot, clock, timedelta(hours=30))
+        assert channel(slack)[-1] == "✅ The *registration freeze* is lifted by <@U0BOB>."
+    finally:
+        bot.stop()
+
+
+def test_a_start_stage_runs_and_its_result_is_posted(slack, tmp_path, clock):
+    from tests.helpers import start_sshd
+
+    sshd = start_sshd(tmp_path / "sshd")
+    try:
+        plan = copy.deepcopy(PLAN)
+        plan["hosts"] = {"new": sshd.host_entry()}
+        plan["stages"] = [{"name": "maintenance-on", "host": "new", "command": "echo maintenance mode on"}]
+        plan["freezes"] = {"content": {"start_stage": "maintenance-on"}}
+        bot = start(slack, tmp_path, clock, plan)
+        try:
+            reply_text(slack, slack.command(OPERATOR, "freeze content at in 1h"))
+            at(bot, clock, timedelta(hours=1))
+            slack.wait_for(lambda: "The start stage `maintenance-on` of the content freeze succeeded." in
+                           "\n".join(channel(slack)), 30, "the start stage result")
+            assert bot.services.store.latest_runs()["maintenance-on"]["state"] == "succeeded"
+        finally:
+            bot.stop()
+    finally:
+        sshd.stop()
