@@ -44,3 +44,20 @@ def to_epoch(when: datetime) -> int:
 
 def from_iso(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+class JumpClock:
+    """Real time plus an offset the demo can jump forward, to reach a freeze's reminders in seconds."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return datetime.now(timezone.utc) + self._offset
+
+    def jump(self, delta: timedelta) -> datetime:
+        with self._lock:
+            self._offset += delta
+        return self.now()

@@ -1,106 +1,273 @@
-"""``cutover demo``: the bot run end to end against local stand-ins, printed as the channel reads.
+"""``cutover demo``: the whole launch night against local stand-ins, printed as the channel reads it.
 
-Each step says what a person does, shows what the bot answered, and checks it.
-The exit code is 0 only if every step did what it should.
+Freezes are scheduled and announced, the clock jumps to their reminders and
+start, the stages run over SSH with live progress, a go-live is requested,
+the requester's own approval is refused, two people approve, the floating IP
+moves and the bot proves it, then rolls back. Where the machine allows (root,
+network namespaces, keepalived, sshd) the servers are the real keepalived lab;
+elsewhere the demo says plainly what it cannot show. Each step is checked and
+the exit code is 0 only if every step did what it should.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
+import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
+from bot.clock import JumpClock
+from bot.golive import wait_settled
 from bot.local import LocalBot, start_local_bot
 from bot.plan import parse_plan
+from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import Envelope, SlackStandIn
+from bot.standins.sshd import LocalSshd, find_sshd
 from bot.terminal import plain, render_blocks
 
 PEOPLE = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE": "dave", "U0EVE": "eve",
           "U0CUTBOT": "cutover"}
+OK = "white_check_mark"
 
-DEMO_PLAN = {
+IMPORT = ("total=600; i=0; while [ $i -le $total ]; do echo \"Processed $i/$total rows of node_revision\"; "
+          "i=$((i+60)); sleep 0.5; done; echo 'import complete'")
+REINDEX = "echo 'reindexing 1200 documents'; sleep 1; echo 'WARNING: 2 documents skipped'; echo done"
+
+BASE_PLAN = {
     "slack": {"channel": "C0LAUNCH", "operators": ["U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"],
               "approvers": ["U0BOB", "U0CAROL", "U0DAVE"], "required_approvals": 2,
-              "approval_reaction": "white_check_mark", "approval_ttl": "15m"},
-    "hosts": {"old": {"address": "127.0.0.1", "user": "deploy"},
-              "new": {"address": "127.0.0.1", "user": "deploy"}},
-    "stages": [{"name": "db-import", "host": "new", "command": "./deploy.sh db-import", "timeout": "4h",
-                "progress": r"Processed (?P<done>\d+)/(?P<total>\d+)"},
-               {"name": "solr-reindex", "host": "new", "command": "./deploy.sh solr-reindex",
-                "depends_on": ["db-import"]}],
+              "approval_reaction": OK, "approval_ttl": "15m"},
+    "freezes": {"reminders": ["24h", "1h", "10m"]},
 }
+
+
+class ChannelView:
+    """Prints what a person in the channel sees, as the stand-in receives it."""
+
+    def __init__(self, out: TextIO, started: float) -> None:
+        self.out = out
+        self.started = started
+        self.lock = threading.Lock()
+        self.shown: dict[str, list[str]] = {}
+        self.updates: list[str] = []
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def __call__(self, kind: str, record: dict) -> None:
+        stamp = f"[{time.monotonic() - self.started:5.1f}s]"
+        text = render_blocks(record.get("blocks"), record.get("text", ""), PEOPLE).strip()
+        if kind == "post" and record.get("thread_ts") and record["thread_ts"] != record["ts"]:
+            self.line(_indent(f"{stamp}   ↳ in thread: ", text))
+        elif kind == "post":
+            self.shown[record["ts"]] = text.splitlines()
+            self.line(_indent(f"\n{stamp} cutover: ", text))
+        elif kind == "update":
+            before = self.shown.get(record["ts"], [])
+            fresh = [ln for ln in text.splitlines() if ln.strip() and ln not in before and not ln.startswith("```")]
+            self.shown[record["ts"]] = text.splitlines()
+            if fresh:
+                self.updates.append(" · ".join(fresh))
+                self.line(_indent(f"{stamp}   ✎ updated: ", "\n".join(fresh[:8])))
+        elif kind == "ephemeral":
+            self.line(_indent(f"{stamp}   (only @{PEOPLE.get(record['user'], record['user'])} sees) ", text))
+        elif kind == "file":
+            for f in record.get("files", []):
+                self.line(f"{stamp}   ↳ 📎 {f['name']} ({f['size']:,} bytes) uploaded to the thread")
+        elif kind == "response":
+            self.line(_indent(f"{stamp}   → reply: ", text))
+
+
+def _indent(prefix: str, text: str) -> str:
+    lines = text.splitlines() or [""]
+    pad = " " * len(prefix.lstrip("\n"))
+    return prefix + lines[0] + "".join("\n" + pad + ln for ln in lines[1:])
 
 
 @dataclass
 class Demo:
     slack: SlackStandIn
-    bot: LocalBot
-    out: TextIO
+    view: ChannelView
+    clock: JumpClock
+    bot: LocalBot | None = None
+    lab: KeepalivedLab | None = None
+    do: DigitalOceanStandIn | None = None
     results: list[tuple[str, bool]] = field(default_factory=list)
 
     def say(self, who: str, text: str) -> Envelope:
-        self.out.write(f"\n{who:>8} ▸ {text}\n")
+        self.view.line(f"\n▸ {who}: {text}")
         user = next(u for u, n in PEOPLE.items() if n == who)
         return self.slack.command(user, text.removeprefix("/cutover").strip())
 
-    def reply(self, env: Envelope, timeout: float = 10.0) -> str:
-        """What the person who typed the command sees: the ack's text, or the answer posted later."""
+    def reply(self, env: Envelope, timeout: float = 60.0) -> str:
         self.slack.wait_ack(env, timeout)
         if env.ack_payload and env.ack_payload.get("text"):
-            text = env.ack_payload["text"]
-        else:
-            responses = self.slack.wait_for(lambda: self.slack.responses_for(env), timeout, "a reply")
-            text = render_blocks(responses[-1]["blocks"], responses[-1]["text"], PEOPLE)
-        text = plain(text, PEOPLE)
-        self.out.write("".join(f"{'cutover':>8} │ {line}\n" for line in text.splitlines()))
-        return text
+            return plain(env.ack_payload["text"], PEOPLE)
+        responses = self.slack.wait_for(lambda: self.slack.responses_for(env), timeout, "a reply")
+        return render_blocks(responses[-1]["blocks"], responses[-1]["text"], PEOPLE)
+
+    def react(self, who: str, ts: str, name: str = OK) -> None:
+        self.view.line(f"\n▸ {who} reacts :{name}: on the request")
+        user = next(u for u, n in PEOPLE.items() if n == who)
+        self.slack.react(user, name, "C0LAUNCH", ts)
+
+    def jump(self, delta: timedelta, why: str) -> None:
+        self.clock.jump(delta)
+        self.view.line(f"\n⏩ the demo's clock jumps {why}")
+        assert self.bot is not None
+        self.bot.services.freezes.tick()
 
     def check(self, what: str, ok: bool) -> None:
         self.results.append((what, ok))
-        self.out.write(f"{'':>8}   {'✔' if ok else '✘ FAILED:'} {what}\n")
+        self.view.line(f"  {'✔' if ok else '✘ FAILED:'} {what}")
+
+    def wait(self, what: str, condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            self.slack.wait_for(condition, timeout, what)
+            return True
+        except TimeoutError:
+            return False
+
+    def channel_text(self) -> str:
+        return "\n".join(render_blocks(m.get("blocks"), m["text"], PEOPLE) for m in self.slack.all_messages())
 
 
 def run_demo(out: TextIO = sys.stdout) -> int:
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="cutover-demo-"))
-    plan = parse_plan(DEMO_PLAN, "demo plan")
-    out.write("cutover demo: the bot against a local Slack stand-in (Socket Mode and Web API on 127.0.0.1).\n"
-              "Real: the Bolt app, the services, SQLite state. Stand-in: Slack itself.\n")
-    with SlackStandIn() as slack:
-        bot = start_local_bot(slack, plan, str(workdir / "cutover.db"))
-        demo = Demo(slack, bot, out)
+    work = Path(tempfile.mkdtemp(prefix="cutover-demo-"))
+    why_no_lab = lab_unavailable()
+    with ExitStack() as stack:
+        slack = stack.enter_context(SlackStandIn())
+        view = ChannelView(out, started)
+        slack.on_post(view)
+        demo = Demo(slack, view, JumpClock())
+        plan = copy.deepcopy(BASE_PLAN)
+        stage_host = "new"
+        if why_no_lab is None:
+            demo.do = stack.enter_context(DigitalOceanStandIn(action_delay=0.5))
+            demo.lab = stack.enter_context(KeepalivedLab(work / "lab", demo.do, TUNED))
+            plan = demo.lab.plan(plan)
+            view.line("cutover demo — real: the Bolt app and its services, SQLite, paramiko over SSH, and a lab of two\n"
+                      "servers in network namespaces, each with keepalived (VRRP), sshd and a web server. Stand-ins:\n"
+                      "Slack (Web API + Socket Mode on 127.0.0.1) and the DigitalOcean API. The clock jumps ahead to\n"
+                      "reach the freeze reminders.")
+        elif find_sshd() is not None:
+            sshd = LocalSshd(work / "sshd").start()
+            stack.callback(sshd.stop)
+            plan["hosts"] = {"new": sshd.host_entry()}
+            view.line(f"cutover demo — real: the Bolt app, SQLite, paramiko to an sshd on 127.0.0.1. Stand-in: Slack.\n"
+                      f"The go-live part needs the keepalived lab, which cannot run here ({why_no_lab}); it is skipped.")
+        else:
+            stage_host = ""
+            view.line(f"cutover demo — real: the Bolt app and SQLite. Stand-in: Slack. Stages need sshd and the go-live\n"
+                      f"needs the keepalived lab ({why_no_lab}); both are skipped.")
+        if stage_host:
+            plan["stages"] = [
+                {"name": "db-import", "host": stage_host, "command": IMPORT, "timeout": "10m",
+                 "progress": r"Processed (?P<done>\d+)/(?P<total>\d+)"},
+                {"name": "solr-reindex", "host": stage_host, "command": REINDEX, "depends_on": ["db-import"],
+                 "notable": r"WARNING|ERROR"},
+            ]
+        if demo.lab is not None:
+            plan["failover"]["require_freezes"] = ["content", "registration"]
+        demo.bot = start_local_bot(slack, parse_plan(plan, "demo plan"), str(work / "cutover.db"), clock=demo.clock,
+                                   digitalocean_end_point=demo.do.end_point if demo.do else None)
+        stack.callback(demo.bot.stop)
         try:
-            steps: list[Callable[[Demo], None]] = [_help, _status, _bad_usage, _audit]
-            for step in steps:
-                step(demo)
-        finally:
-            bot.stop()
+            _freezes(demo)
+            if stage_host:
+                _stages(demo)
+            if demo.lab is not None:
+                _golive(demo)
+                _rollback(demo)
+            _audit(demo)
+        except Exception as exc:  # a broken demo must end in a summary, not a traceback
+            demo.check(f"the demo ran to the end (stopped by {exc.__class__.__name__}: {exc})", False)
     failed = [w for w, ok in demo.results if not ok]
-    out.write(f"\nSummary: {len(demo.results) - len(failed)}/{len(demo.results)} checks passed "
-              f"in {time.monotonic() - started:.1f}s.\n")
+    out.write(f"\nSummary: {len(demo.results) - len(failed)}/{len(demo.results)} checks passed in "
+              f"{time.monotonic() - started:.0f}s" + ("" if why_no_lab is None else f" (go-live skipped: {why_no_lab})")
+              + ".\n")
     for what in failed:
-        out.write(f"  failed: {what}\n")
+        out.write(f"  ✘ {what}\n")
     return 0 if not failed else 1
 
 
-def _help(d: Demo) -> None:
-    text = d.reply(d.say("alice", "/cutover help"))
-    d.check("help lists what an operator may do", "/cutover status" in text and "operator" in text)
+def _freezes(d: Demo) -> None:
+    d.reply(d.say("alice", "/cutover freeze content at in 25h until in 30h -- editors: publish before Friday"))
+    d.reply(d.say("alice", "/cutover freeze registration at in 25h until in 30h"))
+    d.check("both freezes are announced", d.wait("announcements", lambda: "Registration freeze* scheduled" in d.channel_text()))
+    text = d.reply(d.say("eve", "/cutover freeze content at in 1h"))
+    d.check("only operators schedule freezes", text.startswith("Only operators may"))
+    for step, why, expected in (
+            (timedelta(hours=1), "1 hour ahead, to 24 hours before the freezes", "(in 24h 00m)"),
+            (timedelta(hours=23), "23 hours ahead, to 1 hour before", "(in 1h 00m)"),
+            (timedelta(minutes=50), "50 minutes ahead, to 10 minutes before", "(in 10m 00s)")):
+        d.jump(step, why)
+        d.check(f"both reminders {expected} go out, on time", d.channel_text().count(expected) == 2
+                and "Posted late" not in d.channel_text())
+    d.jump(timedelta(minutes=10), "to the start of the freezes")
+    d.check("both freezes are in effect", d.channel_text().count("is now in effect") == 2)
 
 
-def _status(d: Demo) -> None:
+def _stages(d: Demo) -> None:
+    text = d.reply(d.say("bob", "/cutover run solr-reindex"))
+    d.check("a stage whose dependency has not run refuses to start", "needs `db-import`" in text)
+    d.reply(d.say("alice", "/cutover run all"), timeout=120)
+    runs = d.bot.services.store.latest_runs()  # type: ignore[union-attr]
+    d.check("db-import and solr-reindex succeeded over SSH",
+            all(runs.get(s, {}).get("state") == "succeeded" for s in ("db-import", "solr-reindex")))
+    d.check("progress and an ETA were shown while db-import ran",
+            d.wait("progress", lambda: any("left" in u and "%" in u for u in d.view.updates), 5))
+    d.check("the full logs were uploaded to the threads",
+            d.wait("uploads", lambda: len([f for f in d.slack.files.values() if f.get("completed")]) >= 2, 10))
     text = d.reply(d.say("eve", "/cutover status"))
-    d.check("anyone may read the status", "db-import" in text and "not run" in text)
+    d.check("status tells the truth", "*db-import* on `new` — succeeded" in text and "exit 0" in text
+            and "*content* in effect" in text)
 
 
-def _bad_usage(d: Demo) -> None:
-    text = d.reply(d.say("bob", "/cutover launch-now"))
-    d.check("an unknown subcommand gets the usage line", "not a /cutover command" in text and "Usage:" in text)
+def _golive(d: Demo) -> None:
+    assert d.bot is not None and d.lab is not None and d.do is not None
+    text = d.reply(d.say("alice", "/cutover golive"))
+    d.check("the preflight passed and the request is posted", "posted; it needs 2 approval(s)" in text)
+    request = d.bot.services.store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")[0]
+    ts = d.slack.wait_for(lambda: d.bot.services.store.query(  # type: ignore[union-attr]
+        "SELECT message_ts FROM golive_requests WHERE id = ?", [request["id"]])[0]["message_ts"], 10, "request")
+    d.react("alice", ts)
+    d.check("the requester's own approval is refused",
+            d.wait("a note", lambda: any("so your approval does not count" in e["text"] for e in d.slack.ephemerals)))
+    d.react("bob", ts)
+    d.wait("bob's approval", lambda: "(1/2)" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
+    d.react("carol", ts)
+    state = wait_settled(d.bot.services, request["id"], 90)
+    d.wait("the final message", lambda: "verified" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
+    d.check("the switch is verified: probe, keepalived and DigitalOcean agree", state == "verified")
+    d.check("keepalived moved the VIP to the new server", d.lab.vip_holder() == "new")
+    d.check("DigitalOcean shows the new droplet", d.do.holder(FLOATING_IP) == d.lab.plan({})["digitalocean"]["new_droplet"])
+
+
+def _rollback(d: Demo) -> None:
+    assert d.bot is not None and d.lab is not None
+    text = d.reply(d.say("alice", "/cutover rollback"))
+    d.check("a rollback is requested", "needs 1 approval(s)" in text)
+    request = d.bot.services.store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")[0]
+    ts = d.slack.wait_for(lambda: d.bot.services.store.query(  # type: ignore[union-attr]
+        "SELECT message_ts FROM golive_requests WHERE id = ?", [request["id"]])[0]["message_ts"], 10, "request")
+    d.react("dave", ts)
+    state = wait_settled(d.bot.services, request["id"], 90)
+    d.wait("the final message", lambda: "verified" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
+    d.check("the rollback is verified and the old server serves again", state == "verified" and d.lab.vip_holder() == "old")
 
 
 def _audit(d: Demo) -> None:
-    text = d.reply(d.say("carol", "/cutover audit 5"))
-    d.check("the audit shows who did what", "@alice" in text and "help" in text)
+    text = d.reply(d.say("carol", "/cutover audit 12"))
+    lines = [ln for ln in text.splitlines() if " UTC " in ln]
+    d.check("the audit shows who did what, newest last", len(lines) == 12 and "@carol *audit*" in lines[-1])

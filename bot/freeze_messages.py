@@ -43,7 +43,7 @@ def notice(freeze: dict, kind: str, name: str, now: datetime, *, late: bool, due
         extra = "Reminders " + ", ".join(ahead) + " before it starts." if ahead else "No reminders: it starts soon."
         blocks = [section(body), context(extra)]
     elif kind == "remind":
-        left = format_duration(start - now)  # type: ignore[operator]
+        left = format_duration((start - now) if late else (start - due))  # type: ignore[operator]
         text = f"⏰ The {t} starts in {left}"
         blocks = [section(f"⏰ Reminder: the *{t}* starts {slack_date(start)} (in {left}){_meaning(freeze['kind'])}."  # type: ignore[arg-type]
                           f"{_note(freeze)}")]

@@ -136,7 +136,7 @@ def stage_message(snap, now_mono: float, now) -> list[dict]:  # type: ignore[no-
         detail = f"{fraction * 100:.0f}%"
         if progress.done is not None and progress.total is not None:
             detail += f" ({progress.done:,.0f} / {progress.total:,.0f})"
-        if eta is not None and state in ("starting", "running"):
+        if eta is not None and state in ("starting", "running") and fraction < 1:
             detail += f" · about {format_duration(eta)} left"
         blocks.append(section(f"`{_bar(fraction)}` {detail}"))
     elif eta is not None:
