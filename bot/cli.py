@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a plan file and the environment, print every problem")
     check.add_argument("plan", nargs="?", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
     sub.add_parser("demo", help="run the launch flow against local stand-ins, offline")
+    console = sub.add_parser("console", help="talk to the bot from a terminal through a local Slack stand-in")
+    console.add_argument("--plan", required=True, help="the plan file to rehearse")
+    console.add_argument("--db", help="SQLite file for state (default: a new temporary one)")
     args = parser.parse_args(argv)
 
     if args.cmd == "check-config":
@@ -34,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return run_demo()
+    if args.cmd == "console":
+        from bot.console import run_console
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return run_console(args.plan, args.db)
     return 2
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import Envelope, SlackStandIn
 from bot.standins.sshd import LocalSshd, find_sshd
-from bot.terminal import plain, render_blocks
+from bot.terminal import ChannelView, plain, render_blocks
 
 PEOPLE = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE": "dave", "U0EVE": "eve",
           "U0CUTBOT": "cutover"}
@@ -46,51 +45,6 @@ BASE_PLAN = {
               "approval_reaction": OK, "approval_ttl": "15m"},
     "freezes": {"reminders": ["24h", "1h", "10m"]},
 }
-
-
-class ChannelView:
-    """Prints what a person in the channel sees, as the stand-in receives it."""
-
-    def __init__(self, out: TextIO, started: float) -> None:
-        self.out = out
-        self.started = started
-        self.lock = threading.Lock()
-        self.shown: dict[str, list[str]] = {}
-        self.updates: list[str] = []
-
-    def line(self, text: str) -> None:
-        with self.lock:
-            self.out.write(text + "\n")
-            self.out.flush()
-
-    def __call__(self, kind: str, record: dict) -> None:
-        stamp = f"[{time.monotonic() - self.started:5.1f}s]"
-        text = render_blocks(record.get("blocks"), record.get("text", ""), PEOPLE).strip()
-        if kind == "post" and record.get("thread_ts") and record["thread_ts"] != record["ts"]:
-            self.line(_indent(f"{stamp}   ↳ in thread: ", text))
-        elif kind == "post":
-            self.shown[record["ts"]] = text.splitlines()
-            self.line(_indent(f"\n{stamp} cutover: ", text))
-        elif kind == "update":
-            before = self.shown.get(record["ts"], [])
-            fresh = [ln for ln in text.splitlines() if ln.strip() and ln not in before and not ln.startswith("```")]
-            self.shown[record["ts"]] = text.splitlines()
-            if fresh:
-                self.updates.append(" · ".join(fresh))
-                self.line(_indent(f"{stamp}   ✎ updated: ", "\n".join(fresh[:8])))
-        elif kind == "ephemeral":
-            self.line(_indent(f"{stamp}   (only @{PEOPLE.get(record['user'], record['user'])} sees) ", text))
-        elif kind == "file":
-            for f in record.get("files", []):
-                self.line(f"{stamp}   ↳ 📎 {f['name']} ({f['size']:,} bytes) uploaded to the thread")
-        elif kind == "response":
-            self.line(_indent(f"{stamp}   → reply: ", text))
-
-
-def _indent(prefix: str, text: str) -> str:
-    lines = text.splitlines() or [""]
-    pad = " " * len(prefix.lstrip("\n"))
-    return prefix + lines[0] + "".join("\n" + pad + ln for ln in lines[1:])
 
 
 @dataclass
@@ -147,7 +101,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
     why_no_lab = lab_unavailable()
     with ExitStack() as stack:
         slack = stack.enter_context(SlackStandIn())
-        view = ChannelView(out, started)
+        view = ChannelView(out, started, PEOPLE)
         slack.on_post(view)
         demo = Demo(slack, view, JumpClock())
         plan = copy.deepcopy(BASE_PLAN)

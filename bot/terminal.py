@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import datetime, timezone
+from typing import TextIO
 
 _DATE = re.compile(r"<!date\^(\d+)\^[^|>]*\|([^>]*)>")
 _USER = re.compile(r"<@([UW][A-Z0-9]+)>")
@@ -37,3 +40,49 @@ def render_blocks(blocks: list[dict] | None, fallback: str = "", names: dict[str
         elif kind == "divider":
             out.append("-" * 40)
     return plain("\n".join(out), names)
+
+
+class ChannelView:
+    """Prints what a person in the channel sees, as the stand-in receives it."""
+
+    def __init__(self, out: TextIO, started: float, names: dict[str, str]) -> None:
+        self.out = out
+        self.names = names
+        self.started = started
+        self.lock = threading.Lock()
+        self.shown: dict[str, list[str]] = {}
+        self.updates: list[str] = []
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def __call__(self, kind: str, record: dict) -> None:
+        stamp = f"[{time.monotonic() - self.started:5.1f}s]"
+        text = render_blocks(record.get("blocks"), record.get("text", ""), self.names).strip()
+        if kind == "post" and record.get("thread_ts") and record["thread_ts"] != record["ts"]:
+            self.line(indent(f"{stamp}   ↳ in thread: ", text))
+        elif kind == "post":
+            self.shown[record["ts"]] = text.splitlines()
+            self.line(indent(f"\n{stamp} cutover: ", text))
+        elif kind == "update":
+            before = self.shown.get(record["ts"], [])
+            fresh = [ln for ln in text.splitlines() if ln.strip() and ln not in before and not ln.startswith("```")]
+            self.shown[record["ts"]] = text.splitlines()
+            if fresh:
+                self.updates.append(" · ".join(fresh))
+                self.line(indent(f"{stamp}   ✎ updated: ", "\n".join(fresh[:8])))
+        elif kind == "ephemeral":
+            self.line(indent(f"{stamp}   (only @{self.names.get(record['user'], record['user'])} sees) ", text))
+        elif kind == "file":
+            for f in record.get("files", []):
+                self.line(f"{stamp}   ↳ 📎 {f['name']} ({f['size']:,} bytes) uploaded to the thread")
+        elif kind == "response":
+            self.line(indent(f"{stamp}   → reply: ", text))
+
+
+def indent(prefix: str, text: str) -> str:
+    lines = text.splitlines() or [""]
+    pad = " " * len(prefix.lstrip("\n"))
+    return prefix + lines[0] + "".join("\n" + pad + ln for ln in lines[1:])

@@ -1,6 +1,5 @@
 """Message builders are pure: tested by value."""
 
-import threading
 from datetime import datetime, timedelta, timezone
 
 from bot import messages

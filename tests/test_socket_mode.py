@@ -1,12 +1,11 @@
 """The real Bolt app driven through the stand-in over Socket Mode, as Slack drives it."""
 
-import threading
 import time
 
 import pytest
 
 from bot.local import start_local_bot
-from commands import ROUTER, Command, Reply, Router
+from commands import Command, Reply, Router
 from commands.basic import AUDIT, STATUS
 from tests.conftest import OPERATOR, OUTSIDER, reply_text
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
+
 
 import pytest
 
