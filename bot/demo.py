@@ -80,6 +80,15 @@ class Demo:
         assert self.bot is not None
         self.bot.services.freezes.tick()
 
+    def latest_request(self) -> tuple[dict, str]:
+        """The newest go-live or rollback request, once its message is posted."""
+        assert self.bot is not None
+        store = self.bot.services.store
+        request = store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")[0]
+        ts = self.slack.wait_for(lambda: store.query("SELECT message_ts FROM golive_requests WHERE id = ?",
+                                                     [request["id"]])[0]["message_ts"], 10, "the request message")
+        return request, ts
+
     def check(self, what: str, ok: bool) -> None:
         self.results.append((what, ok))
         self.view.line(f"  {'✔' if ok else '✘ FAILED:'} {what}")
@@ -192,9 +201,7 @@ def _golive(d: Demo) -> None:
     assert d.bot is not None and d.lab is not None and d.do is not None
     text = d.reply(d.say("alice", "/cutover golive"))
     d.check("the preflight passed and the request is posted", "posted; it needs 2 approval(s)" in text)
-    request = d.bot.services.store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")[0]
-    ts = d.slack.wait_for(lambda: d.bot.services.store.query(  # type: ignore[union-attr]
-        "SELECT message_ts FROM golive_requests WHERE id = ?", [request["id"]])[0]["message_ts"], 10, "request")
+    request, ts = d.latest_request()
     d.react("alice", ts)
     d.check("the requester's own approval is refused",
             d.wait("a note", lambda: any("so your approval does not count" in e["text"] for e in d.slack.ephemerals)))
@@ -212,9 +219,7 @@ def _rollback(d: Demo) -> None:
     assert d.bot is not None and d.lab is not None
     text = d.reply(d.say("alice", "/cutover rollback"))
     d.check("a rollback is requested", "needs 1 approval(s)" in text)
-    request = d.bot.services.store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")[0]
-    ts = d.slack.wait_for(lambda: d.bot.services.store.query(  # type: ignore[union-attr]
-        "SELECT message_ts FROM golive_requests WHERE id = ?", [request["id"]])[0]["message_ts"], 10, "request")
+    request, ts = d.latest_request()
     d.react("dave", ts)
     state = wait_settled(d.bot.services, request["id"], 90)
     d.wait("the final message", lambda: "verified" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))

@@ -15,6 +15,10 @@ STATE_ICONS = {
 }
 
 
+REQUEST_STATES = {"deciding": "approved; checking again before switching", "flipping": "switching now",
+                  "flipped": "switched; verifying"}
+
+
 def help_message(commands: list[tuple[str, str]], *, is_operator: bool, is_approver: bool,
                  reaction: str) -> list[dict]:
     lines = [f"• `/cutover {usage}` — {summary}" for usage, summary in commands]
@@ -58,11 +62,17 @@ def status_message(report: StatusReport) -> list[dict]:
     else:
         blocks.append(section("*Freezes*\nNone scheduled."))
     if report.floating_ip:
-        blocks.append(section(f"*Floating IP* `{report.floating_ip}`\nNot checked here: "
-                              "`/cutover check` asks the servers and DigitalOcean who holds it now."))
+        if report.holder:
+            host, when, via = report.holder
+            known = f"On `{host}` since {slack_date(when)}, verified after {via}."
+        else:
+            known = "No switch has been made by the bot."
+        blocks.append(section(f"*Floating IP* `{report.floating_ip}`\n{known} "
+                              "`/cutover check` asks the servers and DigitalOcean who holds it right now."))
     if report.requests:
-        lines = [f"🚦 {r.kind} request #{r.id} by <@{r.requested_by}>: {r.approvals}/{r.required} approvals, "
-                 f"open until {slack_date(r.expires_at)}" for r in report.requests]
+        lines = [f"🚦 {r.kind} request #{r.id} by <@{r.requested_by}>: " + (
+                 f"{r.approvals}/{r.required} approvals, open until {slack_date(r.expires_at)}" if r.state == "open"
+                 else REQUEST_STATES.get(r.state, r.state)) for r in report.requests]
         blocks.append(section("*Go-live*\n" + "\n".join(lines)))
     else:
         blocks.append(section("*Go-live*\nNo request is open."))

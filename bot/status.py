@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ class FreezeLine:
 class RequestLine:
     id: int
     kind: str
+    state: str
     requested_by: str
     expires_at: datetime
     approvals: int
@@ -50,6 +52,7 @@ class StatusReport:
     freezes: list[FreezeLine]
     requests: list[RequestLine]
     floating_ip: str | None
+    holder: tuple[str, datetime, str] | None = None
 
 
 def build_status(services: "Services") -> StatusReport:
@@ -70,9 +73,22 @@ def build_status(services: "Services") -> StatusReport:
     requests = []
     for r in services.store.open_requests():
         count = services.store.query("SELECT COUNT(*) AS n FROM approvals WHERE request_id = ?", [r["id"]])[0]["n"]
-        requests.append(RequestLine(id=r["id"], kind=r["kind"], requested_by=r["requested_by"],
+        requests.append(RequestLine(id=r["id"], kind=r["kind"], state=r["state"], requested_by=r["requested_by"],
                                     expires_at=parse_time(r["expires_at"]),  # type: ignore[arg-type]
                                     approvals=count, required=r["required"]))
     failover = services.plan.failover
     return StatusReport(now=now, stages=stages, freezes=freezes, requests=requests,
-                        floating_ip=failover.floating_ip if failover else None)
+                        floating_ip=failover.floating_ip if failover else None, holder=_last_verified(services))
+
+
+def _last_verified(services: "Services") -> tuple[str, datetime, str] | None:
+    """Where the last verified switch left the floating IP: (host, when, which request)."""
+    failover = services.plan.failover
+    rows = services.store.query("SELECT id, kind, result FROM golive_requests WHERE state = 'verified' "
+                                "ORDER BY id DESC LIMIT 1")
+    if failover is None or not rows:
+        return None
+    verification = json.loads(rows[0]["result"])["verification"]
+    when = parse_time(verification.get("cloud_confirmed_at") or verification.get("first_answer_at"))
+    label = "go-live" if rows[0]["kind"] == "golive" else "rollback"
+    return verification["target"], when, f"{label} #{rows[0]['id']}"  # type: ignore[return-value]

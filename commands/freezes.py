@@ -90,6 +90,7 @@ def run_unfreeze(services: "Services", caller: Caller, kind: str) -> Reply:
 
 FREEZE = Command("freeze", "freeze KIND at WHEN [until WHEN] [-- NOTE] | freeze list | freeze cancel KIND",
                  "schedule, list or cancel content and registration freezes, with reminders",
-                 acts=lambda parsed: parsed is None or parsed.action != "list", run=run_freeze, parse=parse_freeze)
+                 acts=lambda parsed: parsed is None or parsed.action != "list", run=run_freeze, parse=parse_freeze,
+                 read_usage="freeze list")
 UNFREEZE = Command("unfreeze", "unfreeze KIND", "lift a freeze now", acts=True, run=run_unfreeze,
                    parse=parse_unfreeze)

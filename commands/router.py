@@ -46,6 +46,7 @@ class Command:
     acts: bool | Callable[[Any], bool]
     run: Callable[["Services", Caller, Any], Reply]
     parse: Callable[[list[str], "Services"], Any] = field(default=lambda args, services: args)
+    read_usage: str = ""
 
     def acts_on(self, parsed: Any) -> bool:
         """Whether this use of the command changes something (and so needs an operator)."""
@@ -67,8 +68,10 @@ class Router:
         self.commands = {c.name: c for c in [help_command, *commands]}
 
     def _help(self, services: "Services", caller: Caller, _: None) -> Reply:
+        operator = services.plan.is_operator(caller.user)
         blocks = messages.help_message(
-            [(c.usage, c.summary) for c in self.allowed(services, caller.user)],
+            [(c.usage if operator or not c.read_usage else c.read_usage, c.summary)
+             for c in self.allowed(services, caller.user)],
             is_operator=services.plan.is_operator(caller.user),
             is_approver=services.plan.is_approver(caller.user),
             reaction=services.plan.people.approval_reaction)
@@ -93,8 +96,9 @@ class Router:
             raise UsageError(f"{exc.message}\n{command.usage_line()}") from None
 
     def allowed(self, services: "Services", user: str) -> list[Command]:
+        """What ``user`` may use: everything for operators, and every read for the rest."""
         is_operator = services.plan.is_operator(user)
-        return [c for c in self.commands.values() if is_operator or not c.acts_on(None)]
+        return [c for c in self.commands.values() if is_operator or not c.acts_on(None) or c.read_usage]
 
     def handle(self, services: "Services", body: dict, ack: Callable[..., None],
                respond: Callable[..., Any]) -> None:

@@ -4,6 +4,7 @@ the Slack stand-in and the DigitalOcean stand-in."""
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -16,6 +17,7 @@ from bot.plan import parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.lab import DROPLETS, FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import blocks_text
+from bot.store import Store
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
 
 BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
@@ -206,7 +208,6 @@ def test_every_bypass_is_refused_without_a_flip(slack, lab, do, tmp_path):
 
 
 def json_reason(event):
-    import json
     return json.loads(event["detail"] or "{}").get("reason")
 
 
@@ -292,16 +293,19 @@ def test_digitalocean_failing_throughout_is_reported_honestly(slack, lab, do, tm
         local.stop()
 
 
+def crashed_while_flipping(db, request_id):
+    """Leave the database as a bot killed between deciding to flip and confirming it would."""
+    store = Store(str(db))
+    with store.transaction() as tx:
+        tx.execute("UPDATE golive_requests SET state = 'flipping' WHERE id = ?", [request_id])
+    store.close()
+
+
 def test_a_restart_after_the_flip_verifies_and_before_it_changes_nothing(slack, lab, do, tmp_path):
     first = make_bot(slack, lab, do, tmp_path)
     req, _ = request(slack, first)
     first.stop()
-    db = str(tmp_path / "g.db")
-    from bot.store import Store
-    store = Store(db)
-    with store.transaction() as tx:
-        tx.execute("UPDATE golive_requests SET state = 'flipping' WHERE id = ?", [req["id"]])
-    store.close()
+    crashed_while_flipping(tmp_path / "g.db", req["id"])
     second = make_bot(slack, lab, do, tmp_path)
     try:
         assert wait_settled(second.services, req["id"], 30) == "interrupted"
@@ -314,10 +318,7 @@ def test_a_restart_after_the_flip_verifies_and_before_it_changes_nothing(slack, 
     req2, _ = request(slack, third)
     third.stop()
     lab.set_health("old", "false")
-    store = Store(db)
-    with store.transaction() as tx:
-        tx.execute("UPDATE golive_requests SET state = 'flipping' WHERE id = ?", [req2["id"]])
-    store.close()
+    crashed_while_flipping(tmp_path / "g.db", req2["id"])
     fourth = make_bot(slack, lab, do, tmp_path)
     try:
         assert wait_settled(fourth.services, req2["id"], 60) == "verified"
@@ -343,3 +344,16 @@ def test_the_preflight_requires_the_freezes_the_plan_names(slack, lab, do, tmp_p
         assert "✅ in effect: `content`, `registration`" in text and "A go-live would find everything ready" in text
     finally:
         local.stop()
+
+
+def test_status_shows_where_the_last_verified_switch_left_the_floating_ip(slack, lab, bot):
+    before = reply_text(slack, slack.command(OUTSIDER, "status"))
+    assert "No switch has been made by the bot." in before
+    req, _ = request(slack, bot)
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.wait_for(lambda: "1/2 approvals, open until" in reply_text(slack, slack.command(OUTSIDER, "status")), 10,
+                   "the open request in status")
+    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    assert wait_settled(bot.services, req["id"], 60) == "verified"
+    after = reply_text(slack, slack.command(OUTSIDER, "status"))
+    assert "On `new` since" in after and "verified after go-live #1" in after and "No request is open." in after

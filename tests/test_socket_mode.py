@@ -16,6 +16,7 @@ def test_help_lists_only_what_the_caller_may_do(slack, bot):
     assert "/cutover status" in operator and "/cutover audit [N]" in operator
     assert "You are an *operator*" in operator
     assert "You may read the plan's state" in outsider
+    assert "/cutover freeze list" in outsider and "/cutover run" not in outsider and "/cutover golive" not in outsider
 
 
 def test_status_tells_the_truth_about_an_untouched_plan(slack, bot):
