@@ -83,6 +83,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         for error in exc.errors:
             log.error("bad plan: %s", error)
         return 2
+    setup_logging(Redactor(settings.secrets(), plan.redact))
     services = build_services(settings, plan)
     app = build_app(services)
     if http:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from bot import golive_messages as gm
 from bot.blocks import sentence
@@ -84,7 +85,7 @@ class GoLive:
         self.services.audit(user, f"{kind}-requested", f"#{request_id}", "ok", {"required": required})
         if required == 0:
             self._post(request_id)
-            self.services.workers.submit(f"{kind} #{request_id}", self._decided, request_id)
+            self.services.workers.submit(f"{kind} #{request_id}", self._guarded, request_id, self._decided)
             return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} needs no approval; going ahead.")
         ts = self._post(request_id)
         if ts:
@@ -194,7 +195,17 @@ class GoLive:
         self.services.audit(user, "approval", f"#{request['id']}", "ok")
         self._post(request["id"])
         if verdict == "threshold":
-            self._decided(request["id"])
+            self._guarded(request["id"], self._decided)
+
+    def _guarded(self, request_id: int, step: Callable[[int], None]) -> None:
+        """Run a step of a request; an unexpected error is said in the request's thread, never swallowed."""
+        try:
+            step(request_id)
+        except Exception:
+            ref = "E" + secrets.token_hex(3).upper()
+            log.exception("request #%d failed (ref %s)", request_id, ref)
+            self._thread(request_id, f"⚠️ The bot hit an unexpected error here (ref {ref}); the request is "
+                                     f"`{self._state(request_id)}`. `/cutover check` shows where things stand.")
 
     def _withdraw(self, request: dict, user: str) -> None:
         with self.services.store.transaction() as db:
@@ -296,7 +307,7 @@ class GoLive:
                 self._interrupted(request_id, "deciding")
                 continue
             self._thread(request_id, "The bot restarted during verification; verifying again.")
-            self.services.workers.submit(f"verification of #{request_id}", self._verify, request_id)
+            self.services.workers.submit(f"verification of #{request_id}", self._guarded, request_id, self._verify)
 
     def _flip_landed(self, kind: str) -> bool:
         value = self.failover.health(self.failover.config.old)

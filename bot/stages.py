@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -44,6 +45,7 @@ NOTABLE_LIMIT = 30
 LAST_LINES = 5
 GZIP_ABOVE = 20 * 1024 * 1024
 CANCEL_GRACE = 10.0
+FOLLOW_ATTEMPTS = 5
 
 
 class StageRefused(Exception):
@@ -326,10 +328,26 @@ class StageRunner:
         thread.start()
 
     def _follow_guarded(self, run_id: int) -> None:
+        """Follow until the run ends; an unexpected error re-attaches from the stored offset, and says so."""
         try:
-            Follower(self, run_id).run()
-        except Exception:
-            log.exception("following run %d failed", run_id)
+            for attempt in range(1, FOLLOW_ATTEMPTS + 1):
+                try:
+                    Follower(self, run_id).run()
+                    return
+                except Exception:
+                    ref = "E" + secrets.token_hex(3).upper()
+                    log.exception("following run %d failed (ref %s, attempt %d)", run_id, ref, attempt)
+                    run = self._run(run_id)
+                    last = attempt == FOLLOW_ATTEMPTS
+                    if run["message_ts"]:
+                        self.services.notifier.post(
+                            f"⚠️ Following `{run['stage']}` failed unexpectedly (ref {ref}); "
+                            + ("giving up after several tries. The stage may still be running on "
+                               f"`{run['host']}`; a bot restart re-attaches to it." if last else
+                               "re-attaching from where it was. The stage itself is unaffected."),
+                            thread_ts=run["message_ts"])
+                    if last or self._stopping.wait(5):
+                        return
         finally:
             with self._lock:
                 self._followers.pop(run_id, None)
@@ -488,7 +506,10 @@ class Follower:
             return size, None
         if self.stage.timeout and self.services.clock.now() - self.snap.started_at > self.stage.timeout \
                 and not row["cancel_reason"]:
-            self.runner.cancel(self.stage.name, "cutover", reason="timed out")
+            try:
+                self.runner.cancel(self.stage.name, "cutover", reason="timed out")
+            except StageRefused:
+                pass  # it ended on its own meanwhile; the next check sees the exit file
         return None, None
 
     def _consume(self, data: bytes) -> None:

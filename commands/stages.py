@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.ssh import SSHError
 from bot.stages import StageRefused
 from commands.router import Caller, Command, Reply, UsageError
 
@@ -50,6 +51,9 @@ def run_cancel(services: "Services", caller: Caller, name: str) -> Reply:
         return Reply(text=services.stages.cancel(name, caller.user))
     except StageRefused as exc:
         return Reply(text=str(exc))
+    except SSHError as exc:
+        return Reply(text=f"Could not stop `{name}`: {exc}. It is marked to stop and will be stopped when the host "
+                          f"answers; try `cancel {name}` again.")
 
 
 def run_logs(services: "Services", caller: Caller, name: str) -> Reply:
