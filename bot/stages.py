@@ -267,24 +267,40 @@ class StageRunner:
         remote_dir = self.ssh.check(
             stage.host, f'command -v setsid >/dev/null || {{ echo "setsid is not installed" >&2; exit 3; }}; '
                         f'd="$HOME/.cutover/runs/{key}" && mkdir -p "$d" && cd "$d" && pwd').strip()
+        with self.services.store.transaction() as db:
+            db["stage_runs"].update(run_id, {"remote_dir": remote_dir})
         self.ssh.write_file_atomic(stage.host, f"{remote_dir}/run.sh", self._wrapper(stage, remote_dir), 0o700)
-        self.ssh.check(stage.host, f"cd {quote(remote_dir)} && : > log && "
-                                   "setsid sh ./run.sh > log 2>&1 < /dev/null &", retry=False)
-        pid = None
-        deadline = time.monotonic() + 10
-        while pid is None and time.monotonic() < deadline:
-            raw = self.ssh.read_file(stage.host, f"{remote_dir}/pid")
-            pid = int(raw) if raw and raw.strip().isdigit() else None
-            if pid is None:
-                time.sleep(0.05)
+        try:
+            self.ssh.check(stage.host, f"cd {quote(remote_dir)} && : > log && "
+                                       "setsid sh ./run.sh > log 2>&1 < /dev/null &", retry=False)
+        except SSHError:
+            # The connection broke during the launch; only the pid file can tell whether the stage started.
+            if self.read_pid(stage.host, remote_dir, wait=2.0) is None:
+                raise
+        pid = self.read_pid(stage.host, remote_dir, wait=10.0)
         if pid is None:
             raise SSHError("the stage did not report its process id within 10 s")
+        self._running(run_id, pid)
+
+    def read_pid(self, host: str, remote_dir: str, wait: float) -> int | None:
+        """The stage's process (group) id from its pid file, waiting up to ``wait`` seconds for it."""
+        deadline = time.monotonic() + wait
+        while True:
+            raw = self.ssh.read_file(host, f"{remote_dir}/pid")
+            if raw and raw.strip().isdigit():
+                return int(raw)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def _running(self, run_id: int, pid: int) -> None:
         with self.services.store.transaction() as db:
-            db["stage_runs"].update(run_id, {"state": "running", "remote_dir": remote_dir, "pid": pid})
-        self.services.audit(self._run(run_id)["started_by"], "stage-started", stage.name, "ok",
-                            {"run": run_id, "host": stage.host, "pid": pid})
-        if self._run(run_id)["cancel_reason"]:
-            self._kill_group(stage.host, self._run(run_id))
+            db["stage_runs"].update(run_id, {"state": "running", "pid": pid})
+        run = self._run(run_id)
+        self.services.audit(run["started_by"], "stage-started", run["stage"], "ok",
+                            {"run": run_id, "host": run["host"], "pid": pid})
+        if run["cancel_reason"]:
+            self._kill_group(run["host"], run)
 
     def _kill_group(self, host: str, run: dict) -> None:
         pgid = int(run["pid"])
@@ -406,8 +422,14 @@ class Follower:
 
     def run(self) -> None:
         if self.remote_dir is None:
-            self._recover_unstarted()
+            self._unstarted("the bot stopped before starting it; nothing ran. Start it again.")
             return
+        if self.runner._run(self.run_id)["pid"] is None:
+            pid = self.runner.read_pid(self.host, self.remote_dir, wait=2.0)
+            if pid is None:
+                self._unstarted("the bot stopped while starting it, and it did not start. Start it again.")
+                return
+            self.runner._running(self.run_id, pid)
         path = self.runner._local_log(self.run_id)
         with path.open("ab") as f:
             f.truncate(self.offset)
@@ -424,13 +446,13 @@ class Follower:
             self.runner._upload_final(self.run_id)
             self._post_final()
 
-    def _recover_unstarted(self) -> None:
-        """The bot stopped while launching: the run never recorded where it lives on the host."""
-        self.runner._finish(self.run_id, "lost", None, "the bot stopped while starting it; start it again")
+    def _unstarted(self, reason: str) -> None:
+        """A run the bot was launching when it stopped, found not to be running on the host."""
+        self.runner._finish(self.run_id, "lost", None, reason)
         row = self.runner._run(self.run_id)
         if row["message_ts"]:
             snap = self.runner._snapshot(row)
-            snap.state, snap.reason = "lost", "the bot stopped while starting it; it may not have started"
+            snap.state, snap.reason = "lost", reason
             snap.ended_at = self.services.clock.now()
             self.services.notifier.update(row["message_ts"], messages.stage_text(snap),
                                           messages.stage_message(snap, time.monotonic(), snap.ended_at))

@@ -337,3 +337,28 @@ def test_rate_limited_updates_still_end_with_the_true_final_message(slack, stage
     slack.wait_for(lambda: "succeeded" in message_text(slack, run["message_ts"]), 15, "the final message")
     statuses = [c["status"] for c in slack.calls_of("chat.update")]
     assert statuses.count(429) == 2 and statuses[-1] == 200
+
+
+def test_a_restart_finds_runs_the_bot_was_still_launching(slack, sshd, tmp_path):
+    from bot.store import Store
+
+    db = tmp_path / "launch.db"
+    store = Store(str(db))
+    never = store.db["stage_runs"].insert({"stage": "quick", "host": "new", "state": "starting",
+                                           "started_by": OPERATOR, "started_at": "2026-12-01T12:00:00+00:00"}).last_pk
+    empty_dir = tmp_path / "remote-run"
+    empty_dir.mkdir()
+    unstarted = store.db["stage_runs"].insert({"stage": "slow", "host": "new", "state": "starting",
+                                               "started_by": OPERATOR, "started_at": "2026-12-01T12:00:00+00:00",
+                                               "remote_dir": str(empty_dir)}).last_pk
+    store.close()
+    local = start_local_bot(slack, parse_plan(stage_plan(sshd, tmp_path), "p"), str(db))
+    try:
+        slack.wait_for(lambda: all(r["state"] == "lost" for r in local.services.store.query(
+            "SELECT state FROM stage_runs")), 10, "both runs settled")
+        rows = {r["id"]: r for r in local.services.store.query("SELECT * FROM stage_runs")}
+        assert "nothing ran" in rows[never]["detail"]
+        assert "it did not start" in rows[unstarted]["detail"]
+        assert reply_text(slack, slack.command(OPERATOR, "run quick")).startswith("Started `quick`")
+    finally:
+        local.stop()
