@@ -6,7 +6,6 @@ clock, a temporary database); nothing is imported as a global.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import timezone
 from functools import cached_property
@@ -46,7 +45,6 @@ class Services:
     stages: StageRunner = field(init=False)
     golive: GoLive | None = field(init=False, default=None)
     freezes: Freezes = field(init=False)
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("cutover"))
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
