@@ -88,3 +88,44 @@ def test_v2_file_upload_in_a_thread(slack, client):
 def test_ephemeral(slack, client):
     client.chat_postEphemeral(channel="C0LAUNCH", user="U0BOB", text="only you")
     assert slack.ephemerals[-1]["user"] == "U0BOB"
+
+
+def test_socket_mode_hello_acks_and_redelivery_of_an_unacked_event():
+    """A raw WebSocket client that never acks sees Slack's hello, then the event again with retry_attempt."""
+    import asyncio
+    import json
+    import threading
+
+    import aiohttp
+
+    from bot.standins.slack import SlackStandIn
+
+    with SlackStandIn(redeliver_after=0.5) as slack:
+        url = WebClient(token=slack.app_token, base_url=slack.api_url).apps_connections_open(
+            app_token=slack.app_token)["url"]
+        received: list[dict] = []
+
+        async def listen() -> None:
+            async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+                async for msg in ws:
+                    data = json.loads(msg.data)
+                    received.append(data)
+                    if data.get("retry_attempt") == 1:
+                        await ws.send_str(json.dumps({"envelope_id": data["envelope_id"]}))
+                        return
+
+        thread = threading.Thread(target=asyncio.run, args=(listen(),))
+        thread.start()
+        slack.wait_connected()
+        ts = WebClient(token=slack.bot_token, base_url=slack.api_url).chat_postMessage(
+            channel="C0LAUNCH", text="x")["ts"]
+        first = slack.react("U0BOB", "eyes", "C0LAUNCH", ts)
+        thread.join(10)
+        kinds = [(m["type"], m.get("retry_attempt")) for m in received]
+        assert kinds[0] == ("hello", None)
+        events = [m for m in received if m["type"] == "events_api"]
+        assert [e["retry_attempt"] for e in events] == [0, 1]
+        assert events[0]["payload"]["event_id"] == events[1]["payload"]["event_id"] == first.payload["event_id"]
+        assert first.acked_at is None
+        again = next(e for e in slack.envelopes if e.retry_attempt == 1)
+        assert again.acked_at is not None
