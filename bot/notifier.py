@@ -70,10 +70,11 @@ class Notifier:
         return self._call("reactions_add", channel=channel or self.channel, timestamp=ts, name=name) is not None
 
     def upload(self, filename: str, content: bytes, *, title: str, thread_ts: str | None = None,
-               comment: str | None = None, channel: str | None = None) -> str | None:
+               comment: str | None = None, channel: str | None = None, redacted: bool = False) -> str | None:
+        """Upload a file; ``redacted`` says the caller already redacted it (binary, e.g. gzip, must be)."""
         data = self._call("files_upload_v2", channel=channel or self.channel, filename=filename,
-                          content=self.redactor.bytes(content), title=title, thread_ts=thread_ts,
-                          initial_comment=comment)
+                          content=content if redacted else self.redactor.bytes(content), title=title,
+                          thread_ts=thread_ts, initial_comment=comment)
         if not data:
             return None
         files = data.get("files") or []

@@ -114,6 +114,7 @@ class StageRunner:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._followers: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
+        self.gzip_above = GZIP_ABOVE
         self._stopping = threading.Event()
 
     # -- public operations (called from the worker pool) ------------------------------------
@@ -192,7 +193,7 @@ class StageRunner:
         filename, content = self._log_payload(run["id"], path)
         comment = f"Full log of `{name}` (run {run['id']})" + (f", asked for by <@{user}>" if user else "")
         return self.services.notifier.upload(filename, content, title=f"{name} log, run {run['id']}",
-                                             thread_ts=run["message_ts"], comment=comment)
+                                             thread_ts=run["message_ts"], comment=comment, redacted=True)
 
     def resume(self) -> list[str]:
         """Re-attach to runs that were in flight when the bot stopped; finish uploads it missed."""
@@ -377,7 +378,7 @@ class StageRunner:
         """The local copy, redacted line by line; gzipped when large so the upload stays small."""
         run = self._run(run_id)
         redactor = self.services.redactor
-        if path.stat().st_size <= GZIP_ABOVE:
+        if path.stat().st_size <= self.gzip_above:
             return f"{run['stage']}-run{run_id}.log", redactor.bytes(path.read_bytes())
         packed = path.with_suffix(".log.gz")
         with path.open("rb") as src, gzip.open(packed, "wb", compresslevel=6) as dst:

@@ -122,7 +122,7 @@ class Router:
 
         def work() -> None:
             reply = command.run(services, caller, parsed)
-            respond(text=reply.text, blocks=reply.blocks,
+            respond(text=services.redactor.text(reply.text), blocks=services.redactor.deep(reply.blocks),
                     response_type="in_channel" if reply.public else "ephemeral")
 
         def failed(ref: str) -> None:

@@ -362,3 +362,23 @@ def test_a_restart_finds_runs_the_bot_was_still_launching(slack, sshd, tmp_path)
         assert reply_text(slack, slack.command(OPERATOR, "run quick")).startswith("Started `quick`")
     finally:
         local.stop()
+
+
+def test_a_large_log_is_uploaded_gzipped_whole_and_redacted(slack, sshd, tmp_path):
+    import gzip
+
+    plan = stage_plan(sshd, tmp_path)
+    plan["stages"] = [{"name": "big", "host": "new",
+                       "command": f"seq 1 50000 | sed 's/^/row /'; echo 'token {slack.bot_token}'"}]
+    local = start_local_bot(slack, parse_plan(plan, "p"), str(tmp_path / "gz.db"))
+    local.services.stages.gzip_above = 64 * 1024
+    try:
+        reply_text(slack, slack.command(OPERATOR, "run big"))
+        run = finished(local, "big")
+        files = uploaded(slack, run)
+        assert len(files) == 1 and files[0]["name"].endswith(".log.gz")
+        text = gzip.decompress(files[0]["content"]).decode()
+        assert text.startswith("row 1\nrow 2\n") and "row 50000\n" in text
+        assert text.endswith("token [redacted]\n") and slack.bot_token not in text
+    finally:
+        local.stop()
