@@ -131,7 +131,7 @@ class StageRunner:
         try:
             self._launch(stage, run_id)
         except SSHError as exc:
-            self._finish(run_id, "failed", None, f"could not start: {exc}")
+            self.end_unstarted(run_id, "failed", f"could not start: {exc}")
             self.services.audit(user, "stage-failed", name, "error", {"reason": str(exc)})
             raise StageRefused(f"`{name}` could not start on `{stage.host}`: {exc}") from None
         self._follow(run_id)
@@ -369,6 +369,17 @@ class StageRunner:
             with self._lock:
                 self._followers.pop(run_id, None)
 
+    def end_unstarted(self, run_id: int, state: str, reason: str) -> None:
+        """End a run that never ran on its host, and make its message say so."""
+        self._finish(run_id, state, None, reason)
+        row = self._run(run_id)
+        if row["message_ts"]:
+            snap = self._snapshot(row)
+            snap.reason = reason
+            snap.ended_at = self.services.clock.now()
+            self.services.notifier.update(row["message_ts"], messages.stage_text(snap),
+                                          messages.stage_message(snap, time.monotonic(), snap.ended_at))
+
     def _finish(self, run_id: int, state: str, exit_code: int | None, detail: str = "") -> None:
         with self.services.store.transaction() as db:
             db["stage_runs"].update(run_id, {"state": state, "exit_code": exit_code, "detail": detail or None,
@@ -423,12 +434,14 @@ class Follower:
 
     def run(self) -> None:
         if self.remote_dir is None:
-            self._unstarted("the bot stopped before starting it; nothing ran. Start it again.")
+            self.runner.end_unstarted(self.run_id, "lost", "the bot stopped before starting it; nothing ran. "
+                                                           "Start it again.")
             return
         if self.runner._run(self.run_id)["pid"] is None:
             pid = self.runner.read_pid(self.host, self.remote_dir, wait=2.0)
             if pid is None:
-                self._unstarted("the bot stopped while starting it, and it did not start. Start it again.")
+                self.runner.end_unstarted(self.run_id, "lost", "the bot stopped while starting it, and it did "
+                                                               "not start. Start it again.")
                 return
             self.runner._running(self.run_id, pid)
         path = self.runner._local_log(self.run_id)
@@ -446,17 +459,6 @@ class Follower:
         if self.snap.state not in ACTIVE:
             self.runner._upload_final(self.run_id)
             self._post_final()
-
-    def _unstarted(self, reason: str) -> None:
-        """A run the bot was launching when it stopped, found not to be running on the host."""
-        self.runner._finish(self.run_id, "lost", None, reason)
-        row = self.runner._run(self.run_id)
-        if row["message_ts"]:
-            snap = self.runner._snapshot(row)
-            snap.state, snap.reason = "lost", reason
-            snap.ended_at = self.services.clock.now()
-            self.services.notifier.update(row["message_ts"], messages.stage_text(snap),
-                                          messages.stage_message(snap, time.monotonic(), snap.ended_at))
 
     def _tail(self, local) -> None:  # type: ignore[no-untyped-def]
         channel = None

@@ -175,7 +175,10 @@ def test_an_unknown_host_key_is_refused_with_how_to_add_it(slack, sshd, tmp_path
         assert f"the host key of `new` ([127.0.0.1]:{sshd.port}) is not in {empty}; refusing to connect" in text
         assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {empty}" in text
         assert empty.read_text() == ""
-        assert local.services.store.latest_runs()["quick"]["state"] == "failed"
+        run = local.services.store.latest_runs()["quick"]
+        assert run["state"] == "failed"
+        shown = message_text(slack, run["message_ts"])
+        assert "— *failed*" in shown and "could not start: the host key of `new`" in shown
     finally:
         local.stop()
 
