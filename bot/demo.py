@@ -184,7 +184,8 @@ def _freezes(d: Demo) -> None:
 def _stages(d: Demo) -> None:
     text = d.reply(d.say("bob", "/cutover run solr-reindex"))
     d.check("a stage whose dependency has not run refuses to start", "needs `db-import`" in text)
-    d.reply(d.say("alice", "/cutover run all"), timeout=120)
+    d.reply(d.say("alice", "/cutover run all"))
+    d.wait("the run all summary", lambda: "`run all` by @alice finished" in d.channel_text(), 120)
     runs = d.bot.services.store.latest_runs()  # type: ignore[union-attr]
     d.check("db-import and solr-reindex succeeded over SSH",
             all(runs.get(s, {}).get("state") == "succeeded" for s in ("db-import", "solr-reindex")))

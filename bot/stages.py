@@ -158,6 +158,13 @@ class StageRunner:
                 break
         return report
 
+    def run_all_and_report(self, user: str) -> None:
+        """``run all`` can take hours, longer than a command's response_url lives: report in the channel."""
+        report = self.run_all(user)
+        self.services.notifier.post("`run all` finished", [
+            {"type": "section", "text": {"type": "mrkdwn",
+                                         "text": f"`run all` by <@{user}> finished:\n" + "\n".join(report)}}])
+
     def wait(self, run_id: int, timeout: float | None = None) -> str:
         thread = self._followers.get(run_id)
         if thread is not None:

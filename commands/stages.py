@@ -36,8 +36,10 @@ def parse_stage(args: list[str], services: "Services") -> str:
 
 def run_run(services: "Services", caller: Caller, name: str) -> Reply:
     if name == "all":
-        report = services.stages.run_all(caller.user)
-        return Reply(text="`run all`:\n" + "\n".join(report))
+        order = " → ".join(f"`{s.name}`" for s in services.plan.stages)
+        services.workers.submit("run all", services.stages.run_all_and_report, caller.user)
+        return Reply(text=f"Running the stages not yet done, in order ({order}), stopping at the first failure. "
+                          "Each reports in the channel; the summary follows there.")
     try:
         run_id = services.stages.start(name, caller.user)
     except StageRefused as exc:

@@ -132,7 +132,10 @@ def test_run_all_stops_at_the_first_failure(slack, sshd, tmp_path):
     plan["stages"] = [s for s in plan["stages"] if s["name"] in ("quick", "fails", "after-fails")]
     local = start_local_bot(slack, parse_plan(plan, "p"), str(tmp_path / "all.db"))
     try:
-        text = reply_text(slack, slack.command(OPERATOR, "run all"), timeout=60)
+        assert reply_text(slack, slack.command(OPERATOR, "run all")).startswith("Running the stages not yet done")
+        summary = slack.wait_for(lambda: [m for m in slack.messages() if m["text"] == "`run all` finished"], 60,
+                                 "the run all summary")
+        text = blocks_text(summary[0]["blocks"])
         assert "`quick` succeeded" in text and "`fails` failed" in text
         assert "stopped: later stages were not started" in text
         assert "after-fails" not in local.services.store.latest_runs()
