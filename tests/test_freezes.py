@@ -89,12 +89,17 @@ def test_a_restart_between_reminders_loses_and_repeats_none(slack, tmp_path, clo
         final.stop()
 
 
-def test_down_across_a_reminder_posts_it_late_with_a_note(slack, tmp_path, clock):
+def down_after(slack, tmp_path, clock, command, down_until):
+    """Schedule with ``command``, stop the bot, let the clock reach ``down_until``, start it again."""
     bot = start(slack, tmp_path, clock)
-    reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h"))
+    reply_text(slack, slack.command(OPERATOR, command))
     bot.stop()
-    clock.set(T0 + timedelta(hours=1, minutes=20))
-    again = start(slack, tmp_path, clock)
+    clock.set(T0 + down_until)
+    return start(slack, tmp_path, clock)
+
+
+def test_down_across_a_reminder_posts_it_late_with_a_note(slack, tmp_path, clock):
+    again = down_after(slack, tmp_path, clock, "freeze content at in 25h", timedelta(hours=1, minutes=20))
     try:
         last = channel(slack)[-1]
         assert "starts" in last and "(in 23h 40m)" in last
@@ -104,11 +109,8 @@ def test_down_across_a_reminder_posts_it_late_with_a_note(slack, tmp_path, clock
 
 
 def test_down_across_reminders_and_the_start(slack, tmp_path, clock):
-    bot = start(slack, tmp_path, clock)
-    reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h until in 30h"))
-    bot.stop()
-    clock.set(T0 + timedelta(hours=25, minutes=5))
-    again = start(slack, tmp_path, clock)
+    again = down_after(slack, tmp_path, clock, "freeze content at in 25h until in 30h",
+                       timedelta(hours=25, minutes=5))
     try:
         texts = channel(slack)
         assert len(texts) == 3, texts
