@@ -38,13 +38,6 @@ class FakeClock:
             self._now = when
 
 
-def to_epoch(when: datetime) -> int:
-    return int(when.timestamp())
-
-
-def from_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
 
 class JumpClock:
     """Real time plus an offset the demo can jump forward, to reach a freeze's reminders in seconds."""

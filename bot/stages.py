@@ -99,7 +99,10 @@ class Snapshot:
         frac = p.fraction
         if frac is not None and p.first_at is not None and p.fraction_at is not None and frac > (p.first_fraction or 0):
             rate = (frac - (p.first_fraction or 0)) / max(p.fraction_at - p.first_at, 1e-6)
-            return timedelta(seconds=(1 - frac) / rate) if rate > 0 else None
+            if rate <= 0:
+                return None
+            since_last = max(0.0, now_mono - p.fraction_at)  # keeps counting down between progress lines
+            return timedelta(seconds=max(0.0, (1 - frac) / rate - since_last))
         if self.previous_duration is not None:
             left = self.previous_duration - (now - self.started_at)
             return left if left > timedelta(0) else timedelta(0)

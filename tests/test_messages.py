@@ -56,3 +56,9 @@ def test_audit_lines():
              "detail": '{"reason": "not an operator"}'}
     text = messages.audit_message([event])[1]["text"]["text"]
     assert text.endswith("<@U0EVE> *run* `db-import` — refused (not an operator)")
+
+
+def test_the_rate_eta_counts_down_between_progress_lines():
+    s = snap(progress=Progress(done=250, total=1000, first_at=100.0, first_fraction=0.0, fraction_at=150.0))
+    blocks = messages.stage_message(s, 180.0, T0 + timedelta(seconds=80))
+    assert blocks[1]["text"]["text"].endswith("about 2m 00s left")
