@@ -312,6 +312,10 @@ def _people(c: _Checker, data: dict) -> People | None:
     if required is not None and approvers and required > len(approvers):
         c.error("slack.required_approvals", required,
                 f"at most the number of approvers ({len(approvers)})")
+    elif required is not None and approvers and required == len(approvers) and set(approvers) & set(operators):
+        c.error("slack.required_approvals", required,
+                f"at most {len(approvers) - 1}: an operator who is also an approver cannot approve their own "
+                "go-live, so a request by them could never be approved (or add another approver)")
     reaction = c.string(t, "slack.approval_reaction", "approval_reaction", required=False,
                         pattern=_EMOJI, expected="an emoji name without colons, such as white_check_mark")
     ttl = c.duration(t, "slack.approval_ttl", "approval_ttl", required=False)

@@ -139,3 +139,15 @@ def test_unreadable_plans(tmp_path, content, message):
     with pytest.raises(PlanError) as caught:
         load_plan(path)
     assert caught.value.errors[0].startswith(str(path)) and message in caught.value.errors[0]
+
+
+def test_required_approvals_must_leave_room_for_the_requester():
+    from bot.plan import parse_plan
+
+    plan = {"slack": {"channel": "C0LAUNCH", "operators": ["U0ALICE", "U0BOB"], "approvers": ["U0BOB", "U0CAROL"],
+                      "required_approvals": 2}, "hosts": {}}
+    with pytest.raises(PlanError) as caught:
+        parse_plan(plan, "p.toml")
+    assert caught.value.errors == ["p.toml: slack.required_approvals: got 2; expected at most 1: an operator who "
+                                   "is also an approver cannot approve their own go-live, so a request by them "
+                                   "could never be approved (or add another approver)"]
