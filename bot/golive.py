@@ -354,7 +354,8 @@ class GoLive:
             preflight=preflight.to_json() if preflight else stored, result=result,
             decided_at=parse_time(request["decided_at"]), failover=self.failover.config,
             droplets=(self.failover.droplet_of(self.failover.config.old),
-                      self.failover.droplet_of(self.failover.config.new)))
+                      self.failover.droplet_of(self.failover.config.new)),
+            last_sync=self._last_sync())
         text, blocks = gm.text(view), gm.request_message(view)
         if request["message_ts"]:
             self.services.notifier.update(request["message_ts"], text, blocks)
@@ -364,6 +365,12 @@ class GoLive:
             with self.services.store.transaction() as db:
                 db.execute("UPDATE golive_requests SET message_ts = ? WHERE id = ?", [ts, request_id])
         return ts
+
+    def _last_sync(self) -> tuple[str, datetime] | None:
+        """The stage that finished last with success: the new server holds the old one's data up to then."""
+        rows = self.services.store.query("SELECT stage, ended_at FROM stage_runs WHERE state = 'succeeded' "
+                                         "ORDER BY ended_at DESC LIMIT 1")
+        return (rows[0]["stage"], parse_time(rows[0]["ended_at"])) if rows else None  # type: ignore[return-value]
 
     def _thread(self, request_id: int, text: str) -> None:
         ts = self._row(request_id)["message_ts"]

@@ -32,6 +32,7 @@ class RequestView:
     decided_at: datetime | None
     failover: Failover
     droplets: tuple[int, int]
+    last_sync: tuple[str, datetime] | None = None
 
 
 def people_list(users: tuple[str, ...] | list[str]) -> str:
@@ -62,11 +63,20 @@ def _plan_lines(view: RequestView) -> list[str]:
                 f"2. keepalived on `{f.new}` takes VIP `{f.vip}` when `{f.old}`'s check fails",
                 f"3. `{f.new}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {new_droplet}",
                 "4. the bot proves it: the probe answers from the new server, keepalived moved, DigitalOcean agrees",
-                "Sessions and forms written to the old database after the last sync are lost from that moment."]
+                _data_window(view)]
     return [f"1. restore the health file on `{f.old}` to what it held before the go-live",
             f"2. keepalived on `{f.old}` takes VIP `{f.vip}` back",
             f"3. `{f.old}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {old_droplet}",
             "4. the bot proves it the same way"]
+
+
+def _data_window(view: RequestView) -> str:
+    """What is lost at the flip: whatever the old site took in since the new one last caught up."""
+    if view.last_sync is None:
+        return ("⚠️ No stage has succeeded yet: the new server has none of the old database's recent writes.")
+    stage, at = view.last_sync
+    return (f"⚠️ Writes to the old site after the last stage (`{stage}`, done {slack_date(at)}) are not on the new "
+            "server and are lost at the flip: sessions, half-filled forms. Keep this window short.")
 
 
 def _timeline(view: RequestView) -> list[str]:
@@ -78,6 +88,9 @@ def _timeline(view: RequestView) -> list[str]:
     flipped = _time(r.get("flipped_at"))
     if flipped:
         lines.append(f"• flipped {slack_date(flipped)}")
+        if view.last_sync and view.kind == "golive":
+            stage, at = view.last_sync
+            lines.append(f"• data window: {format_duration(flipped - at)} between the end of `{stage}` and the flip")
     first = _time(v.get("first_answer_at"))
     if first:
         after = f" ({format_duration(first - flipped)} after the flip)" if flipped else ""

@@ -124,6 +124,7 @@ def test_happy_path_then_rollback(slack, lab, do, bot):
     text = text_of(slack, req["message_ts"])
     assert "*Needs 2 approval(s)* from <@U0BOB>, <@U0CAROL>, <@U0DAVE>" in text
     assert "write `false` to the health file on `old`" in text
+    assert "No stage has succeeded yet: the new server has none of the old database's recent writes" in text
     slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
     slack.wait_for(lambda: "(1/2)" in text_of(slack, req["message_ts"]), 10, "one approval shown")
     slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])

@@ -62,3 +62,25 @@ def test_the_rate_eta_counts_down_between_progress_lines():
     s = snap(progress=Progress(done=250, total=1000, first_at=100.0, first_fraction=0.0, fraction_at=150.0))
     blocks = messages.stage_message(s, 180.0, T0 + timedelta(seconds=80))
     assert blocks[1]["text"]["text"].endswith("about 2m 00s left")
+
+
+def test_a_go_live_request_shows_the_data_window():
+    from pathlib import Path
+
+    from bot import golive_messages as gm
+    from bot.plan import load_plan
+
+    failover = load_plan(Path(__file__).resolve().parent.parent / "cutover.example.toml").failover
+    view = gm.RequestView(
+        id=3, kind="golive", state="verified", requested_by="U0ALICE", created_at=T0,
+        expires_at=T0 + timedelta(minutes=15), required=2, approvers=("U0BOB", "U0CAROL"),
+        reaction="white_check_mark", approvals=[], preflight=None,
+        result={"flipped_at": (T0 + timedelta(minutes=12)).isoformat(),
+                "verification": {"target": "new", "witnesses": [], "ok": True}},
+        decided_at=T0 + timedelta(minutes=11), failover=failover, droplets=(1, 2),
+        last_sync=("solr-reindex", T0 + timedelta(minutes=4)))
+    text = "\n".join(b["text"]["text"] for b in gm.request_message(view) if b["type"] == "section")
+    assert "Writes to the old site after the last stage (`solr-reindex`, done <!date^" in text
+    assert "• data window: 8m 00s between the end of `solr-reindex` and the flip" in text
+    bare = gm.request_message(gm.RequestView(**{**view.__dict__, "last_sync": None, "state": "open"}))
+    assert "No stage has succeeded yet" in bare[1]["text"]["text"]
