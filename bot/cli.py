@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from urllib.error import URLError
+
+from slack_bolt.error import BoltError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.plan import PlanError, load_plan
 from bot.redact import Redactor
@@ -67,6 +71,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     from bot.app import build_app, serve_http, serve_socket_mode, wait_for_signal
     from bot.logs import setup_logging
     from bot.services import build_services
+    from bot.store import StoreError
 
     settings = load_settings()
     setup_logging(Redactor(settings.secrets()))
@@ -84,20 +89,43 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
             log.error("bad plan: %s", error)
         return 2
     setup_logging(Redactor(settings.secrets(), plan.redact))
-    services = build_services(settings, plan)
-    app = build_app(services)
+    try:
+        services = build_services(settings, plan)
+    except StoreError as exc:
+        log.error("bad database: %s", exc)
+        return 2
+    try:
+        services.slack.auth_test()  # before Bolt does, so a rejected token is explained by its error code
+        app = build_app(services)
+        if http:
+            server = serve_http(app, port)
+        else:
+            handler = serve_socket_mode(app, services)
+    except (SlackApiError, SlackClientError, BoltError, URLError, OSError) as exc:
+        log.error("cannot start: %s", slack_problem(exc, settings.slack_api_url))
+        services.close()
+        return 2
+    services.start()
+    wait_for_signal()
     if http:
-        server = serve_http(app, port)
-        services.start()
-        wait_for_signal()
         server.shutdown()
     else:
-        handler = serve_socket_mode(app, services)
-        services.start()
-        wait_for_signal()
         handler.close()
     services.close()
     return 0
+
+
+def slack_problem(exc: Exception, api_url: str) -> str:
+    """What went wrong talking to Slack at start, and what to check; never a token."""
+    if isinstance(exc, SlackApiError):
+        error = exc.response.get("error") if exc.response is not None else "unknown"
+        hints = {"invalid_auth": "SLACK_BOT_TOKEN was rejected: check it is this workspace's bot token",
+                 "not_authed": "SLACK_BOT_TOKEN is missing",
+                 "not_allowed_token_type": "SLACK_APP_TOKEN must be an app-level token (xapp-)",
+                 "account_inactive": "the bot's token belongs to a deactivated app or workspace"}
+        return f"Slack answered `{error}`: {hints.get(error, 'see the Slack API docs for this error')}"
+    reason = getattr(exc, "reason", None) or exc
+    return f"Slack's Web API at {api_url} could not be reached ({reason}); check SLACK_API_URL and the network"
 
 
 if __name__ == "__main__":

@@ -34,3 +34,23 @@ def test_cutover_run_refuses_to_start_with_a_clear_message(tmp_path):
     assert "SLACK_BOT_TOKEN: expected a bot token starting with xoxb-" in result.stderr
     assert "xoxp-secret-user-token" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_rejected_token_or_unreachable_slack_stops_start_with_what_to_check(slack, tmp_path):
+    from pathlib import Path
+
+    plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
+    base = {"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": slack.app_token, "CUTOVER_PLAN": str(plan),
+            "CUTOVER_DB": str(tmp_path / "c.db")}
+    wrong = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path, env={**base, "SLACK_BOT_TOKEN": "xoxb-not-the-right-one",
+                                              "SLACK_API_URL": slack.api_url})
+    assert wrong.returncode == 2
+    assert "Slack answered `invalid_auth`: SLACK_BOT_TOKEN was rejected" in wrong.stderr
+    assert "xoxb-not-the-right-one" not in wrong.stderr and "Traceback" not in wrong.stderr
+    gone = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env={**base, "SLACK_BOT_TOKEN": slack.bot_token,
+                                             "SLACK_API_URL": "http://127.0.0.1:9/api/"})
+    assert gone.returncode == 2
+    assert "could not be reached" in gone.stderr and "check SLACK_API_URL" in gone.stderr
+    assert "Traceback" not in gone.stderr
