@@ -89,6 +89,8 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
             log.error("bad plan: %s", error)
         return 2
     setup_logging(Redactor(settings.secrets(), plan.redact))
+    if plan.failover is not None and not settings.digitalocean_token:
+        log.warning("DIGITALOCEAN_ACCESS_TOKEN is not set: check and golive will fail their DigitalOcean item")
     try:
         services = build_services(settings, plan)
     except StoreError as exc:
