@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from bot.failover import Failover, Verification, Witness
 from bot.preflight import Preflight, run_preflight
 from bot.ssh import SSHError
 from bot.store import parse_time
+from bot.workers import error_ref
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -202,7 +202,7 @@ class GoLive:
         try:
             step(request_id)
         except Exception:
-            ref = "E" + secrets.token_hex(3).upper()
+            ref = error_ref()
             log.exception("request #%d failed (ref %s)", request_id, ref)
             self._thread(request_id, f"⚠️ The bot hit an unexpected error here (ref {ref}); the request is "
                                      f"`{self._state(request_id)}`. `/cutover check` shows where things stand.")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import logging
 import re
-import secrets
 import threading
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from bot.durations import format_duration
 from bot.plan import Stage
 from bot.ssh import SSHError, SSHPool, quote
 from bot.store import parse_time
+from bot.workers import error_ref
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -362,7 +362,7 @@ class StageRunner:
                     Follower(self, run_id).run()
                     return
                 except Exception:
-                    ref = "E" + secrets.token_hex(3).upper()
+                    ref = error_ref()
                     log.exception("following run %d failed (ref %s, attempt %d)", run_id, ref, attempt)
                     run = self._run(run_id)
                     last = attempt == FOLLOW_ATTEMPTS

@@ -14,6 +14,11 @@ from typing import Any, Callable
 log = logging.getLogger("cutover.workers")
 
 
+def error_ref() -> str:
+    """A short reference tying what a person is told to the full entry in the log."""
+    return "E" + secrets.token_hex(3).upper()
+
+
 class Workers:
     def __init__(self, size: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="cutover-work")
@@ -24,7 +29,7 @@ class Workers:
             try:
                 return fn(*args, **kwargs)
             except Exception:
-                ref = "E" + secrets.token_hex(3).upper()
+                ref = error_ref()
                 log.exception("%s failed (ref %s)", what, ref)
                 if on_error is not None:
                     try:
