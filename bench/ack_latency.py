@@ -24,7 +24,7 @@ from slack_sdk import WebClient  # noqa: E402
 from bot.local import start_local_bot  # noqa: E402
 from bot.plan import parse_plan  # noqa: E402
 from bot.standins.slack import SlackStandIn  # noqa: E402
-from tests.conftest import PLAN  # noqa: E402
+from bench.common import PLAN  # noqa: E402
 
 CONCURRENT = 20
 

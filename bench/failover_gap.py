@@ -24,15 +24,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.golive import wait_settled  # noqa: E402
 from bot.local import start_local_bot  # noqa: E402
 from bot.plan import parse_plan  # noqa: E402
 from bot.standins.digitalocean import DigitalOceanStandIn  # noqa: E402
 from bot.standins.lab import NAMES, TUNED, TUTORIAL, VIP, KeepalivedLab, lab_unavailable  # noqa: E402
 from bot.standins.slack import SlackStandIn  # noqa: E402
-from tests.conftest import PLAN  # noqa: E402
+from bot.states import RequestState  # noqa: E402
+from bot.waiting import wait_until  # noqa: E402
+from bench.common import PLAN  # noqa: E402
 
 CLIENT_SECONDS = 14.0
+
+
+def settled(bot, request_id: int) -> RequestState:  # type: ignore[no-untyped-def]
+    def final() -> RequestState | None:
+        state = RequestState(bot.services.store.get("golive_requests", request_id)["state"])
+        return None if state.in_flight else state
+
+    return wait_until(final, 90, f"request #{request_id} to settle")
 
 
 def one_run(timing, rate: float) -> dict:
@@ -55,7 +64,7 @@ def one_run(timing, rate: float) -> dict:
             slack.react("U0BOB", "white_check_mark", "C0LAUNCH", request["message_ts"])
             approved_at = time.time()
             slack.react("U0CAROL", "white_check_mark", "C0LAUNCH", request["message_ts"])
-            state = wait_settled(bot.services, request["id"], 90)
+            state = settled(bot, request["id"])
             client.wait(timeout=CLIENT_SECONDS + 30)
         finally:
             if client.poll() is None:

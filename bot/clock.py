@@ -1,4 +1,4 @@
-"""Time, injected so that approvals, freezes and reminders can be tested by moving it."""
+"""Time, injected so that approvals, freezes and reminders can be tested by moving it; and stored times read back."""
 
 from __future__ import annotations
 
@@ -17,28 +17,6 @@ class SystemClock:
         return datetime.now(timezone.utc)
 
 
-class FakeClock:
-    """A clock that only moves when told to; used by tests and the demo."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, delta: timedelta) -> datetime:
-        with self._lock:
-            self._now += delta
-            return self._now
-
-    def set(self, when: datetime) -> None:
-        with self._lock:
-            self._now = when
-
-
-
 class JumpClock:
     """Real time plus an offset the demo can jump forward, to reach a freeze's reminders in seconds."""
 
@@ -54,3 +32,13 @@ class JumpClock:
         with self._lock:
             self._offset += delta
         return self.now()
+
+
+def parse_time(value: str) -> datetime:
+    """A time as the store keeps it (ISO 8601 with its offset)."""
+    return datetime.fromisoformat(value)
+
+
+def parse_optional_time(value: str | None) -> datetime | None:
+    """``parse_time`` for columns that may be empty (an end not reached yet)."""
+    return datetime.fromisoformat(value) if value else None

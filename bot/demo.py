@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.clock import JumpClock
-from bot.golive import wait_settled
 from bot.local import LocalBot, start_local_bot
 from bot.plan import parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import Envelope, SlackStandIn
 from bot.standins.sshd import LocalSshd, find_sshd
+from bot.states import RequestState
 from bot.terminal import ChannelView, plain, render_blocks
+from bot.waiting import wait_until
 
 PEOPLE = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE": "dave", "U0EVE": "eve",
           "U0CUTBOT": "cutover"}
@@ -99,6 +100,17 @@ class Demo:
             return True
         except TimeoutError:
             return False
+
+    def settled(self, request_id: int, timeout: float = 90) -> RequestState:
+        """The state a request ends in, once it has left the in-flight states."""
+        assert self.bot is not None
+        store = self.bot.services.store
+
+        def final() -> RequestState | None:
+            state = RequestState(store.get("golive_requests", request_id)["state"])
+            return None if state.in_flight else state
+
+        return wait_until(final, timeout, f"request #{request_id} to settle")
 
     def channel_text(self) -> str:
         return "\n".join(render_blocks(m.get("blocks"), m["text"], PEOPLE) for m in self.slack.all_messages())
@@ -209,7 +221,7 @@ def _golive(d: Demo) -> None:
     d.react("bob", ts)
     d.wait("bob's approval", lambda: "(1/2)" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
     d.react("carol", ts)
-    state = wait_settled(d.bot.services, request["id"], 90)
+    state = d.settled(request["id"])
     d.wait("the final message", lambda: "verified" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
     d.check("the switch is verified: probe, keepalived and DigitalOcean agree", state == "verified")
     d.check("keepalived moved the VIP to the new server", d.lab.vip_holder() == "new")
@@ -222,7 +234,7 @@ def _rollback(d: Demo) -> None:
     d.check("a rollback is requested", "needs 1 approval(s)" in text)
     request, ts = d.latest_request()
     d.react("dave", ts)
-    state = wait_settled(d.bot.services, request["id"], 90)
+    state = d.settled(request["id"])
     d.wait("the final message", lambda: "verified" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
     d.check("the rollback is verified and the old server serves again", state == "verified" and d.lab.vip_holder() == "old")
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.base import BaseScheduler
 
 from bot import freeze_messages as fm
-from bot.durations import compact_duration
-from bot.stages import StageRefused
-from bot.store import parse_time
-
-if TYPE_CHECKING:
-    from bot.services import Services
+from bot.clock import Clock, parse_time
+from bot.freeze_plan import Freeze, FreezeListing, Notice, notices_for
+from bot.notifier import Notifier
+from bot.plan import Plan
+from bot.refusals import Refused
+from bot.stages import StageRunner
+from bot.states import FreezeState, RunState
+from bot.store import Store
+from bot.workers import Workers
 
 log = logging.getLogger("cutover.freezes")
 
@@ -33,142 +36,136 @@ RETRY_PENDING_AFTER = timedelta(minutes=1)
 CATCH_UP_SECONDS = 15
 
 
-class FreezeRefused(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Notice:
-    name: str
-    due: datetime
-    kind: str
-
-
-def notices_for(freeze: dict, reminders: tuple[timedelta, ...]) -> list[Notice]:
-    start, end, created = parse_time(freeze["start_at"]), parse_time(freeze["end_at"]), parse_time(freeze["created_at"])
-    out = [Notice("announce", created, "announce")]  # type: ignore[arg-type]
-    for offset in reminders:
-        due = start - offset  # type: ignore[operator]
-        if due > created:  # type: ignore[operator]
-            out.append(Notice(f"remind-{compact_duration(offset)}", due, "remind"))
-    out.append(Notice("start", start, "start"))  # type: ignore[arg-type]
-    if end is not None:
-        out.append(Notice("end", end, "end"))
-    return sorted(out, key=lambda n: n.due)
+class FreezeRefused(Refused):
+    """Why a freeze cannot be scheduled, cancelled or lifted now."""
 
 
 class Freezes:
-    def __init__(self, services: "Services") -> None:
-        self.services = services
-        self.plan = services.plan
+    def __init__(self, plan: Plan, store: Store, notifier: Notifier, clock: Clock, scheduler: BaseScheduler,
+                 workers: Workers, stages: StageRunner) -> None:
+        self.plan = plan
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self.scheduler = scheduler
+        self.workers = workers
+        self.stages = stages
         self._tick_lock = threading.Lock()
 
     # -- commands -------------------------------------------------------------------------
 
-    def schedule(self, kind: str, start: datetime, end: datetime | None, note: str | None, user: str) -> dict:
-        now = self.services.clock.now()
+    def schedule(self, kind: str, start: datetime, end: datetime | None, note: str | None, user: str) -> Freeze:
+        now = self.clock.now()
         if kind not in self.plan.freezes.kinds:
             raise FreezeRefused(f"`{kind}` is not a freeze kind; the plan has "
                                 + ", ".join(f"`{k}`" for k in self.plan.freezes.kinds) + ".")
-        with self.services.store.transaction() as db:
-            clash = list(db.query("SELECT * FROM freezes WHERE kind = ? AND state IN ('scheduled', 'active')", [kind]))
+        with self.store.transaction() as db:
+            clash = list(db["freezes"].rows_where("kind = ? AND state IN (?, ?)",
+                                                  [kind, FreezeState.SCHEDULED.value, FreezeState.ACTIVE.value]))
             if clash:
                 c = clash[0]
                 raise FreezeRefused(f"A {fm.title(kind)} is already {c['state']} (from "
-                                    f"{fm.slack_date(parse_time(c['start_at']))}); "  # type: ignore[arg-type]
-                                    + (f"`freeze cancel {kind}`" if c["state"] == "scheduled" else f"`unfreeze {kind}`")
+                                    f"{fm.slack_date(parse_time(c['start_at']))}); "
+                                    + (f"`freeze cancel {kind}`" if c["state"] == FreezeState.SCHEDULED
+                                       else f"`unfreeze {kind}`")
                                     + " first.")
             freeze_id = db["freezes"].insert({
                 "kind": kind, "start_at": start.isoformat(), "end_at": end.isoformat() if end else None,
-                "note": note, "state": "scheduled", "created_by": user, "created_at": now.isoformat()}).last_pk
-        self.services.audit(user, "freeze-scheduled", kind, "ok",
+                "note": note, "state": FreezeState.SCHEDULED.value, "created_by": user, "created_at": now.isoformat()}).last_pk
+        self.store.audit(user, "freeze-scheduled", kind, "ok",
                             {"start": start.isoformat(), "end": end.isoformat() if end else None})
         self.tick()
         self.rebuild_jobs()
         return self._freeze(freeze_id)
 
     def lift(self, kind: str, user: str) -> str:
-        now = self.services.clock.now()
-        with self.services.store.transaction() as db:
-            rows = list(db.query("SELECT * FROM freezes WHERE kind = ? AND state = 'active'", [kind]))
+        now = self.clock.now()
+        with self.store.transaction() as db:
+            rows = list(db["freezes"].rows_where("kind = ? AND state = ?", [kind, FreezeState.ACTIVE.value]))
             if not rows:
-                scheduled = list(db.query("SELECT id FROM freezes WHERE kind = ? AND state = 'scheduled'", [kind]))
+                scheduled = list(db["freezes"].rows_where("kind = ? AND state = ?", [kind, FreezeState.SCHEDULED.value]))
                 hint = f" It is only scheduled: `freeze cancel {kind}` cancels it." if scheduled else ""
                 raise FreezeRefused(f"No {fm.title(kind)} is in effect.{hint}")
             freeze = rows[0]
-            db.execute("UPDATE freezes SET state = 'lifted', lifted_at = ? WHERE id = ?", [now.isoformat(), freeze["id"]])
+            db["freezes"].update(freeze["id"], {"state": FreezeState.LIFTED.value, "lifted_at": now.isoformat()})
             claimed = self._claim(db, freeze["id"], "end", now, now)
-        self.services.audit(user, "unfreeze", kind, "ok")
+        self.store.audit(user, "unfreeze", kind, "ok")
         if claimed:
             self._post_notice(freeze["id"], Notice("end", now, "end"), now, by=user)
         self.rebuild_jobs()
         return f"The {fm.title(kind)} is lifted."
 
     def cancel(self, kind: str, user: str) -> str:
-        with self.services.store.transaction() as db:
-            rows = list(db.query("SELECT * FROM freezes WHERE kind = ? AND state = 'scheduled'", [kind]))
+        with self.store.transaction() as db:
+            rows = list(db["freezes"].rows_where("kind = ? AND state = ?", [kind, FreezeState.SCHEDULED.value]))
             if not rows:
                 raise FreezeRefused(f"No {fm.title(kind)} is scheduled"
                                     + (f"; one is in effect: `unfreeze {kind}` lifts it." if self._active(kind) else "."))
-            db.execute("UPDATE freezes SET state = 'cancelled' WHERE id = ?", [rows[0]["id"]])
-        self.services.audit(user, "freeze-cancelled", kind, "ok")
-        self.services.notifier.post(*fm.cancelled(kind, parse_time(rows[0]["start_at"]), user))  # type: ignore[arg-type]
+            db["freezes"].update(rows[0]["id"], {"state": FreezeState.CANCELLED.value})
+        self.store.audit(user, "freeze-cancelled", kind, "ok")
+        start = parse_time(rows[0]["start_at"])
+        self.notifier.post(*fm.cancelled(kind, start, user))
         self.rebuild_jobs()
-        return f"The {fm.title(kind)} planned for {fm.slack_date(parse_time(rows[0]['start_at']))} is cancelled."  # type: ignore[arg-type]
+        return f"The {fm.title(kind)} planned for {fm.slack_date(start)} is cancelled."
 
-    def listing(self) -> list[dict]:
+    def listing(self) -> list[FreezeListing]:
         out = []
-        for freeze in self.services.store.current_freezes():
-            done = {r["notice"] for r in self.services.store.query(
-                "SELECT notice FROM freeze_notices WHERE freeze_id = ?", [freeze["id"]])}
-            pending = [n for n in notices_for(freeze, self.plan.freezes.reminders) if n.name not in done]
-            out.append({**freeze, "pending": pending})
+        for freeze in self.current():
+            done = {r["notice"] for r in self.store.query(
+                "SELECT notice FROM freeze_notices WHERE freeze_id = ?", [freeze.id])}
+            pending = tuple(n for n in notices_for(freeze, self.plan.freezes.reminders) if n.name not in done)
+            out.append(FreezeListing(freeze, pending))
         return out
 
-    def _active(self, kind: str) -> bool:
-        return bool(self.services.store.query("SELECT id FROM freezes WHERE kind = ? AND state = 'active'", [kind]))
+    def current(self) -> list[Freeze]:
+        return [Freeze.from_row(r) for r in self.store.current_freezes()]
 
-    def _freeze(self, freeze_id: int) -> dict:
-        return self.services.store.query("SELECT * FROM freezes WHERE id = ?", [freeze_id])[0]
+    def _active(self, kind: str) -> bool:
+        return bool(self.store.query("SELECT id FROM freezes WHERE kind = ? AND state = ?",
+                                     [kind, FreezeState.ACTIVE.value]))
+
+    def _freeze(self, freeze_id: int) -> Freeze:
+        return Freeze.from_row(self.store.get("freezes", freeze_id))
 
     # -- time ---------------------------------------------------------------------------------------
 
     def tick(self) -> None:
         """Post whatever is due now; safe to call at any time, from any job, any number of times."""
         with self._tick_lock:
-            now = self.services.clock.now()
-            for freeze in self.services.store.current_freezes():
+            now = self.clock.now()
+            for freeze in self.current():
                 self._tick_freeze(freeze, now)
             self._retry_pending(now)
 
-    def _tick_freeze(self, freeze: dict, now: datetime) -> None:
+    def _tick_freeze(self, freeze: Freeze, now: datetime) -> None:
         skipped: list[str] = []
         for notice in notices_for(freeze, self.plan.freezes.reminders):
             if notice.due > now:
                 break
-            with self.services.store.transaction() as db:
-                state = next(db.query("SELECT state FROM freezes WHERE id = ?", [freeze["id"]]))["state"]
-                if notice.kind == "remind" and now >= parse_time(freeze["start_at"]):  # type: ignore[operator]
-                    if self._claim(db, freeze["id"], notice.name, notice.due, now, outcome="skipped"):
+            with self.store.transaction() as db:
+                state = db["freezes"].get(freeze.id)["state"]
+                if notice.kind == "remind" and now >= freeze.start_at:
+                    if self._claim(db, freeze.id, notice.name, notice.due, now, outcome="skipped"):
                         skipped.append(notice.name.removeprefix("remind-"))
                     continue
-                if notice.kind == "start" and state != "scheduled" or notice.kind == "end" and state != "active":
+                if notice.kind == "start" and state != FreezeState.SCHEDULED \
+                        or notice.kind == "end" and state != FreezeState.ACTIVE:
                     continue
-                if not self._claim(db, freeze["id"], notice.name, notice.due, now):
+                if not self._claim(db, freeze.id, notice.name, notice.due, now):
                     continue
                 if notice.kind == "start":
-                    db.execute("UPDATE freezes SET state = 'active' WHERE id = ?", [freeze["id"]])
+                    db["freezes"].update(freeze.id, {"state": FreezeState.ACTIVE.value})
                 elif notice.kind == "end":
-                    db.execute("UPDATE freezes SET state = 'ended' WHERE id = ?", [freeze["id"]])
+                    db["freezes"].update(freeze.id, {"state": FreezeState.ENDED.value})
             self._say_skipped(freeze, skipped)
-            self._post_notice(freeze["id"], notice, now)
+            self._post_notice(freeze.id, notice, now)
         self._say_skipped(freeze, skipped)
 
-    def _say_skipped(self, freeze: dict, skipped: list[str]) -> None:
+    def _say_skipped(self, freeze: Freeze, skipped: list[str]) -> None:
         """One note for the reminders skipped in this pass, before whatever is posted next."""
         if skipped:
-            self.services.notifier.post(*fm.skipped(freeze["kind"], skipped))
-            self.services.audit("cutover", "reminders-skipped", freeze["kind"], "skipped", {"reminders": skipped})
+            self.notifier.post(*fm.skipped(freeze.kind, skipped))
+            self.store.audit("cutover", "reminders-skipped", freeze.kind, "skipped", {"reminders": skipped})
             skipped.clear()
 
     def _claim(self, db, freeze_id: int, notice: str, due: datetime, now: datetime,  # type: ignore[no-untyped-def]
@@ -182,49 +179,49 @@ class Freezes:
         late = now - notice.due > LATE_AFTER
         text, blocks = fm.notice(freeze, notice.kind, notice.name, now, late=late, due=notice.due, by=by,
                                  reminders=self.plan.freezes.reminders)
-        ts = self.services.notifier.post(text, blocks)
+        ts = self.notifier.post(text, blocks)
         outcome = ("late" if late else "posted") if ts else "failed"
-        with self.services.store.transaction() as db:
+        with self.store.transaction() as db:
             db.execute("UPDATE freeze_notices SET outcome = ?, posted_at = ? WHERE freeze_id = ? AND notice = ?",
                        [outcome, now.isoformat(), freeze_id, notice.name])
-        self.services.audit("cutover", f"freeze-{notice.kind}", freeze["kind"], outcome, {"notice": notice.name})
+        self.store.audit("cutover", f"freeze-{notice.kind}", freeze.kind, outcome, {"notice": notice.name})
         if ts and notice.kind in ("start", "end"):
-            stage = getattr(self.plan.freezes.kinds[freeze["kind"]], f"{notice.kind}_stage")
+            stage = getattr(self.plan.freezes.kinds[freeze.kind], f"{notice.kind}_stage")
             if stage:
-                self.services.workers.submit(f"{notice.kind} stage of the {freeze['kind']} freeze",
-                                             self._run_stage, freeze["kind"], notice.kind, stage)
+                self.workers.submit(f"{notice.kind} stage of the {freeze.kind} freeze",
+                                    self._run_stage, freeze.kind, notice.kind, stage)
 
     def _retry_pending(self, now: datetime) -> None:
         """A notice claimed but not confirmed (a failed post, or a bot that died mid-post) is tried again."""
         cutoff = (now - RETRY_PENDING_AFTER).isoformat()
-        for row in self.services.store.query(
+        for row in self.store.query(
                 "SELECT * FROM freeze_notices WHERE outcome IN ('pending', 'failed') AND posted_at <= ?", [cutoff]):
             kind = row["notice"].split("-")[0]
-            self._post_notice(row["freeze_id"], Notice(row["notice"], parse_time(row["due_at"]), kind), now)  # type: ignore[arg-type]
+            self._post_notice(row["freeze_id"], Notice(row["notice"], parse_time(row["due_at"]), kind), now)
 
     def _run_stage(self, kind: str, when: str, stage: str) -> None:
         try:
-            run_id = self.services.stages.start(stage, "cutover")
-        except StageRefused as exc:
-            self.services.notifier.post(f"The {when} stage `{stage}` of the {fm.title(kind)} did not start: {exc}")
+            run_id = self.stages.start(stage, "cutover")
+        except Refused as exc:
+            self.notifier.post(f"The {when} stage `{stage}` of the {fm.title(kind)} did not start: {exc}")
             return
-        state = self.services.stages.wait(run_id)
-        self.services.notifier.post(f"{'✅' if state == 'succeeded' else '❌'} The {when} stage `{stage}` of the "
+        state = self.stages.wait(run_id)
+        self.notifier.post(f"{'✅' if state == RunState.SUCCEEDED else '❌'} The {when} stage `{stage}` of the "
                                     f"{fm.title(kind)} {state}.")
 
     # -- jobs ------------------------------------------------------------------------------------------------
 
     def rebuild_jobs(self) -> None:
         """One APScheduler job per notice still ahead, from the store; plus a catch-up tick."""
-        scheduler = self.services.scheduler
+        scheduler = self.scheduler
         for job in scheduler.get_jobs():
             if job.id.startswith("freeze-"):
                 job.remove()
         scheduler.add_job(self.tick, "interval", seconds=CATCH_UP_SECONDS, id="freeze-catch-up",
                           max_instances=1, coalesce=True, replace_existing=True)
-        now = self.services.clock.now()
+        now = self.clock.now()
         for item in self.listing():
-            for notice in item["pending"]:
+            for notice in item.pending:
                 if notice.due > now:
-                    scheduler.add_job(self.tick, "date", run_date=notice.due, id=f"freeze-{item['id']}-{notice.name}",
+                    scheduler.add_job(self.tick, "date", run_date=notice.due, id=f"freeze-{item.freeze.id}-{notice.name}",
                                       misfire_grace_time=None, replace_existing=True)

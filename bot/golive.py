@@ -18,29 +18,29 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from bot import golive_messages as gm
 from bot.blocks import sentence
-from bot.failover import Failover, Verification, Witness
-from bot.preflight import Preflight, run_preflight
+from bot.clock import Clock, parse_optional_time, parse_time
+from bot.failover import Failover, Verification
+from bot.notifier import Notifier
+from bot.plan import Plan
+from bot.preflight import Preflight, Preflights
+from bot.refusals import Refused
 from bot.ssh import SSHError
-from bot.store import parse_time
-from bot.workers import error_ref
-
-if TYPE_CHECKING:
-    from bot.services import Services
+from bot.states import IN_FLIGHT, RequestState, RunState, sql_in
+from bot.store import Store
+from bot.witnesses import Reading
+from bot.workers import Workers, error_ref
 
 log = logging.getLogger("cutover.golive")
 
-IN_FLIGHT = ("open", "deciding", "flipping", "flipped")
 
-
-class Refused(Exception):
-    """Why a request cannot be made now, worded for the operator."""
+class RequestRefused(Refused):
+    """Why a go-live or rollback request cannot be made now, worded for the operator."""
 
 
 @dataclass(frozen=True)
@@ -52,50 +52,57 @@ class Outcome:
 
 
 class GoLive:
-    def __init__(self, services: "Services", failover: Failover) -> None:
-        self.services = services
+    def __init__(self, plan: Plan, store: Store, notifier: Notifier, clock: Clock, workers: Workers,
+                 failover: Failover, preflights: Preflights) -> None:
+        assert plan.failover is not None
+        self.plan = plan
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self.workers = workers
         self.failover = failover
-        self.people = services.plan.people
+        self.preflights = preflights
+        self.people = plan.people
         self._is_bot: dict[str, bool] = {}
         self._bot_lock = threading.Lock()
 
     # -- commands ----------------------------------------------------------------------------
 
     def check(self) -> Preflight:
-        return run_preflight(self.services, self.failover, "golive")
+        return self.preflights.run("golive")
 
     def request(self, user: str, kind: str = "golive") -> Outcome:
-        preflight = run_preflight(self.services, self.failover, kind)
+        preflight = self.preflights.run(kind)
         if not preflight.ok:
-            self.services.audit(user, kind, "", "refused", {"reason": "preflight failed",
+            self.store.audit(user, kind, "", "refused", {"reason": "preflight failed",
                                                             "failed": [c.name for c in preflight.failed]})
             return Outcome(f"No {gm.WHAT[kind]} was requested: the preflight found problems.", preflight)
         required = self._required(kind)
-        now = self.services.clock.now()
-        with self.services.store.transaction() as db:
+        now = self.clock.now()
+        with self.store.transaction() as db:
             busy = list(db.query(f"SELECT id, kind, requested_by FROM golive_requests WHERE state IN "
-                                 f"({','.join('?' * len(IN_FLIGHT))})", list(IN_FLIGHT)))
+                                 f"{sql_in(IN_FLIGHT)}"))
             if busy:
-                raise Refused(f"{sentence(gm.WHAT[busy[0]['kind']])} request #{busy[0]['id']} by "
+                raise RequestRefused(f"{sentence(gm.WHAT[busy[0]['kind']])} request #{busy[0]['id']} by "
                               f"<@{busy[0]['requested_by']}> is still in progress; one at a time.")
             request_id = db["golive_requests"].insert({
-                "kind": kind, "state": "open", "requested_by": user, "created_at": now.isoformat(),
+                "kind": kind, "state": RequestState.OPEN.value, "requested_by": user, "created_at": now.isoformat(),
                 "expires_at": (now + self.people.approval_ttl).isoformat(), "required": required,
                 "channel": self.people.channel, "preflight": json.dumps(preflight.to_json())}).last_pk
-        self.services.audit(user, f"{kind}-requested", f"#{request_id}", "ok", {"required": required})
+        self.store.audit(user, f"{kind}-requested", f"#{request_id}", "ok", {"required": required})
         if required == 0:
             self._post(request_id)
-            self.services.workers.submit(f"{kind} #{request_id}", self._guarded, request_id, self._decided)
+            self.workers.submit(f"{kind} #{request_id}", self._guarded, request_id, self._decided)
             return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} needs no approval; going ahead.")
         ts = self._post(request_id)
         if ts:
-            self.services.notifier.react(ts, self.people.approval_reaction)
+            self.notifier.react(ts, self.people.approval_reaction)
         return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} posted; it needs {required} approval(s) "
                        f"within {gm.format_ttl(self.people.approval_ttl)}.")
 
     def _required(self, kind: str) -> int:
         if kind == "rollback":
-            return self.services.plan.failover.rollback_approvals  # type: ignore[union-attr]
+            return self.plan.failover.rollback_approvals  # type: ignore[union-attr]
         return self.people.required_approvals
 
     # -- reactions ------------------------------------------------------------------------------
@@ -105,13 +112,13 @@ class GoLive:
         user, name = event.get("user", ""), event.get("reaction", "")
         if item.get("type") != "message" or item.get("channel") != self.people.channel or self._is_a_bot(user):
             return
-        rows = self.services.store.query("SELECT * FROM golive_requests WHERE channel = ? AND message_ts = ?",
+        rows = self.store.query("SELECT * FROM golive_requests WHERE channel = ? AND message_ts = ?",
                                          [item.get("channel"), item.get("ts")])
         if event.get("type") == "reaction_removed":
             if rows and name == self.people.approval_reaction:
                 self._withdraw(rows[0], user)
             return
-        approver = self.services.plan.is_approver(user)
+        approver = self.plan.is_approver(user)
         if not rows:
             self._elsewhere(user, name, approver)
             return
@@ -136,43 +143,41 @@ class GoLive:
     def _elsewhere(self, user: str, name: str, approver: bool) -> None:
         if not approver or name != self.people.approval_reaction:
             return
-        open_ = [r for r in self.services.store.open_requests() if r["state"] == "open"]
+        open_ = [r for r in self.store.open_requests() if r["state"] == RequestState.OPEN]
         if open_:
             self._note(user, f"That message is not a request; approve {gm.WHAT[open_[0]['kind']]} "
                              f"#{open_[0]['id']} by reacting on its message.")
 
     def _is_a_bot(self, user: str) -> bool:
-        if not user or user == self.services.bot_user_id:
+        if not user or user == self.notifier.bot_user_id():
             return True
         with self._bot_lock:
             if user in self._is_bot:
                 return self._is_bot[user]
-        try:
-            info = self.services.slack.users_info(user=user)
-            is_bot = bool(info["user"].get("is_bot")) or bool(info["user"].get("is_app_user"))
-        except Exception as exc:  # a lookup failure must not count a bot, nor drop a person
-            log.warning("users.info for %s failed (%s); treating as a person", user, exc.__class__.__name__)
+        is_bot = self.notifier.is_bot(user)
+        if is_bot is None:  # a lookup failure must not count a bot, nor drop a person
+            log.warning("users.info for %s failed; treating as a person", user)
             return False
         with self._bot_lock:
             self._is_bot[user] = is_bot
         return is_bot
 
     def _note(self, user: str, text: str) -> None:
-        self.services.notifier.ephemeral(user, text)
+        self.notifier.ephemeral(user, text)
 
     def _refuse(self, request: dict, user: str, reason: str, text: str) -> None:
-        self.services.audit(user, "approval", f"#{request['id']}", "refused", {"reason": reason})
+        self.store.audit(user, "approval", f"#{request['id']}", "refused", {"reason": reason})
         self._note(user, text)
 
     def _approve(self, request: dict, user: str, reaction: str) -> None:
-        now = self.services.clock.now()
-        with self.services.store.transaction() as db:
-            row = next(db.query("SELECT * FROM golive_requests WHERE id = ?", [request["id"]]))
-            if row["state"] != "open":
+        now = self.clock.now()
+        with self.store.transaction() as db:
+            row = db["golive_requests"].get(request["id"])
+            if row["state"] != RequestState.OPEN:
                 verdict = "closed"
-            elif now >= parse_time(row["expires_at"]):  # type: ignore[operator]
-                db.execute("UPDATE golive_requests SET state = 'expired' WHERE id = ? AND state = 'open'",
-                           [row["id"]])
+            elif now >= parse_time(row["expires_at"]):
+                db.execute("UPDATE golive_requests SET state = ? WHERE id = ? AND state = ?",
+                           [RequestState.EXPIRED.value, row["id"], RequestState.OPEN.value])
                 verdict = "expired"
             else:
                 db.execute("INSERT OR IGNORE INTO approvals (request_id, user, reaction, approved_at) "
@@ -180,8 +185,9 @@ class GoLive:
                 count = db.execute("SELECT COUNT(*) FROM approvals WHERE request_id = ?", [row["id"]]).fetchone()[0]
                 verdict = "counted"
                 if count >= row["required"]:
-                    taken = db.execute("UPDATE golive_requests SET state = 'deciding', decided_at = ? "
-                                       "WHERE id = ? AND state = 'open'", [now.isoformat(), row["id"]]).rowcount
+                    taken = db.execute("UPDATE golive_requests SET state = ?, decided_at = ? WHERE id = ? AND state = ?",
+                                       [RequestState.DECIDING.value, now.isoformat(), row["id"],
+                                        RequestState.OPEN.value]).rowcount
                     verdict = "threshold" if taken else "closed"
         if verdict == "expired":
             self._refuse(request, user, "expired", f"{sentence(gm.WHAT[request['kind']])} #{request['id']} "
@@ -192,7 +198,7 @@ class GoLive:
             self._note(user, f"{sentence(gm.WHAT[request['kind']])} #{request['id']} is no longer open "
                              f"({self._state(request['id'])}); your approval was not needed.")
             return
-        self.services.audit(user, "approval", f"#{request['id']}", "ok")
+        self.store.audit(user, "approval", f"#{request['id']}", "ok")
         self._post(request["id"])
         if verdict == "threshold":
             self._guarded(request["id"], self._decided)
@@ -208,12 +214,12 @@ class GoLive:
                                      f"`{self._state(request_id)}`. `/cutover check` shows where things stand.")
 
     def _withdraw(self, request: dict, user: str) -> None:
-        with self.services.store.transaction() as db:
+        with self.store.transaction() as db:
             gone = db.execute("DELETE FROM approvals WHERE request_id = ? AND user = ? AND EXISTS "
-                              "(SELECT 1 FROM golive_requests WHERE id = ? AND state = 'open')",
-                              [request["id"], user, request["id"]]).rowcount
+                              "(SELECT 1 FROM golive_requests WHERE id = ? AND state = ?)",
+                              [request["id"], user, request["id"], RequestState.OPEN.value]).rowcount
         if gone:
-            self.services.audit(user, "approval-withdrawn", f"#{request['id']}", "ok")
+            self.store.audit(user, "approval-withdrawn", f"#{request['id']}", "ok")
             self._post(request["id"])
 
     # -- the decision, the flip and the proof ---------------------------------------------------
@@ -224,15 +230,15 @@ class GoLive:
         kind = request["kind"]
         self._thread(request_id, f"Approvals complete. Running the preflight again before the "
                                  f"{'flip' if kind == 'golive' else 'rollback'}…")
-        preflight = run_preflight(self.services, self.failover, kind, ignore_request=request_id)
+        preflight = self.preflights.run(kind, ignore_request=request_id)
         if not preflight.ok:
-            self._move(request_id, "deciding", "aborted", {"preflight": preflight.to_json()})
-            self.services.audit("cutover", f"{kind}-aborted", f"#{request_id}", "aborted",
+            self._move(request_id, RequestState.DECIDING, RequestState.ABORTED, {"preflight": preflight.to_json()})
+            self.store.audit("cutover", f"{kind}-aborted", f"#{request_id}", "aborted",
                                 {"reason": "; ".join(c.detail for c in preflight.failed)})
             self._post(request_id, preflight=preflight)
             self._thread(request_id, "Not switching: " + "; ".join(c.detail for c in preflight.failed))
             return
-        if not self._move(request_id, "deciding", "flipping"):
+        if not self._move(request_id, RequestState.DECIDING, RequestState.FLIPPING):
             return
         try:
             if kind == "golive":
@@ -242,14 +248,15 @@ class GoLive:
                 saved = self.failover.restore()
                 action = f"restored `{saved['path']}` on `{saved['host']}`"
         except SSHError as exc:
-            self._move(request_id, "flipping", "aborted", {"error": str(exc)})
-            self.services.audit("cutover", f"{kind}-flip-failed", f"#{request_id}", "error", {"reason": str(exc)})
+            self._move(request_id, RequestState.FLIPPING, RequestState.ABORTED, {"error": str(exc)})
+            self.store.audit("cutover", f"{kind}-flip-failed", f"#{request_id}", "error", {"reason": str(exc)})
             self._post(request_id)
             self._thread(request_id, f"❌ The {'flip' if kind == 'golive' else 'rollback'} could not be made: {exc}")
             return
-        now = self.services.clock.now()
-        self._move(request_id, "flipping", "flipped", {"flipped_at": now.isoformat(), "action": action})
-        self.services.audit("cutover", f"{kind}-flipped", f"#{request_id}", "ok", {"action": action})
+        now = self.clock.now()
+        self._move(request_id, RequestState.FLIPPING, RequestState.FLIPPED,
+                   {"flipped_at": now.isoformat(), "action": action})
+        self.store.audit("cutover", f"{kind}-flipped", f"#{request_id}", "ok", {"action": action})
         self._thread(request_id, f"🔀 {sentence(action)} at {gm.slack_date(now)}. Verifying…")
         self._post(request_id)
         self._verify(request_id)
@@ -258,13 +265,13 @@ class GoLive:
         request = self._row(request_id)
         target = self.failover.config.new if request["kind"] == "golive" else self.failover.config.old
 
-        def report(witness: Witness) -> None:
+        def report(witness: Reading) -> None:
             self._thread(request_id, ("✅ " if witness.ok else "❌ ") + witness.detail)
 
         result = self.failover.verify(target, self.failover.config.verify_timeout.total_seconds(), report)
-        state = "verified" if result.ok else "unverified"
-        self._move(request_id, "flipped", state, {"verification": _verification_json(result)})
-        self.services.audit("cutover", f"{request['kind']}-{state}", f"#{request_id}", "ok" if result.ok else state,
+        state = RequestState.VERIFIED if result.ok else RequestState.UNVERIFIED
+        self._move(request_id, RequestState.FLIPPED, state, {"verification": result.to_json()})
+        self.store.audit("cutover", f"{request['kind']}-{state}", f"#{request_id}", "ok" if result.ok else state,
                             {"failed": [w.name for w in result.failed]})
         self._post(request_id)
         if not result.ok and request["kind"] == "golive":
@@ -274,51 +281,51 @@ class GoLive:
     # -- time and restarts ----------------------------------------------------------------------------
 
     def expire_due(self) -> None:
-        now = self.services.clock.now().isoformat()
-        with self.services.store.transaction() as db:
-            due = [r["id"] for r in db.query("SELECT id FROM golive_requests WHERE state = 'open' AND expires_at <= ?",
-                                             [now])]
+        now = self.clock.now().isoformat()
+        with self.store.transaction() as db:
+            due = [r["id"] for r in db["golive_requests"].rows_where("state = ? AND expires_at <= ?",
+                                                                       [RequestState.OPEN.value, now])]
             for request_id in due:
-                db.execute("UPDATE golive_requests SET state = 'expired' WHERE id = ? AND state = 'open'",
-                           [request_id])
+                db.execute("UPDATE golive_requests SET state = ? WHERE id = ? AND state = ?",
+                           [RequestState.EXPIRED.value, request_id, RequestState.OPEN.value])
         for request_id in due:
-            self.services.audit("cutover", "request-expired", f"#{request_id}", "expired")
+            self.store.audit("cutover", "request-expired", f"#{request_id}", "expired")
             self._post(request_id)
 
     def resume(self) -> None:
         """After a restart: never flip on our own; finish what provably happened."""
-        for request in self.services.store.query("SELECT * FROM golive_requests WHERE state IN "
-                                                 "('deciding', 'flipping', 'flipped')"):
+        for request in self.store.query("SELECT * FROM golive_requests WHERE state IN "
+                                        f"{sql_in((RequestState.DECIDING, RequestState.FLIPPING, RequestState.FLIPPED))}"):
             request_id, kind = request["id"], request["kind"]
-            if request["state"] == "flipping":
+            if request["state"] == RequestState.FLIPPING:
                 try:
                     flipped = self._flip_landed(kind)
                 except SSHError as exc:
                     log.error("cannot tell whether request #%d flipped: %s", request_id, exc)
                     flipped = None
                 if flipped:
-                    self._move(request_id, "flipping", "flipped", {"flipped_at": self.services.clock.now().isoformat(),
-                                                                    "action": "found flipped after a restart"})
-                    request["state"] = "flipped"
+                    self._move(request_id, RequestState.FLIPPING, RequestState.FLIPPED,
+                               {"flipped_at": self.clock.now().isoformat(), "action": "found flipped after a restart"})
+                    request["state"] = RequestState.FLIPPED
                 else:
-                    self._interrupted(request_id, "flipping")
+                    self._interrupted(request_id, RequestState.FLIPPING)
                     continue
-            if request["state"] == "deciding":
-                self._interrupted(request_id, "deciding")
+            if request["state"] == RequestState.DECIDING:
+                self._interrupted(request_id, RequestState.DECIDING)
                 continue
             self._thread(request_id, "The bot restarted during verification; verifying again.")
-            self.services.workers.submit(f"verification of #{request_id}", self._guarded, request_id, self._verify)
+            self.workers.submit(f"verification of #{request_id}", self._guarded, request_id, self._verify)
 
     def _flip_landed(self, kind: str) -> bool:
-        value = self.failover.health(self.failover.config.old)
+        value = self.failover.witnesses.health(self.failover.config.old)
         if kind == "golive":
             return value == self.failover.config.unhealthy
         saved = self.failover.backup()
         return saved is not None and value == saved["content"].strip()
 
-    def _interrupted(self, request_id: int, state: str) -> None:
-        self._move(request_id, state, "interrupted")
-        self.services.audit("cutover", "request-interrupted", f"#{request_id}", "interrupted")
+    def _interrupted(self, request_id: int, state: RequestState) -> None:
+        self._move(request_id, state, RequestState.INTERRUPTED)
+        self.store.audit("cutover", "request-interrupted", f"#{request_id}", "interrupted")
         self._post(request_id)
         self._thread(request_id, "The bot restarted before the switch was made, so nothing was changed. "
                                  "Ask again if it should still happen.")
@@ -326,74 +333,65 @@ class GoLive:
     # -- plumbing ---------------------------------------------------------------------------------------
 
     def _row(self, request_id: int) -> dict:
-        return self.services.store.query("SELECT * FROM golive_requests WHERE id = ?", [request_id])[0]
+        return self.store.get("golive_requests", request_id)
 
-    def _state(self, request_id: int) -> str:
-        return self._row(request_id)["state"]
+    def _state(self, request_id: int) -> RequestState:
+        return RequestState(self._row(request_id)["state"])
 
-    def _move(self, request_id: int, from_state: str, to_state: str, result: dict | None = None) -> bool:
+    def _move(self, request_id: int, from_state: RequestState, to_state: RequestState,
+              result: dict | None = None) -> bool:
         """One step of the state machine; False if another thread took it first."""
-        with self.services.store.transaction() as db:
-            row = next(db.query("SELECT result FROM golive_requests WHERE id = ?", [request_id]))
+        with self.store.transaction() as db:
+            row = db["golive_requests"].get(request_id)
             merged = {**json.loads(row["result"] or "{}"), **(result or {})}
             return db.execute("UPDATE golive_requests SET state = ?, result = ? WHERE id = ? AND state = ?",
-                              [to_state, json.dumps(merged), request_id, from_state]).rowcount == 1
+                              [to_state.value, json.dumps(merged), request_id, from_state.value]).rowcount == 1
 
     def _post(self, request_id: int, preflight: Preflight | None = None) -> str | None:
         """Post the request message the first time, update it in place after that."""
         request = self._row(request_id)
-        approvals = self.services.store.query("SELECT user, approved_at FROM approvals WHERE request_id = ? "
+        approvals = self.store.query("SELECT user, approved_at FROM approvals WHERE request_id = ? "
                                               "ORDER BY approved_at", [request_id])
-        stored = json.loads(request["preflight"]) if request["preflight"] else None
+        stored = Preflight.from_json(json.loads(request["preflight"])) if request["preflight"] else None
         result = json.loads(request["result"] or "{}")
+        witnesses = self.failover.witnesses
         view = gm.RequestView(
-            id=request_id, kind=request["kind"], state=request["state"], requested_by=request["requested_by"],
-            created_at=parse_time(request["created_at"]), expires_at=parse_time(request["expires_at"]),  # type: ignore[arg-type]
-            required=request["required"], approvers=self.people.approvers, reaction=self.people.approval_reaction,
-            approvals=[(a["user"], parse_time(a["approved_at"])) for a in approvals],  # type: ignore[misc]
-            preflight=preflight.to_json() if preflight else stored, result=result,
-            decided_at=parse_time(request["decided_at"]), failover=self.failover.config,
-            droplets=(self.failover.droplet_of(self.failover.config.old),
-                      self.failover.droplet_of(self.failover.config.new)),
-            last_sync=self._last_sync())
+            id=request_id, kind=request["kind"], state=RequestState(request["state"]),
+            requested_by=request["requested_by"], created_at=parse_time(request["created_at"]),
+            expires_at=parse_time(request["expires_at"]), required=request["required"],
+            approvers=self.people.approvers, reaction=self.people.approval_reaction,
+            approvals=[(a["user"], parse_time(a["approved_at"])) for a in approvals],
+            preflight=preflight or stored, decided_at=parse_optional_time(request["decided_at"]),
+            failover=self.failover.config,
+            droplets=(witnesses.droplet_of(self.failover.config.old), witnesses.droplet_of(self.failover.config.new)),
+            last_sync=self._last_sync(), flipped_at=parse_optional_time(result.get("flipped_at")),
+            verification=Verification.from_json(result["verification"]) if result.get("verification") else None,
+            abort_reason=_abort_reason(result))
         text, blocks = gm.text(view), gm.request_message(view)
         if request["message_ts"]:
-            self.services.notifier.update(request["message_ts"], text, blocks)
+            self.notifier.update(request["message_ts"], text, blocks)
             return request["message_ts"]
-        ts = self.services.notifier.post(text, blocks)
+        ts = self.notifier.post(text, blocks)
         if ts:
-            with self.services.store.transaction() as db:
+            with self.store.transaction() as db:
                 db.execute("UPDATE golive_requests SET message_ts = ? WHERE id = ?", [ts, request_id])
         return ts
 
     def _last_sync(self) -> tuple[str, datetime] | None:
         """The stage that finished last with success: the new server holds the old one's data up to then."""
-        rows = self.services.store.query("SELECT stage, ended_at FROM stage_runs WHERE state = 'succeeded' "
-                                         "ORDER BY ended_at DESC LIMIT 1")
-        return (rows[0]["stage"], parse_time(rows[0]["ended_at"])) if rows else None  # type: ignore[return-value]
+        rows = self.store.query("SELECT stage, ended_at FROM stage_runs WHERE state = ? ORDER BY ended_at DESC LIMIT 1",
+                                [RunState.SUCCEEDED.value])
+        return (rows[0]["stage"], parse_time(rows[0]["ended_at"])) if rows else None
 
     def _thread(self, request_id: int, text: str) -> None:
         ts = self._row(request_id)["message_ts"]
         if ts:
-            self.services.notifier.post(text, thread_ts=ts)
+            self.notifier.post(text, thread_ts=ts)
 
 
-def _verification_json(v: Verification) -> dict:
-    def iso(d: datetime | None) -> str | None:
-        return d.isoformat() if d else None
 
-    return {"target": v.target, "ok": v.ok, "first_answer_at": iso(v.first_answer_at),
-            "cloud_confirmed_at": iso(v.cloud_confirmed_at), "failed_probes": v.failed_probes,
-            "other_answers": v.other_answers, "cloud_errors": len(v.cloud_errors),
-            "witnesses": [{"name": w.name, "ok": w.ok, "detail": w.detail, "at": iso(w.at)} for w in v.witnesses]}
-
-
-def wait_settled(services: "Services", request_id: int, timeout: float = 60.0) -> str:
-    """Wait until a request leaves the in-flight states; used by the demo and tests."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = services.store.query("SELECT state FROM golive_requests WHERE id = ?", [request_id])[0]["state"]
-        if state not in IN_FLIGHT:
-            return state
-        time.sleep(0.05)
-    raise TimeoutError(f"request #{request_id} still in flight after {timeout}s")
+def _abort_reason(result: dict) -> str | None:
+    """Why a request stopped before the switch: the preflight's failed checks, or the error of the write."""
+    if result.get("preflight"):
+        return "; ".join(c.detail for c in Preflight.from_json(result["preflight"]).failed)
+    return result.get("error")

@@ -7,7 +7,10 @@ from datetime import datetime, timedelta
 
 from bot.blocks import sentence, clamp, context, divider, escape, header, section, sections, slack_date
 from bot.durations import format_duration
-from bot.plan import Failover
+from bot.failover import Verification
+from bot.plan import FailoverPlan
+from bot.preflight import Preflight
+from bot.states import RequestState
 
 WHAT = {"golive": "go-live", "rollback": "rollback"}
 
@@ -19,7 +22,7 @@ __all__ = ["WHAT", "RequestView", "format_ttl", "people_list", "preflight_lines"
 class RequestView:
     id: int
     kind: str
-    state: str
+    state: RequestState
     requested_by: str
     created_at: datetime
     expires_at: datetime
@@ -27,12 +30,14 @@ class RequestView:
     approvers: tuple[str, ...]
     reaction: str
     approvals: list[tuple[str, datetime]]
-    preflight: dict | None
-    result: dict
+    preflight: Preflight | None
     decided_at: datetime | None
-    failover: Failover
+    failover: FailoverPlan
     droplets: tuple[int, int]
     last_sync: tuple[str, datetime] | None = None
+    flipped_at: datetime | None = None
+    verification: Verification | None = None
+    abort_reason: str | None = None
 
 
 def people_list(users: tuple[str, ...] | list[str]) -> str:
@@ -43,12 +48,8 @@ def format_ttl(ttl: timedelta) -> str:
     return format_duration(ttl)
 
 
-def preflight_lines(preflight: dict) -> list[str]:
-    lines = []
-    for check in preflight["checks"]:
-        mark = "✅" if check["ok"] else ("❌" if check.get("blocking", True) else "⚠️")
-        lines.append(f"{mark} {check['detail']}")
-    return lines
+def preflight_lines(preflight: Preflight) -> list[str]:
+    return [f"{'✅' if c.ok else ('❌' if c.blocking else '⚠️')} {c.detail}" for c in preflight.checks]
 
 
 def text(view: RequestView) -> str:
@@ -80,32 +81,26 @@ def _data_window(view: RequestView) -> str:
 
 
 def _timeline(view: RequestView) -> list[str]:
-    r = view.result
-    v = r.get("verification") or {}
+    v = view.verification
     lines = []
     if view.decided_at:
         lines.append(f"• approvals complete {slack_date(view.decided_at)}")
-    flipped = _time(r.get("flipped_at"))
+    flipped = view.flipped_at
     if flipped:
         lines.append(f"• flipped {slack_date(flipped)}")
         if view.last_sync and view.kind == "golive":
             stage, at = view.last_sync
             lines.append(f"• data window: {format_duration(flipped - at)} between the end of `{stage}` and the flip")
-    first = _time(v.get("first_answer_at"))
-    if first:
-        after = f" ({format_duration(first - flipped)} after the flip)" if flipped else ""
-        lines.append(f"• first answer from `{v['target']}` {slack_date(first)}{after}")
-    cloud = _time(v.get("cloud_confirmed_at"))
-    if cloud:
-        lines.append(f"• DigitalOcean confirmed {slack_date(cloud)}")
-    if v:
-        lines.append(f"• probes without an answer: {v.get('failed_probes', 0)}; answers still from the other "
-                     f"server: {v.get('other_answers', 0)}; DigitalOcean errors retried: {v.get('cloud_errors', 0)}")
+    if v is None:
+        return lines
+    if v.first_answer_at:
+        after = f" ({format_duration(v.first_answer_at - flipped)} after the flip)" if flipped else ""
+        lines.append(f"• first answer from `{v.target}` {slack_date(v.first_answer_at)}{after}")
+    if v.cloud_confirmed_at:
+        lines.append(f"• DigitalOcean confirmed {slack_date(v.cloud_confirmed_at)}")
+    lines.append(f"• probes without an answer: {v.failed_probes}; answers still from the other "
+                 f"server: {v.other_answers}; DigitalOcean errors retried: {max(v.cloud_error_count, len(v.cloud_errors))}")
     return lines
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
 
 
 def _state_lines(view: RequestView) -> list[str]:
@@ -114,30 +109,26 @@ def _state_lines(view: RequestView) -> list[str]:
     so_far = f"Approved by {approved}." if approved else "No approvals yet."
     others = [a for a in view.approvers if a != view.requested_by]
     s = view.state
-    if s == "open":
+    if s == RequestState.OPEN:
         return [f"*Needs {view.required} approval(s)* from {people_list(others)} — react with :{view.reaction}: "
                 f"on this message. The requester's reaction does not count.",
                 f"{so_far} ({count}/{view.required}) Open until {slack_date(view.expires_at)}."]
-    if s == "expired":
+    if s == RequestState.EXPIRED:
         return [f"⌛ *Expired* {slack_date(view.expires_at)} with {count}/{view.required} approvals. "
                 "Nothing was changed."]
-    if s == "deciding":
+    if s == RequestState.DECIDING:
         return [f"{so_far} Checking again before switching…"]
-    if s == "aborted":
-        reason = view.result.get("error")
-        pre = view.result.get("preflight")
-        if pre:
-            reason = "; ".join(c["detail"] for c in pre["checks"] if not c["ok"] and c.get("blocking", True))
-        return [f"🛑 *Not switched*: {reason or 'the preflight failed'}. Nothing was changed."]
-    if s in ("flipping", "flipped"):
+    if s == RequestState.ABORTED:
+        return [f"🛑 *Not switched*: {view.abort_reason or 'the preflight failed'}. Nothing was changed."]
+    if s in (RequestState.FLIPPING, RequestState.FLIPPED):
         return [f"{so_far}", "🔀 *Switching* — verifying, details in the thread…", *_timeline(view)]
-    if s == "verified":
-        return [f"✅ *Switched to `{view.result['verification']['target']}` and verified.*", *_timeline(view)]
-    if s == "unverified":
-        failed = [w["detail"] for w in view.result["verification"]["witnesses"] if not w["ok"]]
+    if s == RequestState.VERIFIED and view.verification:
+        return [f"✅ *Switched to `{view.verification.target}` and verified.*", *_timeline(view)]
+    if s == RequestState.UNVERIFIED and view.verification:
+        failed = [w.detail for w in view.verification.failed]
         hint = " `/cutover rollback` switches back." if view.kind == "golive" else ""
         return [f"❌ *Verification failed*: {'; '.join(failed)}.{hint}", *_timeline(view)]
-    if s == "interrupted":
+    if s == RequestState.INTERRUPTED:
         return ["⏸️ *Interrupted* by a bot restart before the switch; nothing was changed. Ask again."]
     return [s]
 
@@ -150,13 +141,12 @@ def request_message(view: RequestView) -> list[dict]:
                       f"{'new' if view.kind == 'golive' else 'old'} server. What happens:\n"
                       + "\n".join(_plan_lines(view)))]
     if view.preflight:
-        blocks += [context(f"Preflight {slack_date(datetime.fromisoformat(view.preflight['at']))}"),
+        blocks += [context(f"Preflight {slack_date(view.preflight.at)}"),
                    *sections(preflight_lines(view.preflight), budget=8)]
     blocks += [divider(), *sections(_state_lines(view), budget=6)]
     return clamp(blocks)
 
 
-def preflight_message(preflight: dict, title: str) -> list[dict]:
-    ok = all(c["ok"] for c in preflight["checks"] if c.get("blocking", True))
-    verdict = "✅ A go-live would find everything ready." if ok else "❌ A go-live would stop here."
+def preflight_message(preflight: Preflight, title: str) -> list[dict]:
+    verdict = "✅ A go-live would find everything ready." if preflight.ok else "❌ A go-live would stop here."
     return [header(title), *sections(preflight_lines(preflight), budget=10), context(verdict)]

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from bot.blocks import clamp, code, context, divider, escape, header, section, sections, slack_date
 from bot.durations import format_duration
-from bot.status import StatusReport
-from bot.store import parse_time
+from bot.status import NOT_RUN, StageLine, StatusReport
+from bot.clock import parse_time
+from bot.stage_view import StageView
+from bot.states import RequestState, RunState
 
 STATE_ICONS = {
-    "not run": "⚪", "starting": "🟡", "running": "🔵", "succeeded": "✅", "failed": "❌",
-    "cancelled": "⏹️", "timed out": "⏱️", "lost": "❓",
+    NOT_RUN: "⚪", RunState.STARTING: "🟡", RunState.RUNNING: "🔵", RunState.SUCCEEDED: "✅", RunState.FAILED: "❌",
+    RunState.CANCELLED: "⏹️", RunState.TIMED_OUT: "⏱️", RunState.LOST: "❓",
 }
 
 
-REQUEST_STATES = {"deciding": "approved; checking again before switching", "flipping": "switching now",
-                  "flipped": "switched; verifying"}
+REQUEST_STATES = {RequestState.DECIDING: "approved; checking again before switching",
+                  RequestState.FLIPPING: "switching now", RequestState.FLIPPED: "switched; verifying"}
 
 
 def help_message(commands: list[tuple[str, str]], *, is_operator: bool, is_approver: bool,
@@ -32,14 +35,14 @@ def help_message(commands: list[tuple[str, str]], *, is_operator: bool, is_appro
     return [header("What you can do with /cutover"), *sections(lines), context(who)]
 
 
-def _stage_line(s) -> str:
+def _stage_line(s: StageLine) -> str:
     icon = STATE_ICONS.get(s.state, "•")
     parts = [f"{icon} *{escape(s.name)}* on `{escape(s.host)}` — {s.state}"]
     if s.elapsed is not None:
         parts.append(("elapsed " if s.ended_at is None else "took ") + format_duration(s.elapsed))
     if s.exit_code is not None:
         parts.append(f"exit {s.exit_code}")
-    if s.depends_on and s.state == "not run":
+    if s.depends_on and s.state == NOT_RUN:
         parts.append("after " + ", ".join(s.depends_on))
     return ", ".join(parts)
 
@@ -71,7 +74,7 @@ def status_message(report: StatusReport) -> list[dict]:
                               "`/cutover check` asks the servers and DigitalOcean who holds it right now."))
     if report.requests:
         lines = [f"🚦 {r.kind} request #{r.id} by <@{r.requested_by}>: " + (
-                 f"{r.approvals}/{r.required} approvals, open until {slack_date(r.expires_at)}" if r.state == "open"
+                 f"{r.approvals}/{r.required} approvals, open until {slack_date(r.expires_at)}" if r.state == RequestState.OPEN
                  else REQUEST_STATES.get(r.state, r.state)) for r in report.requests]
         blocks.append(section("*Go-live*\n" + "\n".join(lines)))
     else:
@@ -81,7 +84,7 @@ def status_message(report: StatusReport) -> list[dict]:
 
 
 def _audit_line(event: dict) -> str:
-    when = slack_date(parse_time(event["at"]))  # type: ignore[arg-type]
+    when = slack_date(parse_time(event["at"]))
     actor = f"<@{event['actor']}>" if event["actor"][:1] in ("U", "W") else escape(event["actor"])
     target = f" `{escape(event['target'][:80])}`" if event["target"] else ""
     outcome = "" if event["outcome"] == "ok" else f" — {escape(event['outcome'])}"
@@ -117,50 +120,46 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def stage_text(snap) -> str:  # type: ignore[no-untyped-def]
+def stage_text(view: StageView) -> str:
     """The notification text of a stage message (what a phone shows)."""
-    return f"{STATE_ICONS.get(snap.state, '•')} {snap.stage} on {snap.host}: {snap.state}"
+    return f"{STATE_ICONS.get(view.state, '•')} {view.stage} on {view.host}: {view.state}"
 
 
-def stage_message(snap, now_mono: float, now) -> list[dict]:  # type: ignore[no-untyped-def]
+def stage_message(view: StageView, now_mono: float, now: datetime) -> list[dict]:
     """The one message a stage run keeps up to date in the launch channel."""
-    with snap.lock:
-        state, lines = snap.state, list(snap.last_lines)
-        fraction = snap.progress.fraction
-        progress = snap.progress
-        eta = snap.eta(now_mono, now) if state in ("starting", "running") else None
-        ended = snap.ended_at
-        elapsed = (ended or now) - snap.started_at
-    icon = STATE_ICONS.get(state, "•")
-    head = f"{icon} *{escape(snap.stage)}* on `{escape(snap.host)}` — *{state}*"
-    if state in ("starting", "running"):
+    state, active = view.state, view.active
+    fraction = view.progress.fraction
+    eta = view.eta(now_mono, now) if active else None
+    elapsed = (view.ended_at or now) - view.started_at
+    head = f"{STATE_ICONS.get(state, '•')} *{escape(view.stage)}* on `{escape(view.host)}` — *{state}*"
+    if active:
         head += f" · elapsed {format_duration(elapsed)}"
-    elif state == "succeeded":
+    elif state == RunState.SUCCEEDED:
         head += f" in {format_duration(elapsed)} (exit 0)"
-    elif state == "failed":
-        head += f" after {format_duration(elapsed)}" + (f" (exit {snap.exit_code})" if snap.exit_code is not None else "")
+    elif state == RunState.FAILED:
+        head += f" after {format_duration(elapsed)}" + (f" (exit {view.exit_code})" if view.exit_code is not None else "")
     else:
         head += f" after {format_duration(elapsed)}"
     blocks = [section(head)]
     if fraction is not None:
         detail = f"{fraction * 100:.0f}%"
-        if progress.done is not None and progress.total is not None:
-            detail += f" ({progress.done:,.0f} / {progress.total:,.0f})"
-        if eta is not None and state in ("starting", "running") and fraction < 1:
+        if view.progress.done is not None and view.progress.total is not None:
+            detail += f" ({view.progress.done:,.0f} / {view.progress.total:,.0f})"
+        if eta is not None and fraction < 1:
             detail += f" · about {format_duration(eta)} left"
         blocks.append(section(f"`{_bar(fraction)}` {detail}"))
     elif eta is not None:
         blocks.append(section(f"About {format_duration(eta)} left, going by the last successful run."))
-    if snap.connection and state in ("starting", "running"):
-        blocks.append(section(f"⚠️ {escape(snap.connection)}"))
-    if snap.reason:
-        by = f" by <@{snap.stopped_by}>" if snap.stopped_by else ""
-        blocks.append(section(escape(snap.reason) + by))
-    if lines:
-        blocks.append(section(code("\n".join(lines))))
-    blocks.append(context(f"Run {snap.run_id} · started by <@{snap.started_by}> {slack_date(snap.started_at)} · "
-                          f"{_size(snap.bytes)} of output"
-                          + (" · the full log follows in the thread" if state not in ("starting", "running") else "")))
+    if view.connection and active:
+        blocks.append(section(f"⚠️ {escape(view.connection)}"))
+    if view.reason:
+        by = f" by <@{view.stopped_by}>" if view.stopped_by else ""
+        blocks.append(section(escape(view.reason) + by))
+    if view.last_lines:
+        blocks.append(section(code("\n".join(view.last_lines))))
+    blocks.append(context(f"Run {view.run_id} · started by <@{view.started_by}> {slack_date(view.started_at)} · "
+                          f"{_size(view.bytes)} of output"
+                          + ("" if active else " · the full log follows in the thread")))
     return blocks
 
 

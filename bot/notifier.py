@@ -7,7 +7,10 @@ means. Rate limits are retried by slack_sdk's retry handler on the client.
 
 from __future__ import annotations
 
+import http.client
 import logging
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from slack_sdk import WebClient
@@ -18,6 +21,8 @@ from bot.redact import Redactor
 from bot.settings import Settings
 
 log = logging.getLogger("cutover.notifier")
+
+UPLOAD_BLOCK = 1 << 20
 
 
 def make_slack_client(settings: Settings, max_rate_limit_retries: int = 5) -> WebClient:
@@ -36,6 +41,21 @@ class Notifier:
         self.client = client
         self.channel = channel
         self.redactor = redactor
+        self._bot_user_id: str | None = None
+
+    def bot_user_id(self) -> str:
+        """Who the bot is in Slack, so that its own reactions never count (asked once)."""
+        if self._bot_user_id is None:
+            self._bot_user_id = str(self.client.auth_test()["user_id"])
+        return self._bot_user_id
+
+    def is_bot(self, user: str) -> bool | None:
+        """Whether ``user`` is a bot or an app, from ``users.info``; None when Slack could not say."""
+        data = self._call("users_info", user=user)
+        if not data or "user" not in data:
+            return None
+        info = data["user"]
+        return bool(info.get("is_bot")) or bool(info.get("is_app_user"))
 
     def _call(self, method: str, **kwargs: Any) -> dict | None:
         kwargs = {k: self.redactor.deep(v) if k in ("text", "blocks", "initial_comment", "title") else v
@@ -69,13 +89,42 @@ class Notifier:
     def react(self, ts: str, name: str, *, channel: str | None = None) -> bool:
         return self._call("reactions_add", channel=channel or self.channel, timestamp=ts, name=name) is not None
 
-    def upload(self, filename: str, content: bytes, *, title: str, thread_ts: str | None = None,
-               comment: str | None = None, channel: str | None = None, redacted: bool = False) -> str | None:
-        """Upload a file; ``redacted`` says the caller already redacted it (binary, e.g. gzip, must be)."""
-        data = self._call("files_upload_v2", channel=channel or self.channel, filename=filename,
-                          content=content if redacted else self.redactor.bytes(content), title=title,
-                          thread_ts=thread_ts, initial_comment=comment)
+    def upload(self, path: Path, filename: str, *, title: str, thread_ts: str | None = None,
+               comment: str | None = None, channel: str | None = None) -> str | None:
+        """Upload a file the caller has already redacted, streamed from disk (Slack's three-step upload).
+
+        The bytes go from the file to the socket in blocks, so memory stays flat whatever the file's size.
+        Returns the file id, or None when any step failed (logged with the step and the reason).
+        """
+        size = path.stat().st_size
+        data = self._call("files_getUploadURLExternal", filename=filename, length=size)
         if not data:
             return None
-        files = data.get("files") or []
-        return files[0].get("id") if files else None
+        file_id, url = data["file_id"], data["upload_url"]
+        try:
+            status = _post_file(url, path, size, self.client.timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            log.error("Slack file upload of %s failed: %s", filename, exc.__class__.__name__)
+            return None
+        if status != 200:
+            log.error("Slack file upload of %s failed: HTTP %d", filename, status)
+            return None
+        done = self._call("files_completeUploadExternal", files=[{"id": file_id, "title": self.redactor.text(title)}],
+                          channel_id=channel or self.channel, thread_ts=thread_ts, initial_comment=comment)
+        return file_id if done else None
+
+
+def _post_file(url: str, path: Path, size: int, timeout: float) -> int:
+    """POST a file as the request body in 1 MiB blocks; returns the HTTP status."""
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.netloc, timeout=timeout, blocksize=UPLOAD_BLOCK)
+    try:
+        with path.open("rb") as body:
+            conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
+                         headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+            response = conn.getresponse()
+            response.read(4096)
+            return response.status
+    finally:
+        conn.close()

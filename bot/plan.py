@@ -62,7 +62,7 @@ class Stage:
 
 
 @dataclass(frozen=True)
-class Failover:
+class FailoverPlan:
     floating_ip: str
     old: str
     new: str
@@ -105,7 +105,7 @@ class FreezeKind:
 
 
 @dataclass(frozen=True)
-class Freezes:
+class FreezesPlan:
     reminders: tuple[timedelta, ...]
     kinds: dict[str, FreezeKind]
 
@@ -116,9 +116,9 @@ class Plan:
     people: People
     hosts: dict[str, Host]
     stages: tuple[Stage, ...]
-    failover: Failover | None
+    failover: FailoverPlan | None
     digitalocean: DigitalOcean | None
-    freezes: Freezes
+    freezes: FreezesPlan
     redact: tuple[re.Pattern[str], ...] = field(default_factory=tuple)
 
     def stage(self, name: str) -> Stage | None:
@@ -419,7 +419,7 @@ def _stages(c: _Checker, data: dict, hosts: dict[str, Host]) -> tuple[Stage, ...
     return tuple(stages)
 
 
-def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> Failover | None:
+def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan | None:
     t = c.table(data, "failover", "failover", required=False)
     if t is None:
         return None
@@ -457,7 +457,7 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> Failover | Non
                          low=0, high=10)
     if None in (ip, old, new, health_file, probe, marker) or old not in hosts or new not in hosts:
         return None
-    return Failover(floating_ip=ip, old=old, new=new, health_file=health_file, healthy=healthy or "true",
+    return FailoverPlan(floating_ip=ip, old=old, new=new, health_file=health_file, healthy=healthy or "true",
                     unhealthy=unhealthy or "false", probe_url=probe, new_marker=marker,
                     verify_timeout=verify or timedelta(seconds=60), old_marker=old_marker,
                     interface=interface, require_freezes=require, rollback_approvals=rollback,
@@ -509,7 +509,7 @@ def _digitalocean(c: _Checker, data: dict) -> DigitalOcean | None:
     return DigitalOcean(old_droplet=old, new_droplet=new)
 
 
-def _freezes(c: _Checker, data: dict, stages: tuple[Stage, ...]) -> Freezes:
+def _freezes(c: _Checker, data: dict, stages: tuple[Stage, ...]) -> FreezesPlan:
     t = c.table(data, "freezes", "freezes", required=False) or {}
     kinds = {k: FreezeKind(k) for k in BUILTIN_FREEZE_KINDS}
     reminders_raw = t.get("reminders", list(DEFAULT_REMINDERS))
@@ -537,4 +537,4 @@ def _freezes(c: _Checker, data: dict, stages: tuple[Stage, ...]) -> Freezes:
             if v is not None and v not in stage_names:
                 c.error(f"{key}.{sub}", v, "the name of a stage: " + ", ".join(sorted(stage_names)))
         kinds[name] = FreezeKind(name, start_stage=start, end_stage=end)
-    return Freezes(reminders=tuple(sorted(reminders, reverse=True)), kinds=kinds)
+    return FreezesPlan(reminders=tuple(sorted(reminders, reverse=True)), kinds=kinds)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from bot.cloud import CloudError
-from bot.probes import probe
-from bot.ssh import SSHError
+from bot.clock import Clock
+from bot.failover import Failover
+from bot.plan import Plan
+from bot.ssh import SSHError, SSHPool
+from bot.states import FreezeState, RunState
+from bot.store import Store
+from bot.witnesses import Reading
 
-if TYPE_CHECKING:
-    from bot.failover import Failover
-    from bot.services import Services
+CLOUD_PATIENCE = 2.0
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,11 @@ class Check:
     blocking: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class Preflight:
     purpose: str
     at: datetime
-    checks: list[Check] = field(default_factory=list)
+    checks: tuple[Check, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
@@ -42,119 +43,99 @@ class Preflight:
     def to_json(self) -> dict:
         return {"purpose": self.purpose, "at": self.at.isoformat(), "checks": [asdict(c) for c in self.checks]}
 
-
-def run_preflight(services: "Services", failover: "Failover", purpose: str = "golive",
-                  ignore_request: int | None = None) -> Preflight:
-    """Ask the servers, the probe URLs and DigitalOcean; in parallel, each with its own timeout."""
-    cfg = failover.config
-    current, target = (cfg.old, cfg.new) if purpose == "golive" else (cfg.new, cfg.old)
-    checks: list[Callable[[], Check]] = [
-        lambda: _ssh(services, cfg.old), lambda: _ssh(services, cfg.new),
-    ]
-    if purpose == "golive":
-        checks += [lambda: _health(services, failover, cfg.old), lambda: _health(services, failover, cfg.new),
-                   lambda: _answers(cfg.new_probe_url, cfg.new, cfg.new_marker)]
-    else:
-        checks += [lambda: _backup(failover),
-                   lambda: _answers(cfg.old_probe_url, cfg.old, cfg.old_marker, blocking=False)]
-    checks += [lambda: _vip(failover, current, blocking=purpose == "golive"),
-               lambda: _cloud(services, failover, current, blocking=purpose == "golive")]
-    if purpose == "golive":
-        checks += [lambda: _stages(services), lambda: _freezes(services)]
-    checks.append(lambda: _no_other_request(services, ignore_request))
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="preflight") as pool:
-        results = list(pool.map(lambda fn: fn(), checks))
-    return Preflight(purpose, services.clock.now(), results)
+    @classmethod
+    def from_json(cls, data: dict) -> "Preflight":
+        return cls(data["purpose"], datetime.fromisoformat(data["at"]),
+                   tuple(Check(c["name"], c["ok"], c["detail"], c.get("blocking", True)) for c in data["checks"]))
 
 
-def _ssh(services: "Services", host: str) -> Check:
-    try:
-        name = services.ssh.check(host, "hostname", timeout=10).strip()
-        return Check(f"ssh {host}", True, f"SSH to `{host}` works (hostname `{name}`)")
-    except SSHError as exc:
-        return Check(f"ssh {host}", False, str(exc))
+class Preflights:
+    """Asks the servers, the probe URLs and DigitalOcean, in parallel, each with its own deadline."""
 
+    def __init__(self, plan: Plan, store: Store, clock: Clock, ssh: SSHPool, failover: Failover) -> None:
+        assert plan.failover is not None
+        self.plan = plan
+        self.config = plan.failover
+        self.store = store
+        self.clock = clock
+        self.ssh = ssh
+        self.failover = failover
+        self.witnesses = failover.witnesses
 
-def _health(services: "Services", failover: "Failover", host: str) -> Check:
-    cfg = failover.config
-    path = services.plan.health_file(host)
-    try:
-        value = failover.health(host)
-    except SSHError as exc:
-        return Check(f"health {host}", False, f"cannot read `{path}` on `{host}`: {exc}")
-    if value == cfg.healthy:
-        return Check(f"health {host}", True, f"`{path}` on `{host}` holds `{cfg.healthy}`")
-    shown = "is missing" if value is None else f"holds `{value[:40]}`"
-    return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`")
+    def run(self, purpose: str = "golive", ignore_request: int | None = None) -> Preflight:
+        cfg = self.config
+        golive = purpose == "golive"
+        current, target = (cfg.old, cfg.new) if golive else (cfg.new, cfg.old)
+        checks: list[Callable[[], Check]] = [lambda: self._ssh(cfg.old), lambda: self._ssh(cfg.new)]
+        if golive:
+            checks += [lambda: self._health(cfg.old), lambda: self._health(cfg.new),
+                       lambda: self._answers(cfg.new_probe_url, cfg.new, blocking=True)]
+        else:
+            checks += [self._backup, lambda: self._answers(cfg.old_probe_url, cfg.old, blocking=False)]
+        checks += [lambda: _check("vip", self.witnesses.vip(current), golive),
+                   lambda: _check("digitalocean", self.witnesses.cloud(current, CLOUD_PATIENCE),
+                                  golive)]
+        if golive:
+            checks += [self._stages, self._freezes]
+        checks.append(lambda: self._no_other_request(ignore_request))
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="preflight") as pool:
+            results = tuple(pool.map(lambda fn: fn(), checks))
+        return Preflight(purpose, self.clock.now(), results)
 
-
-def _answers(url: str, host: str, marker: str | None, blocking: bool = True) -> Check:
-    result = probe(url, timeout=3.0)
-    ok = result.status == 200 and (marker is None or marker in result.body)
-    expected = f" with `{marker}`" if marker else ""
-    detail = f"`{host}` answers on its own address ({url}): {result.describe()}"
-    if not ok:
-        detail = f"`{host}` does not answer healthy{expected} on its own address ({url}): {result.describe()}"
-    return Check(f"answers {host}", ok, detail, blocking)
-
-
-def _vip(failover: "Failover", expected: str, blocking: bool) -> Check:
-    holders, errors = failover.vip_holders()
-    vip = failover.config.vip
-    if holders == [expected]:
-        return Check("vip", True, f"keepalived holds VIP {vip} on `{expected}`", blocking)
-    where = " and ".join(f"`{h}`" for h in holders) if holders else "neither server"
-    extra = f" ({'; '.join(errors)})" if errors else ""
-    return Check("vip", False, f"VIP {vip} is on {where}, expected `{expected}`{extra}", blocking)
-
-
-def _cloud(services: "Services", failover: "Failover", expected: str, blocking: bool) -> Check:
-    ip = failover.config.floating_ip
-    droplet = failover.droplet_of(expected)
-    for delay in (0.5, 1.0, None):
+    def _ssh(self, host: str) -> Check:
         try:
-            holder = failover.cloud.holder(ip)
-            break
-        except CloudError as exc:
-            if not exc.retryable or delay is None:
-                return Check("digitalocean", False, str(exc), blocking)
-            time.sleep(delay)
-    if holder == droplet:
-        return Check("digitalocean", True, f"DigitalOcean has {ip} on droplet {droplet} (`{expected}`)", blocking)
-    return Check("digitalocean", False, f"DigitalOcean has {ip} on {'droplet ' + str(holder) if holder else 'no droplet'}"
-                 f", expected {droplet} (`{expected}`)", blocking)
+            name = self.ssh.check(host, "hostname", timeout=10).strip()
+            return Check(f"ssh {host}", True, f"SSH to `{host}` works (hostname `{name}`)")
+        except SSHError as exc:
+            return Check(f"ssh {host}", False, str(exc))
+
+    def _health(self, host: str) -> Check:
+        cfg = self.config
+        path = self.plan.health_file(host)
+        try:
+            value = self.witnesses.health(host)
+        except SSHError as exc:
+            return Check(f"health {host}", False, f"cannot read `{path}` on `{host}`: {exc}")
+        if value == cfg.healthy:
+            return Check(f"health {host}", True, f"`{path}` on `{host}` holds `{cfg.healthy}`")
+        shown = "is missing" if value is None else f"holds `{value[:40]}`"
+        return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`")
+
+    def _answers(self, url: str, host: str, blocking: bool) -> Check:
+        return _check(f"answers {host}", self.witnesses.answers(url, host, timeout=3.0), blocking)
+
+    def _stages(self) -> Check:
+        runs = self.store.latest_runs()
+        missing = [s.name for s in self.plan.stages
+                   if s.required and (runs.get(s.name) or {}).get("state") != RunState.SUCCEEDED]
+        if not missing:
+            return Check("stages", True, "every required stage has succeeded")
+        return Check("stages", False, "not yet succeeded: " + ", ".join(f"`{m}`" for m in missing))
+
+    def _freezes(self) -> Check:
+        required = self.config.require_freezes
+        if not required:
+            return Check("freezes", True, "the plan requires no freeze")
+        active = {f["kind"] for f in self.store.current_freezes() if f["state"] == FreezeState.ACTIVE}
+        missing = [k for k in required if k not in active]
+        if not missing:
+            return Check("freezes", True, "in effect: " + ", ".join(f"`{k}`" for k in required))
+        return Check("freezes", False, "not in effect: " + ", ".join(f"`{k}`" for k in missing))
+
+    def _backup(self) -> Check:
+        saved = self.failover.backup()
+        if saved is None:
+            return Check("backup", False, "no health file content was recorded by a go-live; nothing to restore")
+        return Check("backup", True, f"will restore `{saved['path']}` on `{saved['host']}` to "
+                                     f"`{saved['content'].strip()[:40]}`")
+
+    def _no_other_request(self, ignore: int | None) -> Check:
+        others = [r for r in self.store.open_requests() if r["id"] != ignore]
+        if not others:
+            return Check("requests", True, "no other request is open")
+        r = others[0]
+        return Check("requests", False, f"{r['kind']} request #{r['id']} by <@{r['requested_by']}> is still open")
 
 
-def _stages(services: "Services") -> Check:
-    runs = services.store.latest_runs()
-    missing = [s.name for s in services.plan.stages if s.required and (runs.get(s.name) or {}).get("state") != "succeeded"]
-    if not missing:
-        return Check("stages", True, "every required stage has succeeded")
-    return Check("stages", False, "not yet succeeded: " + ", ".join(f"`{m}`" for m in missing))
-
-
-def _freezes(services: "Services") -> Check:
-    required = services.plan.failover.require_freezes if services.plan.failover else ()
-    if not required:
-        return Check("freezes", True, "the plan requires no freeze")
-    active = {f["kind"] for f in services.store.current_freezes() if f["state"] == "active"}
-    missing = [k for k in required if k not in active]
-    if not missing:
-        return Check("freezes", True, "in effect: " + ", ".join(f"`{k}`" for k in required))
-    return Check("freezes", False, "not in effect: " + ", ".join(f"`{k}`" for k in missing))
-
-
-def _backup(failover: "Failover") -> Check:
-    saved = failover.backup()
-    if saved is None:
-        return Check("backup", False, "no health file content was recorded by a go-live; nothing to restore")
-    return Check("backup", True, f"will restore `{saved['path']}` on `{saved['host']}` to "
-                                 f"`{saved['content'].strip()[:40]}`")
-
-
-def _no_other_request(services: "Services", ignore: int | None) -> Check:
-    others = [r for r in services.store.open_requests() if r["id"] != ignore]
-    if not others:
-        return Check("requests", True, "no other request is open")
-    r = others[0]
-    return Check("requests", False, f"{r['kind']} request #{r['id']} by <@{r['requested_by']}> is still open")
+def _check(name: str, reading: Reading, blocking: bool) -> Check:
+    return Check(name, reading.ok, reading.detail, blocking)

@@ -1,17 +1,16 @@
 """The one graph of dependencies, built once at start and handed to everything.
 
 Tests build the same graph with stand-ins (a Slack stand-in URL, a fake
-clock, a temporary database); nothing is imported as a global.
+clock, a temporary database); nothing is imported as a global. Each service
+is given only what it uses; this is the one place that knows them all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timezone
-from functools import cached_property
 
 from apscheduler.schedulers.background import BackgroundScheduler
-
 from slack_sdk import WebClient
 
 from bot.clock import Clock, SystemClock
@@ -21,15 +20,17 @@ from bot.freezes import Freezes
 from bot.golive import GoLive
 from bot.notifier import Notifier, make_slack_client
 from bot.plan import Plan
+from bot.preflight import Preflights
 from bot.redact import Redactor
 from bot.settings import Settings
 from bot.ssh import SSHPool
 from bot.stages import StageRunner
 from bot.store import Store
+from bot.witnesses import Witnesses
 from bot.workers import Workers
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     plan: Plan
@@ -42,18 +43,13 @@ class Services:
     ssh: SSHPool
     cloud: Cloud
     scheduler: BackgroundScheduler
-    stages: StageRunner = field(init=False)
-    golive: GoLive | None = field(init=False, default=None)
-    freezes: Freezes = field(init=False)
+    stages: StageRunner
+    freezes: Freezes
+    golive: GoLive | None
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
         self.store.audit(actor, action, target, outcome, detail)
-
-    @cached_property
-    def bot_user_id(self) -> str:
-        """Who the bot is in Slack, so that its own reactions never count."""
-        return str(self.slack.auth_test()["user_id"])
 
     def start(self) -> None:
         """What runs once the bot is connected: re-attach stages, settle requests, start the clock jobs."""
@@ -82,13 +78,17 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     slack = slack or make_slack_client(settings)
     store = Store(settings.db_path, clock)
     store.prune_deliveries()
-    services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack,
-                        notifier=Notifier(slack, plan.people.channel, redactor), workers=Workers(workers),
-                        redactor=redactor, ssh=SSHPool(plan.hosts),
-                        cloud=Cloud(settings.digitalocean_token, settings.digitalocean_end_point),
-                        scheduler=BackgroundScheduler(timezone=timezone.utc))
-    services.stages = StageRunner(services, services.ssh, settings.log_dir)
-    services.freezes = Freezes(services)
+    notifier = Notifier(slack, plan.people.channel, redactor)
+    pool = Workers(workers)
+    ssh = SSHPool(plan.hosts)
+    cloud = Cloud(settings.digitalocean_token, settings.digitalocean_end_point)
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    stages = StageRunner(plan, store, notifier, clock, ssh, pool, redactor, settings.log_dir)
+    freezes = Freezes(plan, store, notifier, clock, scheduler, pool, stages)
+    golive = None
     if plan.failover is not None and plan.digitalocean is not None:
-        services.golive = GoLive(services, Failover(services, services.cloud))
-    return services
+        failover = Failover(plan, ssh, store, clock, Witnesses(plan, ssh, cloud, clock))
+        golive = GoLive(plan, store, notifier, clock, pool, failover, Preflights(plan, store, clock, ssh, failover))
+    return Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
+                    workers=pool, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler, stages=stages,
+                    freezes=freezes, golive=golive)

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot.store import parse_time
+from bot.clock import parse_optional_time, parse_time
+from bot.states import RequestState
 
 if TYPE_CHECKING:
     from bot.services import Services
+
+NOT_RUN = "not run"
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,19 @@ def build_status(services: "Services") -> StatusReport:
     for stage in services.plan.stages:
         run = runs.get(stage.name)
         started = parse_time(run["started_at"]) if run else None
-        ended = parse_time(run["ended_at"]) if run else None
+        ended = parse_optional_time(run["ended_at"]) if run else None
         elapsed = (ended or now) - started if started else None
-        stages.append(StageLine(name=stage.name, host=stage.host, state=run["state"] if run else "not run",
+        stages.append(StageLine(name=stage.name, host=stage.host, state=run["state"] if run else NOT_RUN,
                                 started_at=started, ended_at=ended, exit_code=run["exit_code"] if run else None,
                                 elapsed=elapsed, depends_on=stage.depends_on))
-    freezes = [FreezeLine(kind=f["kind"], state=f["state"], start_at=parse_time(f["start_at"]),  # type: ignore[arg-type]
-                          end_at=parse_time(f["end_at"]), note=f["note"])
+    freezes = [FreezeLine(kind=f["kind"], state=f["state"], start_at=parse_time(f["start_at"]),
+                          end_at=parse_optional_time(f["end_at"]), note=f["note"])
                for f in services.store.current_freezes()]
     requests = []
     for r in services.store.open_requests():
         count = services.store.query("SELECT COUNT(*) AS n FROM approvals WHERE request_id = ?", [r["id"]])[0]["n"]
         requests.append(RequestLine(id=r["id"], kind=r["kind"], state=r["state"], requested_by=r["requested_by"],
-                                    expires_at=parse_time(r["expires_at"]),  # type: ignore[arg-type]
+                                    expires_at=parse_time(r["expires_at"]),
                                     approvals=count, required=r["required"]))
     failover = services.plan.failover
     return StatusReport(now=now, stages=stages, freezes=freezes, requests=requests,
@@ -84,11 +87,11 @@ def build_status(services: "Services") -> StatusReport:
 def _last_verified(services: "Services") -> tuple[str, datetime, str] | None:
     """Where the last verified switch left the floating IP: (host, when, which request)."""
     failover = services.plan.failover
-    rows = services.store.query("SELECT id, kind, result FROM golive_requests WHERE state = 'verified' "
-                                "ORDER BY id DESC LIMIT 1")
+    rows = services.store.query("SELECT id, kind, result FROM golive_requests WHERE state = ? ORDER BY id DESC LIMIT 1",
+                                [RequestState.VERIFIED.value])
     if failover is None or not rows:
         return None
     verification = json.loads(rows[0]["result"])["verification"]
-    when = parse_time(verification.get("cloud_confirmed_at") or verification.get("first_answer_at"))
+    when = parse_time(verification.get("cloud_confirmed_at") or verification["first_answer_at"])
     label = "go-live" if rows[0]["kind"] == "golive" else "rollback"
-    return verification["target"], when, f"{label} #{rows[0]['id']}"  # type: ignore[return-value]
+    return verification["target"], when, f"{label} #{rows[0]['id']}"

@@ -11,12 +11,13 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Iterator
 
 import sqlite_utils
 
 from bot.clock import Clock, SystemClock
+from bot.states import CURRENT_FREEZES, IN_FLIGHT, sql_in
 
 SCHEMA_VERSION = 1
 
@@ -177,6 +178,11 @@ class Store:
         with self._lock:
             return list(self.db.query(sql, params))
 
+    def get(self, table: str, pk: int) -> dict:
+        """One row by its id (sqlite-utils' ``Table.get``); NotFoundError if there is none."""
+        with self._lock:
+            return self.db[table].get(pk)
+
     def close(self) -> None:
         with self._lock:
             self.db.conn.close()
@@ -219,11 +225,10 @@ class Store:
 
     def open_requests(self) -> list[dict]:
         """Requests not yet settled: waiting for approvals, or switching and verifying."""
-        return self.query("SELECT * FROM golive_requests WHERE state IN ('open', 'deciding', 'flipping', 'flipped') "
-                          "ORDER BY id")
+        return self.query(f"SELECT * FROM golive_requests WHERE state IN {sql_in(IN_FLIGHT)} ORDER BY id")
 
     def current_freezes(self) -> list[dict]:
-        return self.query("SELECT * FROM freezes WHERE state IN ('scheduled', 'active') ORDER BY start_at")
+        return self.query(f"SELECT * FROM freezes WHERE state IN {sql_in(CURRENT_FREEZES)} ORDER BY start_at")
 
 
 def _split_sql(script: str) -> list[str]:
@@ -239,6 +244,3 @@ def _split_sql(script: str) -> list[str]:
         statements.append("\n".join(buf).strip())
     return statements
 
-
-def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from bot import freeze_messages as fm
 from bot.blocks import sentence
-from bot.freezes import FreezeRefused
 from bot.when import WhenError, parse_when
 from commands.router import Caller, Command, Reply, UsageError
 
@@ -64,15 +63,13 @@ def parse_freeze(args: list[str], services: "Services") -> FreezeArgs:
 
 
 def run_freeze(services: "Services", caller: Caller, args: FreezeArgs) -> Reply:
-    try:
-        if args.action == "list":
-            return Reply(text="Freezes", blocks=fm.listing(services.freezes.listing()))
-        if args.action == "cancel":
-            return Reply(text=services.freezes.cancel(args.kind, caller.user))
-        freeze = services.freezes.schedule(args.kind, args.start, args.end, args.note, caller.user)  # type: ignore[arg-type]
-    except FreezeRefused as exc:
-        return Reply(text=str(exc))
-    return Reply(text=f"Scheduled the {fm.title(freeze['kind'])}; it is announced in the channel.")
+    if args.action == "list":
+        return Reply(text="Freezes", blocks=fm.listing(services.freezes.listing()))
+    if args.action == "cancel":
+        return Reply(text=services.freezes.cancel(args.kind, caller.user))
+    assert args.start is not None
+    freeze = services.freezes.schedule(args.kind, args.start, args.end, args.note, caller.user)
+    return Reply(text=f"Scheduled the {fm.title(freeze.kind)}; it is announced in the channel.")
 
 
 def parse_unfreeze(args: list[str], services: "Services") -> str:
@@ -82,10 +79,7 @@ def parse_unfreeze(args: list[str], services: "Services") -> str:
 
 
 def run_unfreeze(services: "Services", caller: Caller, kind: str) -> Reply:
-    try:
-        return Reply(text=services.freezes.lift(kind, caller.user))
-    except FreezeRefused as exc:
-        return Reply(text=str(exc))
+    return Reply(text=services.freezes.lift(kind, caller.user))
 
 
 FREEZE = Command("freeze", "freeze KIND at WHEN [until WHEN] [-- NOTE] | freeze list | freeze cancel KIND",

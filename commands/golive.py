@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.golive import Refused
 from bot.golive_messages import preflight_message
 from commands.router import Caller, Command, Reply, no_args
 
@@ -19,18 +18,15 @@ def run_check(services: "Services", caller: Caller, _: None) -> Reply:
         return Reply(text=NOT_CONFIGURED)
     preflight = services.golive.check()
     return Reply(text="Preflight: " + ("ready" if preflight.ok else "not ready"),
-                 blocks=preflight_message(preflight.to_json(), "Preflight: what a go-live would find now"))
+                 blocks=preflight_message(preflight, "Preflight: what a go-live would find now"))
 
 
 def _request(services: "Services", caller: Caller, kind: str) -> Reply:
     if services.golive is None:
         return Reply(text=NOT_CONFIGURED)
-    try:
-        outcome = services.golive.request(caller.user, kind)
-    except Refused as exc:
-        return Reply(text=str(exc))
+    outcome = services.golive.request(caller.user, kind)
     if outcome.preflight is not None:
-        return Reply(text=outcome.text, blocks=preflight_message(outcome.preflight.to_json(), outcome.text))
+        return Reply(text=outcome.text, blocks=preflight_message(outcome.preflight, outcome.text))
     return Reply(text=outcome.text)
 
 

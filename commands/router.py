@@ -7,11 +7,13 @@ command's ``response_url``. Nothing typed in Slack is ever passed to a shell.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from bot import messages
+from bot.refusals import Refused
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -88,7 +90,9 @@ class Router:
         command = self.commands.get(name)
         if command is None:
             shown = name if len(name) <= 30 else name[:30] + "…"
-            raise UsageError(f"`{shown}` is not a /cutover command. {self.overview()} "
+            close = difflib.get_close_matches(name, list(self.commands), n=1)
+            guess = f" Did you mean `/cutover {close[0]}`?" if close else ""
+            raise UsageError(f"`{shown}` is not a /cutover command.{guess} {self.overview()} "
                              "— `/cutover help` says what each does.")
         try:
             return command, command.parse(args, services)
@@ -121,7 +125,11 @@ class Router:
         services.audit(caller.user, command.name, text, "accepted")
 
         def work() -> None:
-            reply = command.run(services, caller, parsed)
+            try:
+                reply = command.run(services, caller, parsed)
+            except Refused as exc:
+                services.audit(caller.user, command.name, text, "refused", {"reason": str(exc)})
+                reply = Reply(text=str(exc))
             respond(text=services.redactor.text(reply.text), blocks=services.redactor.deep(reply.blocks),
                     response_type="in_channel" if reply.public else "ephemeral")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.ssh import SSHError
-from bot.stages import StageRefused
 from commands.router import Caller, Command, Reply, UsageError
 
 if TYPE_CHECKING:
@@ -40,29 +39,20 @@ def run_run(services: "Services", caller: Caller, name: str) -> Reply:
         services.workers.submit("run all", services.stages.run_all_and_report, caller.user)
         return Reply(text=f"Running the stages not yet done, in order ({order}), stopping at the first failure. "
                           "Each reports in the channel; the summary follows there.")
-    try:
-        run_id = services.stages.start(name, caller.user)
-    except StageRefused as exc:
-        services.audit(caller.user, "run", name, "refused", {"reason": str(exc)})
-        return Reply(text=str(exc))
+    run_id = services.stages.start(name, caller.user)
     return Reply(text=f"Started `{name}` (run {run_id}); its progress is in the channel and its thread.")
 
 
 def run_cancel(services: "Services", caller: Caller, name: str) -> Reply:
     try:
         return Reply(text=services.stages.cancel(name, caller.user))
-    except StageRefused as exc:
-        return Reply(text=str(exc))
     except SSHError as exc:
         return Reply(text=f"Could not stop `{name}`: {exc}. It is marked to stop and will be stopped when the host "
                           f"answers; try `cancel {name}` again.")
 
 
 def run_logs(services: "Services", caller: Caller, name: str) -> Reply:
-    try:
-        run, path = services.stages.latest_log(name)
-    except StageRefused as exc:
-        return Reply(text=str(exc))
+    run, path = services.stages.latest_log(name)
     if services.stages.upload_log(run, path, caller.user) is None:
         return Reply(text=f"Uploading the log of `{name}` failed; the bot's log says why. Try again in a minute.")
     return Reply(text=f"The log of `{name}` (run {run['id']}) is in the thread of its progress message.")

@@ -1,14 +1,52 @@
-"""Helpers for tests that run real servers."""
+"""Helpers for tests: real servers, a clock that moves only when told, waiting for a request to settle."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from bot.standins.sshd import LocalSshd, find_sshd
+from bot.states import RequestState
+from bot.waiting import wait_until
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, delta: timedelta) -> datetime:
+        with self._lock:
+            self._now += delta
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            self._now = when
+
+
+def request_state(services, request_id: int) -> RequestState:
+    return RequestState(services.store.get("golive_requests", request_id)["state"])
+
+
+def wait_settled(services, request_id: int, timeout: float = 60.0) -> RequestState:
+    """Wait until a request leaves the in-flight states."""
+    def final() -> RequestState | None:
+        state = request_state(services, request_id)
+        return None if state.in_flight else state
+
+    return wait_until(final, timeout, f"request #{request_id} to settle")
 
 
 def start_sshd(workdir: Path, **kwargs) -> LocalSshd:

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.clock import FakeClock
 from bot.local import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
+from tests.helpers import FakeClock
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -10,8 +10,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.clock import FakeClock
-from bot.golive import wait_settled
 from bot.local import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
@@ -19,6 +17,7 @@ from bot.standins.lab import DROPLETS, FLOATING_IP, TUNED, KeepalivedLab, lab_un
 from bot.standins.slack import blocks_text
 from bot.store import Store
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
+from tests.helpers import FakeClock, wait_settled
 
 BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
 OK = "white_check_mark"
@@ -109,7 +108,7 @@ def flips(bot):
 
 def test_check_reports_every_item(slack, bot):
     text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
-    for expected in ("SSH to `old` works", "SSH to `new` works", "holds `true`", "`new` answers on its own address",
+    for expected in ("SSH to `old` works", "SSH to `new` works", "holds `true`", "answers from `new`",
                      "keepalived holds VIP 10.213.7.100 on `old`", "DigitalOcean has 203.0.113.10 on droplet 3164444",
                      "every required stage has succeeded", "no other request is open",
                      "A go-live would find everything ready"):
@@ -137,7 +136,7 @@ def test_happy_path_then_rollback(slack, lab, do, bot):
                  "probes without an answer:"):
         assert line in final, (line, final)
     thread = thread_text(slack, req["message_ts"])
-    assert "answers from `new`" in thread and "is on `new` only" in thread and "droplet 3164494" in thread
+    assert "answers from `new`" in thread and "on `new` only" in thread and "droplet 3164494" in thread
     assert len(flips(bot)) == 1
 
     back, reply = request(slack, bot, kind="rollback")

@@ -4,15 +4,16 @@ from datetime import datetime, timedelta, timezone
 
 from bot import messages
 from bot.blocks import MAX_BLOCKS, SECTION_LIMIT, sections, slack_date
-from bot.stages import Progress, Snapshot
+from bot.stage_view import Progress, StageView
+from bot.states import RequestState, RunState
 
 T0 = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
 
 
-def snap(**kw) -> Snapshot:
-    base = dict(run_id=7, stage="db-import", host="new", started_by="U0ALICE", started_at=T0, state="running")
+def snap(**kw) -> StageView:
+    base = dict(run_id=7, stage="db-import", host="new", started_by="U0ALICE", started_at=T0, state=RunState.RUNNING)
     base.update(kw)
-    return Snapshot(**base)
+    return StageView(**base)
 
 
 def test_slack_date_has_a_fallback():
@@ -20,8 +21,8 @@ def test_slack_date_has_a_fallback():
 
 
 def test_running_stage_with_progress_and_rate_eta():
-    s = snap(progress=Progress(done=250, total=1000, first_at=100.0, first_fraction=0.0, fraction_at=150.0))
-    s.last_lines.extend(["Processed 250/1000", "<script>"])
+    s = snap(progress=Progress(done=250, total=1000, first_at=100.0, first_fraction=0.0, fraction_at=150.0),
+             last_lines=("Processed 250/1000", "<script>"))
     blocks = messages.stage_message(s, 150.0, T0 + timedelta(seconds=50))
     assert blocks[0]["text"]["text"] == "🔵 *db-import* on `new` — *running* · elapsed 50s"
     assert blocks[1]["text"]["text"] == "`█████░░░░░░░░░░░░░░░` 25% (250 / 1,000) · about 2m 30s left"
@@ -36,12 +37,12 @@ def test_eta_from_the_last_successful_run_when_there_is_no_pattern():
 
 
 def test_finished_states():
-    done = snap(state="succeeded", ended_at=T0 + timedelta(minutes=4, seconds=10), exit_code=0)
+    done = snap(state=RunState.SUCCEEDED, ended_at=T0 + timedelta(minutes=4, seconds=10), exit_code=0)
     assert messages.stage_message(done, 0, T0)[0]["text"]["text"] == \
         "✅ *db-import* on `new` — *succeeded* in 4m 10s (exit 0)"
-    failed = snap(state="failed", ended_at=T0 + timedelta(seconds=3), exit_code=3)
+    failed = snap(state=RunState.FAILED, ended_at=T0 + timedelta(seconds=3), exit_code=3)
     assert messages.stage_message(failed, 0, T0)[0]["text"]["text"].endswith("*failed* after 3s (exit 3)")
-    cancelled = snap(state="cancelled", ended_at=T0 + timedelta(seconds=3), reason="stopped", stopped_by="U0BOB")
+    cancelled = snap(state=RunState.CANCELLED, ended_at=T0 + timedelta(seconds=3), reason="stopped", stopped_by="U0BOB")
     assert messages.stage_message(cancelled, 0, T0)[1]["text"]["text"] == "stopped by <@U0BOB>"
 
 
@@ -68,19 +69,19 @@ def test_a_go_live_request_shows_the_data_window():
     from pathlib import Path
 
     from bot import golive_messages as gm
+    from bot.failover import Verification
     from bot.plan import load_plan
 
     failover = load_plan(Path(__file__).resolve().parent.parent / "cutover.example.toml").failover
     view = gm.RequestView(
-        id=3, kind="golive", state="verified", requested_by="U0ALICE", created_at=T0,
+        id=3, kind="golive", state=RequestState.VERIFIED, requested_by="U0ALICE", created_at=T0,
         expires_at=T0 + timedelta(minutes=15), required=2, approvers=("U0BOB", "U0CAROL"),
         reaction="white_check_mark", approvals=[], preflight=None,
-        result={"flipped_at": (T0 + timedelta(minutes=12)).isoformat(),
-                "verification": {"target": "new", "witnesses": [], "ok": True}},
+        flipped_at=T0 + timedelta(minutes=12), verification=Verification("new"),
         decided_at=T0 + timedelta(minutes=11), failover=failover, droplets=(1, 2),
         last_sync=("solr-reindex", T0 + timedelta(minutes=4)))
     text = "\n".join(b["text"]["text"] for b in gm.request_message(view) if b["type"] == "section")
     assert "Writes to the old site after the last stage (`solr-reindex`, done <!date^" in text
     assert "• data window: 8m 00s between the end of `solr-reindex` and the flip" in text
-    bare = gm.request_message(gm.RequestView(**{**view.__dict__, "last_sync": None, "state": "open"}))
+    bare = gm.request_message(gm.RequestView(**{**view.__dict__, "last_sync": None, "state": RequestState.OPEN}))
     assert "No stage has succeeded yet" in bare[1]["text"]["text"]

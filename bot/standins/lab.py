@@ -22,6 +22,7 @@ from pathlib import Path
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.netns import Forwarder, connect_in, ip, netns_available
 from bot.standins.sshd import LocalSshd, find_sshd
+from bot.waiting import wait_until
 
 SUBNET = "10.213.7"
 VIP = f"{SUBNET}.100"
@@ -276,11 +277,11 @@ vrrp_instance VI_1 {{
             return False
 
     def _wait(self, condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.1)
+        try:
+            wait_until(condition, timeout, what, interval=0.1)
+            return
+        except TimeoutError:
+            pass
         logs = "; ".join(f"{r}: {(s.dir / 'keepalived.log').read_text()[-300:]!r}" for r, s in self.servers.items()
                          if (s.dir / "keepalived.log").exists())
         raise RuntimeError(f"the lab did not come up: timed out after {timeout:.0f}s waiting for {what}. {logs}")

@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
+from bot.waiting import wait_until
+
 log = logging.getLogger("cutover.standin.slack")
 
 SECTION_TEXT_LIMIT = 3000
@@ -85,7 +87,8 @@ class SlackStandIn:
                  signing_secret: str = "standin-signing-secret", team_id: str = "T0CUTOVER",
                  app_id: str = "A0CUTOVER", bot_user_id: str = "U0CUTBOT", bot_id: str = "B0CUTBOT",
                  channels: dict[str, str] | None = None, redeliver_after: float | None = 3.0,
-                 max_redeliveries: int = 3) -> None:
+                 max_redeliveries: int = 3, upload_dir: str | None = None) -> None:
+        self.upload_dir = upload_dir  # when set, uploaded files are kept there (by path), not in memory
         self.bot_token = bot_token
         self.app_token = app_token
         self.signing_secret = signing_secret
@@ -222,14 +225,7 @@ class SlackStandIn:
             return [c for c in self.calls if c["method"] == method]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(0.02)
+        return wait_until(predicate, timeout, what)
 
     def wait_connected(self, timeout: float = 10.0) -> None:
         self.wait_for(lambda: any(not ws.closed for ws in self._sockets), timeout, "a Socket Mode connection")
@@ -688,13 +684,27 @@ class SlackStandIn:
 
     async def _upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
-        data = await request.read()
         with self._lock:
-            f = self.files.get(file_id)
-            if f is None:
+            if file_id not in self.files:
                 return web.Response(status=404, text="file not found")
+        if self.upload_dir is None:
+            data = await request.read()
+            size = len(data)
+        else:
+            path = f"{self.upload_dir}/{file_id}"
+            size = 0
+            with open(path, "wb") as out:
+                async for block in request.content.iter_chunked(1 << 20):
+                    out.write(block)
+                    size += len(block)
+            data = b""
+        with self._lock:
+            f = self.files[file_id]
             f["content"] = data
-        return web.Response(text=f"OK - {len(data)}")
+            f["size"] = size
+            if self.upload_dir is not None:
+                f["path"] = path
+        return web.Response(text=f"OK - {size}")
 
     def _m_files_completeUploadExternal(self, params: dict) -> dict:
         files = params.get("files")
@@ -712,7 +722,7 @@ class SlackStandIn:
                 raise SlackError("file_not_found")
             f["title"] = item.get("title") or f["name"]
             f["completed"] = True
-            done.append({"id": f["id"], "name": f["name"], "title": f["title"], "size": len(f["content"])})
+            done.append({"id": f["id"], "name": f["name"], "title": f["title"], "size": f["size"]})
         channel_id = params.get("channel_id")
         if channel_id:
             channel = self._channel(params, "channel_id")

@@ -1,0 +1,173 @@
+"""The witnesses of where the site is served from, each asked in one place.
+
+The preflight asks each once; the verification asks the same functions
+again until they agree or its deadline passes. A witness answers with a
+``Reading``: whether it shows what was expected, and the detail a person
+needs to act on it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.clock import Clock
+from bot.cloud import Cloud, CloudError
+from bot.plan import Plan
+from bot.probes import ProbeResult, probe
+from bot.ssh import SSHError, SSHPool, quote
+
+CLOUD_RETRY_FIRST = 0.5
+CLOUD_RETRY_MAX = 4.0
+
+
+@dataclass(frozen=True)
+class Reading:
+    name: str
+    ok: bool
+    detail: str
+    at: datetime | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail,
+                "at": self.at.isoformat() if self.at else None}
+
+
+@dataclass(frozen=True)
+class VipHolders:
+    hosts: tuple[str, ...]
+    errors: tuple[str, ...]
+
+    def where(self) -> str:
+        return " and ".join(f"`{h}`" for h in self.hosts) if self.hosts else "neither server"
+
+
+class Witnesses:
+    def __init__(self, plan: Plan, ssh: SSHPool, cloud: Cloud, clock: Clock) -> None:
+        assert plan.failover is not None and plan.digitalocean is not None
+        self.plan = plan
+        self.config = plan.failover
+        self.droplets = plan.digitalocean
+        self.ssh = ssh
+        self.cloud_client = cloud
+        self.clock = clock
+
+    # -- the servers ----------------------------------------------------------------------------
+
+    def health(self, host: str) -> str | None:
+        """The health file's value on ``host``, or None when it does not exist."""
+        raw = self.ssh.read_file(host, self.plan.health_file(host))
+        return None if raw is None else raw.decode("utf-8", "replace").strip()
+
+    def vip_holders(self) -> VipHolders:
+        """Which servers carry keepalived's address now; a server that could not be asked is an error."""
+        dev = f" dev {quote(self.config.interface)}" if self.config.interface else ""
+        holders, errors = [], []
+        for host in (self.config.old, self.config.new):
+            try:
+                out = self.ssh.check(host, f"ip -o -4 addr show{dev}", timeout=10)
+            except SSHError as exc:
+                errors.append(str(exc))
+                continue
+            if any(f" {self.config.vip}/" in line for line in out.splitlines()):
+                holders.append(host)
+        return VipHolders(tuple(holders), tuple(errors))
+
+    def vip(self, expected: str, deadline: float | None = None) -> Reading:
+        """keepalived's address on ``expected`` alone, waiting for it until ``deadline`` (monotonic) if given."""
+        vip = self.config.vip
+        while True:
+            holders = self.vip_holders()
+            if holders.hosts == (expected,):
+                return Reading("keepalived", True, f"keepalived holds VIP {vip} on `{expected}` only", self.clock.now())
+            if deadline is None or time.monotonic() >= deadline:
+                extra = f" ({'; '.join(holders.errors)})" if holders.errors else ""
+                return Reading("keepalived", False, f"VIP {vip} is on {holders.where()}, expected `{expected}` "
+                                                    f"alone{extra}")
+            time.sleep(0.3)
+
+    # -- DigitalOcean ----------------------------------------------------------------------------
+
+    def droplet_of(self, host: str) -> int:
+        return self.droplets.old_droplet if host == self.config.old else self.droplets.new_droplet
+
+    def cloud(self, expected: str, within: float, deadline: float | None = None,
+              on_error: list[str] | None = None) -> Reading:
+        """DigitalOcean's assignment of the floating IP to ``expected``'s droplet, asked for ``within`` seconds.
+
+        ``deadline`` (monotonic) overrides the end when a caller shares one across witnesses. Errors worth
+        retrying are retried with backoff; each is added to ``on_error`` when given.
+        """
+        deadline = deadline if deadline is not None else time.monotonic() + within
+        ip = self.config.floating_ip
+        droplet = self.droplet_of(expected)
+        holder: int | None = None
+        answered = False
+        errors = on_error if on_error is not None else []
+        delay = CLOUD_RETRY_FIRST
+        while True:
+            try:
+                holder = self.cloud_client.holder(ip)
+                answered = True
+                if holder == droplet:
+                    return Reading("digitalocean", True, f"DigitalOcean has {ip} on droplet {droplet} "
+                                                         f"(`{expected}`)", self.clock.now())
+                delay = CLOUD_RETRY_FIRST
+            except CloudError as exc:
+                errors.append(str(exc))
+                if not exc.retryable:
+                    return Reading("digitalocean", False, str(exc))
+                delay = min(delay * 2, CLOUD_RETRY_MAX)
+            if time.monotonic() + delay >= deadline:
+                break
+            time.sleep(delay)
+        seen = f"{len(errors)} error(s), the last: {errors[-1]}" if errors else ""
+        if answered:
+            where = f"droplet {holder}" if holder else "no droplet"
+            return Reading("digitalocean", False, f"DigitalOcean has {ip} on {where}, expected {droplet} "
+                                                  f"(`{expected}`) after {within:.0f}s" + (f"; {seen}" if seen else ""))
+        return Reading("digitalocean", False, f"DigitalOcean gave no usable answer within {within:.0f}s: {seen}")
+
+    # -- the site ---------------------------------------------------------------------------------
+
+    def marker_of(self, host: str) -> str | None:
+        return self.config.new_marker if host == self.config.new else self.config.old_marker
+
+    def serves(self, answer: ProbeResult, target: str) -> bool | None:
+        """Whether a probe answer came from ``target``: its marker, or the other server's marker absent.
+
+        None when neither server has a marker, so an answer cannot tell them apart.
+        """
+        if answer.status != 200:
+            return False
+        marker = self.marker_of(target)
+        if marker:
+            return marker in answer.body
+        other = self.marker_of(self.config.old if target == self.config.new else self.config.new)
+        if other:
+            return other not in answer.body
+        return None
+
+    def answers(self, url: str, target: str, deadline: float | None = None, timeout: float = 1.0,
+                counts: dict[str, int] | None = None) -> Reading:
+        """``url`` answering from ``target``, probed every 0.1 s until ``deadline`` (monotonic) if given.
+
+        An answer that cannot be told apart (no markers) counts only when asked once, on the server's own
+        address; ``counts`` collects the probes that failed and those answered by the other server.
+        """
+        last: ProbeResult | None = None
+        while True:
+            last = probe(url, timeout=timeout)
+            shows = self.serves(last, target)
+            if shows or (shows is None and deadline is None):
+                return Reading("probe", True, f"{url} answers from `{target}`: {last.describe()}", self.clock.now())
+            if counts is not None:
+                key = "other_answers" if last.answered else "failed_probes"
+                counts[key] = counts.get(key, 0) + 1
+            if deadline is None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        marker = self.marker_of(target)
+        expected = f" with `{marker}`" if marker else ""
+        return Reading("probe", False, f"{url} never answered from `{target}`{expected}; last: {last.describe()}")

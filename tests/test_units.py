@@ -1,0 +1,158 @@
+"""The pure parts, tested without servers: WHEN, the notice planner, the redactor, the output scanner,
+the router's parser, and the README's command table against the router."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from bot.freeze_plan import Freeze, notices_for
+from bot.output_scan import NOTABLE_LIMIT, OutputScanner
+from bot.redact import KEEP, LONG_LINE, MARK, Redactor
+from bot.states import FreezeState
+from bot.when import WhenError, parse_when
+from commands import ROUTER, UsageError
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+# -- WHEN ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-12-01T18:00Z", datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)),
+    ("2026-12-01 18:00 Europe/Berlin", datetime(2026, 12, 1, 17, 0, tzinfo=timezone.utc)),
+    ("2026-12-01T18:00+02:00", datetime(2026, 12, 1, 16, 0, tzinfo=timezone.utc)),
+    ("in 2h", T0 + timedelta(hours=2)),
+    ("in 1h30m", T0 + timedelta(minutes=90)),
+])
+def test_when_accepts_zoned_times_and_durations(text, expected):
+    assert parse_when(text, T0) == expected
+
+
+@pytest.mark.parametrize("text, says", [
+    ("2026-12-01 18:00", "has no time zone"),
+    ("2026-12-01 18:00 Mars/Olympus", "is not a time zone"),
+    ("2026-02-30 18:00Z", "is not a real date and time"),
+    ("tomorrow", "is not a time"),
+    ("in soon", "is not a duration"),
+    ("", "a time is missing"),
+])
+def test_when_refuses_with_the_reason(text, says):
+    with pytest.raises(WhenError, match=re.escape(says)):
+        parse_when(text, T0)
+
+
+# -- the notice planner ---------------------------------------------------------------------------------
+
+def freeze(start: datetime, end: datetime | None = None, created: datetime = T0) -> Freeze:
+    return Freeze(id=1, kind="content", state=FreezeState.SCHEDULED, start_at=start, end_at=end, note=None,
+                  created_by="U0ALICE", created_at=created)
+
+
+def test_notices_in_order_with_every_reminder_still_ahead():
+    f = freeze(T0 + timedelta(days=2), T0 + timedelta(days=3))
+    notices = notices_for(f, (timedelta(hours=24), timedelta(hours=1), timedelta(minutes=10)))
+    assert [n.name for n in notices] == ["announce", "remind-24h", "remind-1h", "remind-10m", "start", "end"]
+    assert [n.due for n in notices] == sorted(n.due for n in notices)
+
+
+def test_reminders_already_past_when_scheduled_are_left_out():
+    f = freeze(T0 + timedelta(minutes=30))
+    names = [n.name for n in notices_for(f, (timedelta(hours=24), timedelta(hours=1), timedelta(minutes=10)))]
+    assert names == ["announce", "remind-10m", "start"]
+
+
+# -- the redactor -----------------------------------------------------------------------------------------
+
+SECRET = "xoxb-very-secret-token"
+
+
+def test_redacts_text_blocks_and_bytes_keeping_invalid_utf8():
+    r = Redactor([SECRET], [re.compile(r"password=\S+")])
+    assert r.text(f"token {SECRET} password=hunter2") == f"token {MARK} {MARK}"
+    assert r.deep({"blocks": [{"text": SECRET}]}) == {"blocks": [{"text": MARK}]}
+    raw = b"\xff\xfe " + SECRET.encode() + b" \xc3("
+    assert r.bytes(raw) == b"\xff\xfe " + MARK.encode() + b" \xc3("
+
+
+def test_the_stream_redacts_a_secret_split_across_chunks_and_in_a_line_without_newline():
+    r = Redactor([SECRET])
+    head = b"a" * (LONG_LINE + KEEP // 2 - 5)  # puts the secret across the first cut inside one long line
+    src = head + SECRET.encode() + b"b" * (3 * (1 << 20)) + b"\n" + b"x" * 100 + SECRET.encode()
+    out = io.BytesIO()
+    r.copy(io.BytesIO(src), out)
+    assert SECRET.encode() not in out.getvalue()
+    assert out.getvalue() == src.replace(SECRET.encode(), MARK.encode())
+
+
+def test_the_stream_copies_unchanged_when_there_is_nothing_to_redact():
+    out = io.BytesIO()
+    Redactor().copy(io.BytesIO(b"\xffplain\n"), out)
+    assert out.getvalue() == b"\xffplain\n"
+
+
+# -- the output scanner ---------------------------------------------------------------------------------------
+
+def test_scanner_keeps_the_last_lines_and_the_latest_progress():
+    s = OutputScanner(re.compile(r"Processed (?P<done>\d+)/(?P<total>\d+)"))
+    scan = s.feed(b"start\nProcessed 1/10\nProcessed 2/10\nhalf a li")
+    assert scan.last_lines == ("start", "Processed 1/10", "Processed 2/10")
+    assert scan.progress == {"done": "2", "total": "10"}
+    scan = s.feed(b"ne\nProcessed 3/10\n")
+    assert scan.last_lines == ("half a line", "Processed 3/10")
+    assert scan.progress == {"done": "3", "total": "10"}
+
+
+def test_scanner_finds_progress_far_back_in_a_big_chunk():
+    s = OutputScanner(re.compile(r"(?P<percent>\d+)%"))
+    scan = s.feed(b"40%\n" + b"noise\n" * 500)
+    assert scan.progress == {"percent": "40"}
+
+
+def test_scanner_caps_notable_lines_and_says_so():
+    s = OutputScanner(None)
+    scan = s.feed(b"".join(b"ERROR number %d\n" % i for i in range(NOTABLE_LIMIT + 5)) + b"fine\n")
+    assert len(scan.notable) == NOTABLE_LIMIT and scan.overflow
+    assert s.feed(b"another error\n").notable == ()
+
+
+def test_scanner_ignores_words_inside_other_words_and_keeps_the_unfinished_line():
+    s = OutputScanner(None)
+    assert s.feed(b"terrorism, errors and failedness\n").notable == ()
+    assert s.feed(b"no newline yet").last_lines == ()
+    assert s.flush() == "no newline yet"
+
+
+# -- the router's parser ----------------------------------------------------------------------------------------
+
+class _Plan:
+    stages = ()
+
+
+class _Services:
+    plan = _Plan()
+
+
+def test_a_mistyped_command_gets_a_suggestion():
+    with pytest.raises(UsageError, match=re.escape("Did you mean `/cutover status`?")):
+        ROUTER.parse("stauts", _Services())  # type: ignore[arg-type]
+
+
+def test_an_empty_command_is_help_and_extra_words_are_refused():
+    assert ROUTER.parse("", _Services())[0].name == "help"  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="takes no arguments"):
+        ROUTER.parse("status now", _Services())  # type: ignore[arg-type]
+
+
+# -- the README ---------------------------------------------------------------------------------------------------------
+
+def test_every_command_of_the_router_is_in_the_readme_table():
+    table = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+    documented = {re.match(r"\| `(\w+)", line).group(1) for line in table}  # type: ignore[union-attr]
+    documented |= {m for line in table for m in re.findall(r"/ `(\w+)", line)}
+    assert set(ROUTER.commands) <= documented, set(ROUTER.commands) - documented
