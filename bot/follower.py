@@ -110,7 +110,7 @@ class Follower:
                     backoff = min(backoff * 2, 15)
                     continue
             try:
-                data = channel.recv(CHUNK)
+                data = self._read(channel)
             except TimeoutError:
                 data = None
             except OSError:
@@ -139,6 +139,21 @@ class Follower:
         self._save_offset(local, force=True)
         if end is not None:
             self._complete(end.exit_code)
+
+    @staticmethod
+    def _read(channel: paramiko.Channel) -> bytes:
+        """What the channel holds, up to CHUNK: one write, one scan and one offset per batch, not per packet."""
+        first = channel.recv(CHUNK)
+        if not first or not channel.recv_ready():
+            return first
+        parts, size = [first], len(first)
+        while size < CHUNK and channel.recv_ready():
+            more = channel.recv(CHUNK - size)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts)
 
     def _check_end(self) -> RemoteState | None:
         """The host's word once the run has ended; meanwhile, enforce the stage's timeout."""

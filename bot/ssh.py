@@ -24,6 +24,9 @@ from bot.plan import Host
 log = logging.getLogger("cutover.ssh")
 T = TypeVar("T")
 
+STREAM_WINDOW = 16 << 20
+STREAM_PACKET = 1 << 20
+
 
 class SSHError(Exception):
     """A failure worded for the person on call: which host, what happened, what to try."""
@@ -205,9 +208,14 @@ class SSHPool:
         return result.stdout
 
     def open_stream(self, name: str, command: str) -> paramiko.Channel:
-        """Start a long-running command whose stdout the caller reads as it comes."""
+        """Start a long-running command whose stdout the caller reads as it comes.
+
+        The channel asks for large packets and a large window: paramiko's cost is per packet, and with
+        OpenSSH's default 32 KiB packets it, not the network, would set the pace of a big log.
+        """
         def call(client: paramiko.SSHClient) -> paramiko.Channel:
-            channel = client.get_transport().open_session(timeout=self.connect_timeout)  # type: ignore[union-attr]
+            channel = client.get_transport().open_session(  # type: ignore[union-attr]
+                timeout=self.connect_timeout, window_size=STREAM_WINDOW, max_packet_size=STREAM_PACKET)
             channel.exec_command(command)
             channel.shutdown_write()
             return channel
@@ -217,8 +225,10 @@ class SSHPool:
     def read_file(self, name: str, path: str) -> bytes | None:
         """The file's content, or None if it does not exist."""
         def call(client: paramiko.SSHClient) -> bytes:
-            with client.open_sftp() as sftp, sftp.open(path, "rb") as f:
-                return f.read()
+            with client.open_sftp() as sftp:
+                sftp.get_channel().settimeout(self.command_timeout)  # type: ignore[union-attr]
+                with sftp.open(path, "rb") as f:
+                    return f.read()
 
         try:
             return self._with_client(name, f"reading `{path}`", call, retry=True)
@@ -231,6 +241,7 @@ class SSHPool:
 
         def call(client: paramiko.SSHClient) -> None:
             with client.open_sftp() as sftp:
+                sftp.get_channel().settimeout(self.command_timeout)  # type: ignore[union-attr]
                 with sftp.open(tmp, "wb") as f:
                     f.write(content)
                 sftp.chmod(tmp, mode)
