@@ -1,26 +1,83 @@
-"""DigitalOcean's view of the floating IP, through python-digitalocean.
+"""DigitalOcean's view of the floating IP, through python-digitalocean, within a deadline the bot enforces.
 
 ``DIGITALOCEAN_END_POINT`` (the library's own variable, carried in Settings)
-points it at a stand-in in tests and the demo. Errors come back as CloudError
-with DigitalOcean's own message and whether trying again may help.
+points it at a stand-in in tests and the demo. Every failure of a call —
+an HTTP error, a body that is not JSON, a refused or reset connection, an
+answer that never comes — becomes a ``CloudError`` with a reason a person
+can read and whether trying again may help. That is decided by the HTTP
+status and DigitalOcean's error ``id``, never by the wording of its message.
+
+The library reads its timeout only from an environment variable, so a call
+runs on a small pool of its own and the caller stops waiting at the
+deadline whatever the server does; the socket timeout ends the abandoned
+request soon after.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable, TypeVar
 
 import digitalocean
 import requests
+from digitalocean.baseapi import JSONReadError
 
 log = logging.getLogger("cutover.cloud")
 
 DEFAULT_END_POINT = "https://api.digitalocean.com/v2/"
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+NOT_RETRYABLE_IDS = {"unauthorized", "forbidden", "not_found", "unprocessable_entity"}
+T = TypeVar("T")
 
 
 class CloudError(Exception):
-    def __init__(self, message: str, retryable: bool) -> None:
+    def __init__(self, message: str, retryable: bool, status: int | None = None, error_id: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
+        self.error_id = error_id
+        self.retry_after = retry_after
+
+
+class _HTTPError(Exception):
+    """Raised from the response hook so that the status and error id reach us intact."""
+
+    def __init__(self, status: int, error_id: str | None, message: str | None, retry_after: float | None) -> None:
+        super().__init__(status)
+        self.status, self.error_id, self.message, self.retry_after = status, error_id, message, retry_after
+
+
+def _check_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    if response.status_code < 400:
+        return
+    error_id = message = None
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            error_id, message = body.get("id"), body.get("message")
+    except ValueError:
+        pass
+    retry_after = None
+    try:
+        retry_after = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        pass
+    raise _HTTPError(response.status_code, error_id, message, retry_after)
+
+
+class _FloatingIP(digitalocean.FloatingIP):
+    """python-digitalocean's FloatingIP with our timeout and our response check on its own session."""
+
+    def __init__(self, timeout: float, **kwargs: Any) -> None:
+        self._cutover_timeout = timeout
+        super().__init__(**kwargs)
+        self._session.hooks["response"].append(_check_response)
+
+    def get_timeout(self) -> float:
+        return self._cutover_timeout
 
 
 class Cloud:
@@ -30,35 +87,70 @@ class Cloud:
         if not self.end_point.endswith("/"):
             self.end_point += "/"
         self.timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="digitalocean")
 
-    def _call(self, what: str, fn):  # type: ignore[no-untyped-def]
+    def _call(self, what: str, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run one request, waiting at most ``timeout`` seconds for it, and translate every failure."""
         if not self.token:
             raise CloudError("DIGITALOCEAN_ACCESS_TOKEN is not set, so DigitalOcean cannot be asked", False)
+        limit = timeout if timeout is not None else self.timeout
+        future = self._pool.submit(fn)
         try:
-            return fn()
+            return future.result(timeout=limit)
+        except FutureTimeout:
+            future.cancel()
+            raise CloudError(f"DigitalOcean: {what}: no answer within {limit:g}s", True) from None
+        except _HTTPError as exc:
+            raise _http_error(what, exc) from None
         except digitalocean.NotFoundError:
-            raise CloudError(f"DigitalOcean: {what}: not found", False) from None
-        except digitalocean.DataReadError as exc:
-            message = str(exc)
-            retryable = "rate limit" in message.lower() or "unable to give you a response" in message.lower() \
-                or "temporarily" in message.lower()
-            if "authenticate" in message.lower():
-                message += " (check DIGITALOCEAN_ACCESS_TOKEN)"
-            raise CloudError(f"DigitalOcean: {what}: {message}", retryable) from None
-        except digitalocean.JSONReadError:
-            raise CloudError(f"DigitalOcean: {what}: the answer was not JSON (a gateway error?)", True) from None
-        except (requests.RequestException, OSError) as exc:
-            raise CloudError(f"DigitalOcean: {what}: {exc.__class__.__name__}", True) from None
+            raise CloudError(f"DigitalOcean: {what}: not found (HTTP 404)", False, 404, "not_found") from None
+        except JSONReadError:
+            raise CloudError(f"DigitalOcean: {what}: the answer was not JSON (a gateway or proxy page?)",
+                             True) from None
+        except requests.Timeout:
+            raise CloudError(f"DigitalOcean: {what}: no answer within {limit:g}s", True) from None
+        except requests.ConnectionError as exc:
+            raise CloudError(f"DigitalOcean: {what}: {_connection_reason(exc)}", True) from None
+        except (requests.RequestException, digitalocean.Error, OSError, ValueError, KeyError, TypeError) as exc:
+            raise CloudError(f"DigitalOcean: {what}: an answer the bot could not read "
+                             f"({exc.__class__.__name__})", True) from None
 
     def _options(self) -> dict:
-        return {"token": self.token, "end_point": self.end_point, "timeout": self.timeout}
+        return {"token": self.token, "end_point": self.end_point}
 
-    def holder(self, ip: str) -> int | None:
+    def holder(self, ip: str, timeout: float | None = None) -> int | None:
         """The droplet the floating IP is assigned to now, or None when it is unassigned."""
+        limit = timeout if timeout is not None else self.timeout
+
         def load() -> int | None:
-            fip = digitalocean.FloatingIP(ip=ip, **self._options())
+            fip = _FloatingIP(limit, ip=ip, **self._options())
             fip.load()
             droplet = getattr(fip, "droplet", None)
-            return int(droplet["id"]) if droplet else None
+            if droplet is None:
+                return None
+            if not isinstance(droplet, dict) or not isinstance(droplet.get("id"), int):
+                raise ValueError("droplet without an id")
+            return int(droplet["id"])
 
-        return self._call(f"floating IP {ip}", load)
+        return self._call(f"floating IP {ip}", load, limit)
+
+
+def _http_error(what: str, exc: _HTTPError) -> CloudError:
+    said = f"{exc.message} ({exc.error_id}, HTTP {exc.status})" if exc.message else f"HTTP {exc.status}"
+    if exc.status == 401:
+        said += " — check DIGITALOCEAN_ACCESS_TOKEN"
+    elif exc.status == 403:
+        said += " — the token lacks a scope; it needs reserved_ip:read and droplet:read"
+    retryable = exc.status in RETRYABLE_STATUS and exc.error_id not in NOT_RETRYABLE_IDS
+    return CloudError(f"DigitalOcean: {what}: {said}", retryable, exc.status, exc.error_id, exc.retry_after)
+
+
+def _connection_reason(exc: requests.ConnectionError) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "reset" in text or "aborted" in text or "remotedisconnected" in text:
+        return "the connection was reset"
+    if "timed out" in text or "timeout" in text:
+        return "no answer in time"
+    return "could not connect"

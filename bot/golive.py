@@ -275,7 +275,7 @@ class GoLive:
                             {"failed": [w.name for w in result.failed]})
         self._post(request_id)
         if not result.ok and request["kind"] == "golive":
-            self._thread(request_id, "Verification failed: " + "; ".join(w.detail for w in result.failed)
+            self._thread(request_id, "Verification failed: " + "; ".join(w.detail for w in result.failed).rstrip(".")
                          + ". `/cutover rollback` switches back to the old server.")
 
     # -- time and restarts ----------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def _state_lines(view: RequestView) -> list[str]:
     if s == RequestState.UNVERIFIED and view.verification:
         failed = [w.detail for w in view.verification.failed]
         hint = " `/cutover rollback` switches back." if view.kind == "golive" else ""
-        return [f"❌ *Verification failed*: {'; '.join(failed)}.{hint}", *_timeline(view)]
+        return [f"❌ *Verification failed*: {'; '.join(failed).rstrip('.')}.{hint}", *_timeline(view)]
     if s == RequestState.INTERRUPTED:
         return ["⏸️ *Interrupted* by a bot restart before the switch; nothing was changed. Ask again."]
     return [s]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from bot.blocks import clamp, code, context, divider, escape, header, section, sections, slack_date
+from bot.blocks import sentence, clamp, code, context, divider, escape, header, section, sections, slack_date
 from bot.durations import format_duration
 from bot.status import NOT_RUN, StageLine, StatusReport
 from bot.clock import parse_time
@@ -65,9 +65,14 @@ def status_message(report: StatusReport) -> list[dict]:
     else:
         blocks.append(section("*Freezes*\nNone scheduled."))
     if report.floating_ip:
-        if report.holder:
-            host, when, via = report.holder
-            known = f"On `{host}` since {slack_date(when)}, verified after {via}."
+        switch = report.switch
+        if switch is not None and switch.state == RequestState.VERIFIED:
+            known = f"On `{switch.target}` since {slack_date(switch.at)}, verified after {switch.request}."
+        elif switch is not None and switch.state == RequestState.UNVERIFIED:
+            known = (f"{sentence(switch.request)} switched at {slack_date(switch.at)} but could not be verified: "
+                     "where the floating IP is now is *unknown*.")
+        elif switch is not None:
+            known = f"Switching now ({switch.request}); verifying."
         else:
             known = "No switch has been made by the bot."
         blocks.append(section(f"*Floating IP* `{report.floating_ip}`\n{known} "

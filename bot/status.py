@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.clock import parse_optional_time, parse_time
-from bot.states import RequestState
+from bot.states import RequestState, sql_in
 
 if TYPE_CHECKING:
     from bot.services import Services
 
 NOT_RUN = "not run"
+SWITCHED = (RequestState.FLIPPING, RequestState.FLIPPED, RequestState.VERIFIED, RequestState.UNVERIFIED)
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,21 @@ class RequestLine:
 
 
 @dataclass(frozen=True)
+class SwitchLine:
+    state: RequestState
+    target: str | None
+    at: datetime
+    request: str
+
+
+@dataclass(frozen=True)
 class StatusReport:
     now: datetime
     stages: list[StageLine]
     freezes: list[FreezeLine]
     requests: list[RequestLine]
     floating_ip: str | None
-    holder: tuple[str, datetime, str] | None = None
+    switch: SwitchLine | None = None
 
 
 def build_status(services: "Services") -> StatusReport:
@@ -81,17 +90,23 @@ def build_status(services: "Services") -> StatusReport:
                                     approvals=count, required=r["required"]))
     failover = services.plan.failover
     return StatusReport(now=now, stages=stages, freezes=freezes, requests=requests,
-                        floating_ip=failover.floating_ip if failover else None, holder=_last_verified(services))
+                        floating_ip=failover.floating_ip if failover else None, switch=_last_switch(services))
 
 
-def _last_verified(services: "Services") -> tuple[str, datetime, str] | None:
-    """Where the last verified switch left the floating IP: (host, when, which request)."""
-    failover = services.plan.failover
-    rows = services.store.query("SELECT id, kind, result FROM golive_requests WHERE state = ? ORDER BY id DESC LIMIT 1",
-                                [RequestState.VERIFIED.value])
-    if failover is None or not rows:
+def _last_switch(services: "Services") -> SwitchLine | None:
+    """The last switch the bot made, and what it knows of it: verified, still verifying, or unverified."""
+    rows = services.store.query(
+        f"SELECT id, kind, state, result, decided_at FROM golive_requests WHERE state IN {sql_in(SWITCHED)} "
+        "ORDER BY id DESC LIMIT 1")
+    if services.plan.failover is None or not rows:
         return None
-    verification = json.loads(rows[0]["result"])["verification"]
-    when = parse_time(verification.get("cloud_confirmed_at") or verification["first_answer_at"])
-    label = "go-live" if rows[0]["kind"] == "golive" else "rollback"
-    return verification["target"], when, f"{label} #{rows[0]['id']}"
+    row = rows[0]
+    label = f"{'go-live' if row['kind'] == 'golive' else 'rollback'} #{row['id']}"
+    result = json.loads(row["result"] or "{}")
+    state = RequestState(row["state"])
+    verification = result.get("verification") or {}
+    if state == RequestState.VERIFIED:
+        when = parse_time(verification.get("cloud_confirmed_at") or verification["first_answer_at"])
+        return SwitchLine(state, verification["target"], when, label)
+    when = parse_optional_time(result.get("flipped_at")) or parse_time(row["decided_at"])
+    return SwitchLine(state, verification.get("target"), when, label)

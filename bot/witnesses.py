@@ -108,7 +108,8 @@ class Witnesses:
         delay = CLOUD_RETRY_FIRST
         while True:
             try:
-                holder = self.cloud_client.holder(ip)
+                holder = self.cloud_client.holder(ip, timeout=max(0.5, min(self.cloud_client.timeout,
+                                                                           deadline - time.monotonic())))
                 answered = True
                 if holder == droplet:
                     return Reading("digitalocean", True, f"DigitalOcean has {ip} on droplet {droplet} "
@@ -118,7 +119,7 @@ class Witnesses:
                 errors.append(str(exc))
                 if not exc.retryable:
                     return Reading("digitalocean", False, str(exc))
-                delay = min(delay * 2, CLOUD_RETRY_MAX)
+                delay = max(min(delay * 2, CLOUD_RETRY_MAX), exc.retry_after or 0)
             if time.monotonic() + delay >= deadline:
                 break
             time.sleep(delay)

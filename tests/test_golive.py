@@ -277,20 +277,37 @@ def test_digitalocean_errors_are_retried_within_the_timeout(slack, lab, do, bot)
     shown(slack, req["message_ts"], "DigitalOcean errors retried: 3")
 
 
-def test_digitalocean_failing_throughout_is_reported_honestly(slack, lab, do, tmp_path):
+@pytest.mark.parametrize("fault, says", [
+    (500, "Unexpected server-side error (server_error, HTTP 500)"),
+    ("html", "HTTP 502"),
+    ("reset", "the connection was reset"),
+    ("hang", "no answer within"),
+    ("garbage", "the answer was not JSON"),
+])
+def test_digitalocean_failing_throughout_is_reported_honestly(slack, lab, do, tmp_path, fault, says):
     local = make_bot(slack, lab, do, tmp_path, plan=lab_plan(lab, verify_timeout="5s"))
     try:
         req, _ = request(slack, local)
         slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
         slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
         flipped(slack, lab)
-        do.fail_next(500, times=10_000, path="floating_ips", method="GET")
+        do.fail_next(fault, times=10_000, path="floating_ips", method="GET")
         assert wait_settled(local.services, req["id"], 60) == "unverified"
         text = shown(slack, req["message_ts"], "DigitalOcean gave no usable answer within 5s")
-        assert "Server was unable to give you a response" in text
+        assert says in text
         assert lab.vip_holder() == "new"
+        # Not wedged: the next request is possible, and status no longer calls the switch in progress.
+        status = reply_text(slack, slack.command(OUTSIDER, "status"))
+        assert "No request is open" in status and "could not be verified" in status, status
+        assert "No switch has been made" not in status and ".." not in text
     finally:
         local.stop()
+
+
+def test_check_answers_with_the_reason_while_digitalocean_hangs(slack, lab, do, bot):
+    do.fail_next("hang", times=10_000, path="floating_ips", method="GET")
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    assert "no answer within" in text and "A go-live would stop here" in text, text
 
 
 def crashed_while_flipping(db, request_id):

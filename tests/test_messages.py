@@ -85,3 +85,18 @@ def test_a_go_live_request_shows_the_data_window():
     assert "• data window: 8m 00s between the end of `solr-reindex` and the flip" in text
     bare = gm.request_message(gm.RequestView(**{**view.__dict__, "last_sync": None, "state": RequestState.OPEN}))
     assert "No stage has succeeded yet" in bare[1]["text"]["text"]
+
+
+def test_status_never_says_no_switch_while_one_is_verifying_or_unverified():
+    from bot.status import StatusReport, SwitchLine
+
+    def floating_ip(switch):
+        report = StatusReport(now=T0, stages=[], freezes=[], requests=[], floating_ip="203.0.113.10", switch=switch)
+        return next(b["text"]["text"] for b in messages.status_message(report)
+                    if b["type"] == "section" and b["text"]["text"].startswith("*Floating IP*"))
+
+    assert "No switch has been made by the bot." in floating_ip(None)
+    verifying = floating_ip(SwitchLine(RequestState.FLIPPED, None, T0, "go-live #1"))
+    assert "Switching now (go-live #1); verifying." in verifying and "No switch" not in verifying
+    unknown = floating_ip(SwitchLine(RequestState.UNVERIFIED, "new", T0, "go-live #1"))
+    assert "Go-live #1 switched at <!date^" in unknown and "is now is *unknown*" in unknown

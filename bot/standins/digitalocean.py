@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -17,14 +19,19 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-ERRORS = {
+ERRORS = {  # the bodies of DigitalOcean's published API spec
     401: ("unauthorized", "Unable to authenticate you."),
+    403: ("forbidden", "You do not have access for the attempted action."),
     404: ("not_found", "The resource you were accessing could not be found."),
     422: ("unprocessable_entity", "The request could not be processed."),
     429: ("too_many_requests", "API Rate limit exceeded."),
-    500: ("server_error", "Server was unable to give you a response."),
-    503: ("service_unavailable", "The service is temporarily unavailable."),
+    500: ("server_error", "Unexpected server-side error"),
 }
+DEFAULT_ERROR = ("example_error", "some error message")  # the spec's generic default (502, 503, 504, …)
+HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+            b"</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n")
+FAULTS = ("html", "reset", "hang", "slow", "garbage")
+HANG_LIMIT = 120.0  # a hung answer ends by itself, at the latest when the stand-in stops
 
 
 @dataclass
@@ -54,6 +61,7 @@ class DigitalOceanStandIn:
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self.next_outcome = "completed"
+        self._stopped = threading.Event()
 
     # -- setup and control -----------------------------------------------------------
 
@@ -63,11 +71,17 @@ class DigitalOceanStandIn:
     def add_ip(self, ip: str, droplet_id: int | None) -> None:
         self.ips[ip] = droplet_id
 
-    def fail_next(self, status: int, times: int = 1, path: str = "", method: str = "") -> None:
-        """The next ``times`` requests whose path contains ``path`` (and of ``method``, if given) answer
-        ``status`` with DigitalOcean's error body."""
+    def fail_next(self, status: int | str, times: int = 1, path: str = "", method: str = "",
+                  delay: float = 0.0) -> None:
+        """The next ``times`` requests whose path contains ``path`` (and of ``method``, if given) fail.
+
+        ``status`` is an HTTP status (answered with the spec's JSON error body) or one of FAULTS: ``html``
+        (a gateway's 502 page), ``reset`` (the connection is reset), ``hang`` (accepted, never answered),
+        ``slow`` (answered correctly after ``delay`` seconds), ``garbage`` (200 with a body that is not JSON).
+        """
+        assert isinstance(status, int) or status in FAULTS, status
         with self._lock:
-            self._faults.append([status, times, path, method])
+            self._faults.append([status, times, path, method, delay])
 
     def busy(self, ip: str) -> bool:
         """An action on ``ip`` is still in progress."""
@@ -99,6 +113,7 @@ class DigitalOceanStandIn:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -155,8 +170,8 @@ class DigitalOceanStandIn:
             fault = next((f for f in self._faults if f[1] > 0 and f[2] in path and f[3] in ("", method)), None)
             if fault is not None:
                 fault[1] -= 1
-        if fault is not None:
-            return self._error(req, fault[0])
+        if fault is not None and not (fault[0] == "slow" and self._slow(fault[4])):
+            return self._fault(req, fault[0])
         if req.headers.get("Authorization") != f"Bearer {self.token}":
             return self._error(req, 401)
         self._settle()
@@ -216,9 +231,40 @@ class DigitalOceanStandIn:
         req.wfile.write(data)
 
     def _error(self, req: BaseHTTPRequestHandler, status: int, message: str | None = None) -> None:
-        error_id, default = ERRORS.get(status, ("server_error", "Server was unable to give you a response."))
+        error_id, default = ERRORS.get(status, DEFAULT_ERROR)
         headers = {"Retry-After": "1"} if status == 429 else None
-        self._json(req, status, {"id": error_id, "message": message or default}, headers)
+        body = {"id": error_id, "message": message or default}
+        if status >= 500:
+            body["request_id"] = f"{next(self._ids):08x}-standin"
+        self._json(req, status, body, headers)
+
+    def _slow(self, delay: float) -> bool:
+        """Hold the answer ``delay`` seconds, then let the request be served as usual."""
+        time.sleep(delay)
+        return True
+
+    def _fault(self, req: BaseHTTPRequestHandler, fault: int | str) -> None:
+        if isinstance(fault, int):
+            return self._error(req, fault)
+        if fault == "html":
+            req.send_response(502)
+            req.send_header("Content-Type", "text/html")
+            req.send_header("Content-Length", str(len(HTML_502)))
+            req.end_headers()
+            req.wfile.write(HTML_502)
+        elif fault == "garbage":
+            req.send_response(200)
+            req.send_header("Content-Type", "application/json")
+            req.send_header("Content-Length", "9")
+            req.end_headers()
+            req.wfile.write(b"<ok>true<")
+        elif fault == "reset":
+            req.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            req.connection.close()
+            req.close_connection = True
+        elif fault == "hang":
+            self._stopped.wait(HANG_LIMIT)
+            req.close_connection = True
 
 
 def _now() -> str:
