@@ -19,7 +19,8 @@ import paramiko
 
 from bot import messages
 from bot.durations import format_duration
-from bot.output_scan import NOTABLE_LIMIT, LAST_LINES, OutputScanner
+from bot.notable_grep import GrepNotable, grep_available
+from bot.output_scan import LAST_LINES, NOTABLE_LIMIT, OutputScanner
 from bot.refusals import Refused
 from bot.remote_run import RemoteState
 from bot.ssh import SSHError
@@ -47,12 +48,18 @@ class Follower:
         self.pid = row["pid"]
         self.offset = row["log_offset"]
         self.view = replace(runner.view_of(row), state=RunState.RUNNING)
-        self.scanner = OutputScanner(self.stage.progress, self.stage.notable)
+        self.grep = GrepNotable(runner.local_log(run_id), self.offset) \
+            if self.stage.notable is None and grep_available() else None
+        self.line_end = self.offset  # the end of the last complete line in the local copy
+        self.scanner = OutputScanner(self.stage.progress, self.stage.notable, scan_notable=self.grep is None)
         self.notable: list[str] = []
         self.notable_overflow = False
         self._view_lock = threading.Lock()
         self.version = 0
         self.done = threading.Event()
+        self.tail_done = threading.Event()
+        self.reconnect = threading.Event()
+        self.end: RemoteState | None = None
         self.saved_offset = self.offset
         self.last_save = time.monotonic()
 
@@ -76,7 +83,7 @@ class Follower:
         reporter = threading.Thread(target=self._report, name=f"report-{self.run_id}", daemon=True)
         reporter.start()
         try:
-            with path.open("r+b") as local:
+            with path.open("r+b", buffering=0) as local:  # unbuffered: grep reads what was written
                 local.seek(self.offset)
                 self._tail(local)
         finally:
@@ -89,56 +96,65 @@ class Follower:
     # -- reading -------------------------------------------------------------------------------------
 
     def _tail(self, local: BinaryIO) -> None:
+        """Read the log as it grows; the watcher thread says when the host has ended the run."""
         channel: paramiko.Channel | None = None
-        last_exit_check = 0.0
-        end: RemoteState | None = None
         backoff = 1.0
-        while not self.runner.stopping.is_set():
-            if end is not None and self.offset >= end.size:
-                break
-            if channel is None:
-                try:
-                    channel = self.runner.remote.tail(self.host, self.remote_dir, self.offset)
-                    channel.settimeout(0.5)
-                    if self.view.connection:
-                        self._set(connection="")
-                    backoff = 1.0
-                except SSHError as exc:
-                    self._set(connection=f"lost the connection to `{self.host}`; retrying ({exc})")
-                    self._save_offset(local, force=True)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 15)
-                    continue
-            try:
-                data = self._read(channel)
-            except TimeoutError:
-                data = None
-            except OSError:
-                data = b""
-            if data:
-                local.write(data)
-                self.offset += len(data)
-                self._consume(data)
-                self._save_offset(local)
-            elif data == b"" or channel.exit_status_ready():
-                channel.close()
-                channel = None
-                continue
-            now = time.monotonic()
-            if end is None and now - last_exit_check >= EXIT_CHECK_INTERVAL:
-                last_exit_check = now
-                try:
-                    end = self._check_end()
-                except SSHError as exc:
-                    self._set(connection=f"lost the connection to `{self.host}`; retrying ({exc})")
+        watcher = threading.Thread(target=self._watch_end, name=f"watch-{self.run_id}", daemon=True)
+        watcher.start()
+        try:
+            while not self.runner.stopping.is_set():
+                end = self.end
+                if end is not None and self.offset >= end.size:
+                    break
+                if self.reconnect.is_set():
+                    self.reconnect.clear()
                     if channel is not None:
                         channel.close()
                         channel = None
-        if channel is not None:
-            channel.close()
+                if channel is None:
+                    try:
+                        channel = self.runner.remote.tail(self.host, self.remote_dir, self.offset)
+                        channel.settimeout(0.5)
+                        if self.view.connection:
+                            self._set(connection="")
+                        backoff = 1.0
+                    except SSHError as exc:
+                        self._set(connection=f"lost the connection to `{self.host}`; retrying ({exc})")
+                        self._save_offset(local, force=True)
+                        time.sleep(backoff)
+                        backoff = min(backoff * 2, 15)
+                        continue
+                try:
+                    data = self._read(channel)
+                except TimeoutError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data:
+                    _write_all(local, data)
+                    self.offset += len(data)
+                    self._consume(data)
+                    self._save_offset(local)
+                elif data == b"" or channel.exit_status_ready():
+                    channel.close()
+                    channel = None
+        finally:
+            self.tail_done.set()
+            watcher.join(10)
+            if channel is not None:
+                channel.close()
         self._save_offset(local, force=True)
-        if end is not None:
-            self._complete(end.exit_code)
+        if self.end is not None and self.offset >= self.end.size:
+            self._complete(self.end.exit_code)
+
+    def _watch_end(self) -> None:
+        """Ask the host once a second whether the run has ended, beside the reading, never in its way."""
+        while self.end is None and not self.tail_done.wait(EXIT_CHECK_INTERVAL):
+            try:
+                self.end = self._check_end()
+            except SSHError as exc:
+                self._set(connection=f"lost the connection to `{self.host}`; retrying ({exc})")
+                self.reconnect.set()
 
     @staticmethod
     def _read(channel: paramiko.Channel) -> bytes:
@@ -170,6 +186,9 @@ class Follower:
         return None
 
     def _consume(self, data: bytes) -> None:
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            self.line_end = self.offset - len(data) + cut + 1
         scan = self.scanner.feed(data)
         with self._view_lock:
             lines = (self.view.last_lines + scan.last_lines)[-LAST_LINES:] if scan.last_lines else self.view.last_lines
@@ -226,10 +245,13 @@ class Follower:
         overflow_said = False
         while ts:
             finished = self.done.wait(UPDATE_INTERVAL)
+            if self.grep is not None:
+                self.grep.scan(self.offset if finished else self.line_end)
             with self._view_lock:
                 version, view = self.version, self.view
-                pending = self.notable[posted:]
-                overflow = self.notable_overflow
+            found, overflow = (self.grep.lines, self.grep.overflow) if self.grep is not None \
+                else (self.notable, self.notable_overflow)
+            pending = found[posted:]
             if pending:
                 posted += len(pending)
                 notifier.post(f"Notable output from `{view.stage}`", messages.notable_message(view.stage, pending),
@@ -251,3 +273,9 @@ class Follower:
             view = self.view
             self.runner.notifier.update(ts, messages.stage_text(view),
                                         messages.stage_message(view, time.monotonic(), self.runner.clock.now()))
+
+
+def _write_all(local: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[local.write(view) or 0:]

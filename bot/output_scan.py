@@ -39,9 +39,10 @@ class OutputScanner:
     """Feed it chunks in order; it keeps the unfinished last line until its newline arrives."""
 
     def __init__(self, progress: re.Pattern[str] | None = None, notable: re.Pattern[str] | None = None,
-                 limit: int = NOTABLE_LIMIT, already: int = 0) -> None:
+                 limit: int = NOTABLE_LIMIT, already: int = 0, scan_notable: bool = True) -> None:
         self.progress = progress
         self.notable = notable or DEFAULT_NOTABLE
+        self.scan_notable = scan_notable
         self.room = max(0, limit - already)
         self.overflowed = False
         self.partial = b""
@@ -80,7 +81,7 @@ class OutputScanner:
         return last.groupdict() if last else None
 
     def _notable(self, complete: bytes) -> tuple[tuple[str, ...], bool]:
-        if self.overflowed or not self._may_be_notable(complete):
+        if not self.scan_notable or self.overflowed or not self._may_be_notable(complete):
             return (), False
         found: list[str] = []
         for line in complete.decode("utf-8", "replace").split("\n"):
