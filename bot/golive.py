@@ -110,13 +110,18 @@ class GoLive:
     def on_reaction(self, event: dict) -> None:
         item = event.get("item") or {}
         user, name = event.get("user", ""), event.get("reaction", "")
-        if item.get("type") != "message" or item.get("channel") != self.people.channel or self._is_a_bot(user):
+        if item.get("type") != "message" or item.get("channel") != self.people.channel:
+            return
+        if not user or user == self.notifier.bot_user_id():
             return
         rows = self.store.query("SELECT * FROM golive_requests WHERE channel = ? AND message_ts = ?",
-                                         [item.get("channel"), item.get("ts")])
+                                [item.get("channel"), item.get("ts")])
         if event.get("type") == "reaction_removed":
             if rows and name == self.people.approval_reaction:
-                self._withdraw(rows[0], user)
+                self._withdraw(rows[0], user)  # withdrawing is always safe: no need to know who it is
+            return
+        is_bot = self._is_a_bot(user)
+        if is_bot:
             return
         approver = self.plan.is_approver(user)
         if not rows:
@@ -138,6 +143,12 @@ class GoLive:
                          f"Your :{name}: does not count: only the plan's approvers may approve "
                          f"({gm.people_list(self.people.approvers)}).")
             return
+        if is_bot is None:
+            self._refuse(request, user, "identity unconfirmed",
+                         f"Your :{name}: was not counted: Slack did not confirm that you are a person (its "
+                         "`users.info` answer failed), and an approval must come from a person. Remove your "
+                         "reaction and add it again in a minute.")
+            return
         self._approve(request, user, name)
 
     def _elsewhere(self, user: str, name: str, approver: bool) -> None:
@@ -148,16 +159,15 @@ class GoLive:
             self._note(user, f"That message is not a request; approve {gm.WHAT[open_[0]['kind']]} "
                              f"#{open_[0]['id']} by reacting on its message.")
 
-    def _is_a_bot(self, user: str) -> bool:
-        if not user or user == self.notifier.bot_user_id():
-            return True
+    def _is_a_bot(self, user: str) -> bool | None:
+        """Whether ``user`` is a bot or an app; None when Slack could not say (never counted as a person)."""
         with self._bot_lock:
             if user in self._is_bot:
                 return self._is_bot[user]
         is_bot = self.notifier.is_bot(user)
-        if is_bot is None:  # a lookup failure must not count a bot, nor drop a person
-            log.warning("users.info for %s failed; treating as a person", user)
-            return False
+        if is_bot is None:
+            log.warning("users.info for %s failed; an approval from them is not counted", user)
+            return None
         with self._bot_lock:
             self._is_bot[user] = is_bot
         return is_bot
@@ -221,6 +231,16 @@ class GoLive:
         if gone:
             self.store.audit(user, "approval-withdrawn", f"#{request['id']}", "ok")
             self._post(request["id"])
+            return
+        counted = self.store.query("SELECT approved_at FROM approvals WHERE request_id = ? AND user = ?",
+                                   [request["id"], user])
+        state = self._state(request["id"])
+        if counted and state != RequestState.OPEN:
+            self.store.audit(user, "approval-withdrawn", f"#{request['id']}", "too-late", {"state": state.value})
+            self._note(user, f"Your approval of {gm.WHAT[request['kind']]} #{request['id']} still stands: the "
+                             f"decision was already taken when you removed your reaction, and the request is now "
+                             f"`{state}` ({gm.STATE_WORDS.get(state, state)}). To undo a go-live, use "
+                             "`/cutover rollback`.")
 
     # -- the decision, the flip and the proof ---------------------------------------------------
 

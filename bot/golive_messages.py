@@ -13,6 +13,11 @@ from bot.preflight import Preflight
 from bot.states import RequestState
 
 WHAT = {"golive": "go-live", "rollback": "rollback"}
+STATE_WORDS = {RequestState.DECIDING: "approved, checking again before switching",
+               RequestState.FLIPPING: "switching", RequestState.FLIPPED: "switched, verifying",
+               RequestState.VERIFIED: "switched and verified", RequestState.UNVERIFIED: "switched, not verified",
+               RequestState.ABORTED: "stopped before the switch", RequestState.EXPIRED: "expired",
+               RequestState.INTERRUPTED: "interrupted before the switch"}
 
 __all__ = ["WHAT", "RequestView", "format_ttl", "people_list", "preflight_lines", "request_message", "slack_date",
            "text"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from bot import freeze_messages as fm
 from bot.blocks import sentence
-from bot.when import WhenError, parse_when
+from bot.when import WhenError, parse_when_noted
 from commands.router import Caller, Command, Reply, UsageError
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ class FreezeArgs:
     start: datetime | None = None
     end: datetime | None = None
     note: str | None = None
+    said: tuple[str, ...] = ()  # what parsing the times had to decide, told back to the operator
 
 
 def _kind(word: str, services: "Services") -> str:
@@ -51,15 +52,15 @@ def parse_freeze(args: list[str], services: "Services") -> FreezeArgs:
     until = words.index("until") if "until" in words else len(words)
     now = services.clock.now()
     try:
-        start = parse_when(" ".join(words[:until]), now)
-        end = parse_when(" ".join(words[until + 1:]), now) if until < len(words) else None
+        start, start_note = parse_when_noted(" ".join(words[:until]), now)
+        end, end_note = parse_when_noted(" ".join(words[until + 1:]), now) if until < len(words) else (None, None)
     except WhenError as exc:
         raise UsageError(sentence(str(exc)) + ".") from None
     if start <= now:
         raise UsageError(f"{fm.slack_date(start)} is in the past; a freeze starts in the future (or `in 1m`).")
     if end is not None and end <= start:
         raise UsageError(f"`until` ({fm.slack_date(end)}) must be after `at` ({fm.slack_date(start)}).")
-    return FreezeArgs("schedule", kind, start, end, note)
+    return FreezeArgs("schedule", kind, start, end, note, tuple(n for n in (start_note, end_note) if n))
 
 
 def run_freeze(services: "Services", caller: Caller, args: FreezeArgs) -> Reply:
@@ -69,7 +70,8 @@ def run_freeze(services: "Services", caller: Caller, args: FreezeArgs) -> Reply:
         return Reply(text=services.freezes.cancel(args.kind, caller.user))
     assert args.start is not None
     freeze = services.freezes.schedule(args.kind, args.start, args.end, args.note, caller.user)
-    return Reply(text=f"Scheduled the {fm.title(freeze.kind)}; it is announced in the channel.")
+    said = "".join(f" {note}" for note in args.said)
+    return Reply(text=f"Scheduled the {fm.title(freeze.kind)}; it is announced in the channel.{said}")
 
 
 def parse_unfreeze(args: list[str], services: "Services") -> str:

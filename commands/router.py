@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.commands")
 
+AUDIT_TEXT = 500  # what the audit keeps of a typed command
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -99,6 +101,21 @@ class Router:
         except UsageError as exc:
             raise UsageError(f"{exc.message}\n{command.usage_line()}") from None
 
+    @staticmethod
+    def _may_read(command: Command, text: str) -> bool:
+        """Whether someone who is not an operator may use this command as typed, judged before parsing."""
+        if not command.acts_on(None):
+            return True
+        return bool(command.read_usage) and " ".join(text.split()).lower() == command.read_usage
+
+    @staticmethod
+    def _refuse_outsider(services: "Services", caller: Caller, command: Command, text: str,
+                         ack: Callable[..., None]) -> None:
+        ack(text=f"Only operators may use `/cutover {command.name}`; you can still use "
+                 "`help`, `status` and `audit`. Operators are listed in the plan's "
+                 "`[slack] operators`.")
+        services.audit(caller.user, command.name, text[:AUDIT_TEXT], "refused", {"reason": "not an operator"})
+
     def allowed(self, services: "Services", user: str) -> list[Command]:
         """What ``user`` may use: everything for operators, and every read for the rest."""
         is_operator = services.plan.is_operator(user)
@@ -109,26 +126,28 @@ class Router:
         """The slash-command listener's whole job; returns within milliseconds."""
         caller = Caller(user=body.get("user_id", ""), channel=body.get("channel_id", ""))
         text = services.redactor.text((body.get("text") or "").strip())
+        operator = services.plan.is_operator(caller.user)
+        named = self.commands.get(text.split()[0].lower()) if text.split() else None
+        if named is not None and not operator and not self._may_read(named, text):
+            self._refuse_outsider(services, caller, named, text, ack)  # before parsing: outsiders parse nothing
+            return
         try:
             command, parsed = self.parse(text, services)
         except UsageError as exc:
             ack(text=exc.message)
-            services.audit(caller.user, "command", text, "bad-usage")
+            services.audit(caller.user, "command", text[:AUDIT_TEXT], "bad-usage")
             return
-        if command.acts_on(parsed) and not services.plan.is_operator(caller.user):
-            ack(text=f"Only operators may use `/cutover {command.name}`; you can still use "
-                     "`help`, `status` and `audit`. Operators are listed in the plan's "
-                     "`[slack] operators`.")
-            services.audit(caller.user, command.name, text, "refused", {"reason": "not an operator"})
+        if command.acts_on(parsed) and not operator:
+            self._refuse_outsider(services, caller, command, text, ack)
             return
         ack()
-        services.audit(caller.user, command.name, text, "accepted")
+        services.audit(caller.user, command.name, text[:AUDIT_TEXT], "accepted")
 
         def work() -> None:
             try:
                 reply = command.run(services, caller, parsed)
             except Refused as exc:
-                services.audit(caller.user, command.name, text, "refused", {"reason": str(exc)})
+                services.audit(caller.user, command.name, text[:AUDIT_TEXT], "refused", {"reason": str(exc)})
                 reply = Reply(text=str(exc))
             respond(text=services.redactor.text(reply.text), blocks=services.redactor.deep(reply.blocks),
                     response_type="in_channel" if reply.public else "ephemeral")

@@ -201,3 +201,13 @@ def test_a_start_stage_runs_and_its_result_is_posted(slack, tmp_path, clock):
             bot.stop()
     finally:
         sshd.stop()
+
+
+def test_outsiders_are_refused_before_anything_is_parsed_and_overflows_are_usage_errors(slack, bot):
+    for when in ("in 99999999d", "2099-12-01T18:00+99:00", "in 100000000000000000000s"):
+        text = reply_text(slack, slack.command(OUTSIDER, f"freeze content at {when}"))
+        assert text.startswith("Only operators may use `/cutover freeze`"), text
+        text = reply_text(slack, slack.command(OPERATOR, f"freeze content at {when}"))
+        assert "out of range" in text or "is not a UTC offset" in text, text
+    assert "must be in the future" in reply_text(slack, slack.command(OPERATOR, "freeze content at in 0m"))
+    assert reply_text(slack, slack.command(OUTSIDER, "freeze list")).startswith("No freeze is scheduled")

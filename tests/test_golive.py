@@ -374,3 +374,25 @@ def test_status_shows_where_the_last_verified_switch_left_the_floating_ip(slack,
     assert wait_settled(bot.services, req["id"], 60) == "verified"
     after = reply_text(slack, slack.command(OUTSIDER, "status"))
     assert "On `new` since" in after and "verified after go-live #1" in after and "No request is open." in after
+
+
+def test_an_approval_slack_cannot_confirm_is_from_a_person_is_not_counted(slack, lab, do, bot):
+    req, _ = request(slack, bot)
+    slack.fail_next("users.info", status=500, error="internal_error", times=3)
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.wait_for(lambda: any("was not counted" in t for t in ephemerals_for(slack, BOB)), 10, "a note to bob")
+    assert approvals(bot, req["id"]) == [] and state(bot, req["id"]) == "open"
+    refused = [e for e in bot.services.store.recent_audit(50) if e["action"] == "approval"]
+    assert refused and refused[-1]["outcome"] == "refused" and "identity unconfirmed" in refused[-1]["detail"]
+
+
+def test_removing_a_reaction_after_the_decision_is_answered_plainly(slack, lab, do, bot):
+    req, _ = request(slack, bot)
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    slack.wait_for(lambda: state(bot, req["id"]) != "open", 10, "the decision")
+    slack.unreact(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    note = slack.wait_for(lambda: [t for t in ephemerals_for(slack, CAROL) if "still stands" in t], 10, "a note")
+    assert "the decision was already taken" in note[0] and "`/cutover rollback`" in note[0]
+    assert sorted(approvals(bot, req["id"])) == [BOB, CAROL]
+    assert wait_settled(bot.services, req["id"], 60) == "verified"

@@ -156,3 +156,57 @@ def test_every_command_of_the_router_is_in_the_readme_table():
     documented = {re.match(r"\| `(\w+)", line).group(1) for line in table}  # type: ignore[union-attr]
     documented |= {m for line in table for m in re.findall(r"/ `(\w+)", line)}
     assert set(ROUTER.commands) <= documented, set(ROUTER.commands) - documented
+
+
+# -- notable lines found by grep in the local copy ----------------------------------------------------------------
+
+def test_grep_finds_the_default_words_as_whole_words_and_looks_again_at_an_unfinished_line(tmp_path):
+    from bot.notable_grep import GrepNotable, grep_available
+
+    if not grep_available():
+        pytest.skip("grep is not installed")
+    log = tmp_path / "run.log"
+    log.write_bytes(b"ok\nterrorism\nERROR: disk full\n\xff Traceback (most recent call last)\nhalf an err")
+    grep = GrepNotable(log, 0)
+    complete = log.read_bytes().rfind(b"\n") + 1
+    grep.scan(complete)
+    assert grep.lines == ["ERROR: disk full", "\ufffd Traceback (most recent call last)"]
+    with log.open("ab") as f:
+        f.write(b"or is a fatal one\n" + b"x" * 10000 + b" panic " + b"y" * 10000 + b"\n")
+    grep.scan(log.stat().st_size)
+    assert grep.lines[2] == "half an error is a fatal one" and grep.lines[3].startswith("xxx")
+    assert len(grep.lines[3]) == 300
+
+
+def test_grep_stops_at_the_cap_and_says_so(tmp_path):
+    from bot.notable_grep import GrepNotable, grep_available
+
+    if not grep_available():
+        pytest.skip("grep is not installed")
+    log = tmp_path / "run.log"
+    log.write_bytes(b"".join(b"failed %d\n" % i for i in range(NOTABLE_LIMIT + 3)))
+    grep = GrepNotable(log, 0)
+    grep.scan(log.stat().st_size)
+    assert len(grep.lines) == NOTABLE_LIMIT and grep.overflow
+
+
+@pytest.mark.parametrize("text, says", [
+    ("in 99999999d", "is out of range"),
+    ("in 100000000000000000000s", "is out of range"),
+    ("2099-12-01T18:00+99:00", "is not a UTC offset"),
+    ("in 0m", "must be in the future"),
+    ("2026-03-29 02:30 Europe/Berlin", "does not exist in Europe/Berlin: the clocks skip it"),
+    ("2040-01-01T00:00Z", "more than 5 years ahead"),
+])
+def test_when_refuses_impossible_and_overflowing_times(text, says):
+    with pytest.raises(WhenError, match=re.escape(says)):
+        parse_when(text, T0)
+
+
+def test_when_says_which_of_a_doubled_wall_clock_time_it_took():
+    from bot.when import parse_when_noted
+
+    when, note = parse_when_noted("2026-10-25 02:30 Europe/Berlin", T0)
+    assert when == datetime(2026, 10, 25, 0, 30, tzinfo=timezone.utc)
+    assert note == ("`2026-10-25 02:30` happens twice in Europe/Berlin (the clocks go back that night); the first "
+                    "one was taken: 00:30 UTC (UTC+02:00).")
