@@ -12,16 +12,24 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable
 
 from bot.clock import Clock
 from bot.plan import Plan
-from bot.ssh import SSHError, SSHPool
+from bot.ssh import SSHError, SSHPool, WriteRefused, quote
 from bot.store import Store
 from bot.witnesses import Reading, Witnesses
 
 log = logging.getLogger("cutover.failover")
+
+
+class FlipNotMade(Exception):
+    """The health file was not changed; the reason says why."""
+
+
+class FlipUnknown(Exception):
+    """The write was sent, but whether it landed cannot be told now; the reason says what broke."""
 
 
 @dataclass
@@ -82,32 +90,62 @@ class Failover:
 
     # -- changing it -----------------------------------------------------------------------------
 
-    def flip(self, request_id: int) -> None:
-        """Record the old server's health file, then write the unhealthy value over it atomically."""
+    def flip(self, request_id: int) -> datetime:
+        """Record the old server's health file, then write the unhealthy value over it atomically.
+
+        Returns when the host says the file was written. FlipNotMade: the file is as it was. FlipUnknown:
+        the bot cannot tell (the connection went during the write or its read-back).
+        """
         host = self.config.old
         path = self.plan.health_file(host)
-        previous = self.ssh.read_file(host, path)
+        try:
+            previous = self.ssh.read_file(host, path)
+            self.ssh.ensure_connected(host)
+        except SSHError as exc:
+            raise FlipNotMade(str(exc)) from None
         if previous is None:
-            raise SSHError(f"`{path}` does not exist on `{host}`")
+            raise FlipNotMade(f"`{path}` does not exist on `{host}`")
         with self.store.transaction() as db:
             db["health_backups"].insert({"request_id": request_id, "host": host, "path": path,
                                          "content": previous.decode("utf-8", "replace"),
                                          "saved_at": self.clock.now().isoformat()})
-        self.ssh.write_file_atomic(host, path, (self.config.unhealthy + "\n").encode())
-        if self.witnesses.health(host) != self.config.unhealthy:
-            raise SSHError(f"`{path}` on `{host}` does not read `{self.config.unhealthy}` after writing it")
+        return self._replace(host, path, (self.config.unhealthy + "\n").encode())
 
     def backup(self) -> dict | None:
         rows = self.store.query("SELECT * FROM health_backups ORDER BY id DESC LIMIT 1")
         return rows[0] if rows else None
 
-    def restore(self) -> dict:
-        """Put back the health file content recorded before the last flip."""
+    def restore(self) -> tuple[dict, datetime]:
+        """Put back the health file content recorded before the last flip; returns it and when it was written."""
         saved = self.backup()
         if saved is None:
-            raise SSHError("no health file content was recorded before a flip, so there is nothing to restore")
-        self.ssh.write_file_atomic(saved["host"], saved["path"], saved["content"].encode())
-        return saved
+            raise FlipNotMade("no health file content was recorded before a flip, so there is nothing to restore")
+        try:
+            self.ssh.ensure_connected(saved["host"])
+        except SSHError as exc:
+            raise FlipNotMade(str(exc)) from None
+        return saved, self._replace(saved["host"], saved["path"], saved["content"].encode())
+
+    def _replace(self, host: str, path: str, content: bytes) -> datetime:
+        try:
+            written = self.ssh.replace_file(host, path, content)
+        except WriteRefused as exc:
+            raise FlipNotMade(str(exc)) from None
+        except SSHError as exc:
+            raise FlipUnknown(str(exc)) from None
+        if written.content.strip() != content.strip():
+            raise FlipUnknown(f"`{path}` on `{host}` reads `{written.content.strip()[:40].decode(errors='replace')}` "
+                              "right after the write; something else writes it too")
+        return datetime.fromtimestamp(written.mtime, timezone.utc)
+
+    def written_at(self, host: str) -> datetime:
+        """When the host says its health file was last written."""
+        path = self.plan.health_file(host)
+        stamp = self.ssh.check(host, f"date -r {quote(path)} +%s.%N", timeout=10).strip()
+        try:
+            return datetime.fromtimestamp(float(stamp), timezone.utc)
+        except ValueError:
+            raise SSHError(f"`{host}` did not say when `{path}` was written") from None
 
     # -- proving it -----------------------------------------------------------------------------------
 

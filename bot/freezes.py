@@ -34,6 +34,7 @@ log = logging.getLogger("cutover.freezes")
 LATE_AFTER = timedelta(minutes=1)
 RETRY_PENDING_AFTER = timedelta(minutes=1)
 CATCH_UP_SECONDS = 15
+NOTICE_EVENT = "cutover_freeze_notice"
 
 
 class FreezeRefused(Refused):
@@ -179,7 +180,7 @@ class Freezes:
         late = now - notice.due > LATE_AFTER
         text, blocks = fm.notice(freeze, notice.kind, notice.name, now, late=late, due=notice.due, by=by,
                                  reminders=self.plan.freezes.reminders)
-        ts = self.notifier.post(text, blocks)
+        ts = self.notifier.post(text, blocks, metadata=_mark(freeze_id, notice.name))
         outcome = ("late" if late else "posted") if ts else "failed"
         with self.store.transaction() as db:
             db.execute("UPDATE freeze_notices SET outcome = ?, posted_at = ? WHERE freeze_id = ? AND notice = ?",
@@ -192,10 +193,26 @@ class Freezes:
                                     self._run_stage, freeze.kind, notice.kind, stage)
 
     def _retry_pending(self, now: datetime) -> None:
-        """A notice claimed but not confirmed (a failed post, or a bot that died mid-post) is tried again."""
+        """A notice claimed but not confirmed (a failed post, or a bot that died mid-post) is tried again,
+        unless the channel shows it was posted after all: each notice's message carries a marker in its
+        metadata, looked for before posting again, so a notice is posted at most once."""
         cutoff = (now - RETRY_PENDING_AFTER).isoformat()
         for row in self.store.query(
                 "SELECT * FROM freeze_notices WHERE outcome IN ('pending', 'failed') AND posted_at <= ?", [cutoff]):
+            found = self.notifier.find_marked(NOTICE_EVENT, _mark(row["freeze_id"], row["notice"])["event_payload"])
+            if found is None:
+                log.warning("cannot tell whether notice %s of freeze %d was posted (Slack's history did not "
+                            "answer); asking again later", row["notice"], row["freeze_id"])
+                continue
+            if found:
+                with self.store.transaction() as db:
+                    db.execute("UPDATE freeze_notices SET outcome = ? WHERE freeze_id = ? AND notice = ?",
+                               ["posted", row["freeze_id"], row["notice"]])
+                self.store.audit("cutover", f"freeze-{row['notice'].split('-')[0]}",
+                                 self._freeze(row["freeze_id"]).kind, "posted",
+                                 {"notice": row["notice"], "reason": "found in the channel after a restart",
+                                  "ts": found})
+                continue
             kind = row["notice"].split("-")[0]
             self._post_notice(row["freeze_id"], Notice(row["notice"], parse_time(row["due_at"]), kind), now)
 
@@ -225,3 +242,8 @@ class Freezes:
                 if notice.due > now:
                     scheduler.add_job(self.tick, "date", run_date=notice.due, id=f"freeze-{item.freeze.id}-{notice.name}",
                                       misfire_grace_time=None, replace_existing=True)
+
+
+def _mark(freeze_id: int, notice: str) -> dict:
+    """The metadata that marks a notice's message, so that a restart can tell it was posted."""
+    return {"event_type": NOTICE_EVENT, "event_payload": {"freeze_id": freeze_id, "notice": notice}}

@@ -4,13 +4,17 @@ A request moves through states, each change a conditional UPDATE inside one
 transaction, so that only one thread ever takes a step:
 
     open ─► deciding ─► flipping ─► flipped ─► verified | unverified
+      │         │           ├─► aborted (the write was refused: nothing changed)
+      │         │           └─► unknown ─► flipped | aborted (once the old server answers)
       │         └─► aborted (preflight worse at the threshold)
       └─► expired
 
 Approvals are rows keyed by (request, user): a person counts once, a removed
 reaction deletes the row, and the approval that reaches the threshold is the
 one that moves ``open`` to ``deciding``. A bot restarted mid-way never flips
-on its own: it finishes a flip that already happened, or says nothing changed.
+on its own: it reads the old server's health file and finishes a flip that
+happened, says nothing changed when the file says so, and says *unknown* —
+and keeps asking — while it cannot read it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Callable
 from bot import golive_messages as gm
 from bot.blocks import sentence
 from bot.clock import Clock, parse_optional_time, parse_time
-from bot.failover import Failover, Verification
+from bot.failover import Failover, FlipNotMade, FlipUnknown, Verification
 from bot.notifier import Notifier
 from bot.plan import Plan
 from bot.preflight import Preflight, Preflights
@@ -37,6 +41,8 @@ from bot.witnesses import Reading
 from bot.workers import Workers, error_ref
 
 log = logging.getLogger("cutover.golive")
+
+UNKNOWN_RETRY = 5.0
 
 
 class RequestRefused(Refused):
@@ -65,6 +71,7 @@ class GoLive:
         self.people = plan.people
         self._is_bot: dict[str, bool] = {}
         self._bot_lock = threading.Lock()
+        self.stopping = threading.Event()
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -151,6 +158,35 @@ class GoLive:
             return
         self._approve(request, user, name)
 
+    def reconcile(self) -> None:
+        """Approvals as the open requests' messages show them now, under the same rules as a reaction event.
+
+        An approval whose event was lost (the bot down, or killed between Slack's delivery and the store) is
+        counted; one whose reaction is gone is withdrawn. Those who may not approve are left out silently:
+        they were told when their reaction arrived.
+        """
+        for request in self.store.query("SELECT * FROM golive_requests WHERE state = ? AND message_ts IS NOT NULL",
+                                        [RequestState.OPEN.value]):
+            reactions = self.notifier.reactions(request["message_ts"], channel=request["channel"])
+            if reactions is None:
+                continue
+            shown = next((r.get("users") or [] for r in reactions if r.get("name") == self.people.approval_reaction),
+                         [])
+            counted = {a["user"] for a in self.store.query("SELECT user FROM approvals WHERE request_id = ?",
+                                                            [request["id"]])}
+            for user in shown:
+                if user in counted or user == request["requested_by"] or not self.plan.is_approver(user):
+                    continue
+                if user == self.notifier.bot_user_id() or self._is_a_bot(user) is not False:
+                    continue
+                log.info("request #%d: counting %s's approval, which Slack shows but the bot had missed",
+                         request["id"], user)
+                self._approve(request, user, self.people.approval_reaction, reconciled=True)
+                if self._state(request["id"]) != RequestState.OPEN:
+                    break
+            for user in counted - set(shown):
+                self._withdraw(request, user)
+
     def _elsewhere(self, user: str, name: str, approver: bool) -> None:
         if not approver or name != self.people.approval_reaction:
             return
@@ -179,7 +215,7 @@ class GoLive:
         self.store.audit(user, "approval", f"#{request['id']}", "refused", {"reason": reason})
         self._note(user, text)
 
-    def _approve(self, request: dict, user: str, reaction: str) -> None:
+    def _approve(self, request: dict, user: str, reaction: str, reconciled: bool = False) -> None:
         now = self.clock.now()
         with self.store.transaction() as db:
             row = db["golive_requests"].get(request["id"])
@@ -208,7 +244,8 @@ class GoLive:
             self._note(user, f"{sentence(gm.WHAT[request['kind']])} #{request['id']} is no longer open "
                              f"({self._state(request['id'])}); your approval was not needed.")
             return
-        self.store.audit(user, "approval", f"#{request['id']}", "ok")
+        self.store.audit(user, "approval", f"#{request['id']}", "ok",
+                         {"reason": "found on the message after a restart"} if reconciled else None)
         self._post(request["id"])
         if verdict == "threshold":
             self._guarded(request["id"], self._decided)
@@ -260,26 +297,89 @@ class GoLive:
             return
         if not self._move(request_id, RequestState.DECIDING, RequestState.FLIPPING):
             return
+        word = "flip" if kind == "golive" else "rollback"
         try:
             if kind == "golive":
-                self.failover.flip(request_id)
+                written = self.failover.flip(request_id)
                 action = f"wrote `{self.failover.config.unhealthy}` to the old server's health file"
             else:
-                saved = self.failover.restore()
+                saved, written = self.failover.restore()
                 action = f"restored `{saved['path']}` on `{saved['host']}`"
-        except SSHError as exc:
+        except FlipNotMade as exc:
             self._move(request_id, RequestState.FLIPPING, RequestState.ABORTED, {"error": str(exc)})
             self.store.audit("cutover", f"{kind}-flip-failed", f"#{request_id}", "error", {"reason": str(exc)})
             self._post(request_id)
-            self._thread(request_id, f"❌ The {'flip' if kind == 'golive' else 'rollback'} could not be made: {exc}")
+            self._thread(request_id, f"❌ The {word} could not be made: {exc}. Nothing was changed.")
             return
-        now = self.clock.now()
-        self._move(request_id, RequestState.FLIPPING, RequestState.FLIPPED,
-                   {"flipped_at": now.isoformat(), "action": action})
-        self.store.audit("cutover", f"{kind}-flipped", f"#{request_id}", "ok", {"action": action})
-        self._thread(request_id, f"🔀 {sentence(action)} at {gm.slack_date(now)}. Verifying…")
+        except FlipUnknown as exc:
+            self._unknown(request_id, RequestState.FLIPPING, str(exc))
+            return
+        self._flipped(request_id, RequestState.FLIPPING, written, action,
+                      f"🔀 {sentence(action)} at {gm.slack_date(written)} (the host's time). Verifying…")
+
+    def _flipped(self, request_id: int, from_state: RequestState, written: datetime, action: str,
+                 say: str) -> None:
+        """The switch is known to have been made at ``written`` (the host's time): record it, then prove it."""
+        kind = self._row(request_id)["kind"]
+        if not self._move(request_id, from_state, RequestState.FLIPPED,
+                          {"flipped_at": written.isoformat(), "action": action}):
+            return
+        self.store.audit("cutover", f"{kind}-flipped", f"#{request_id}", "ok",
+                         {"action": action, "written_at": written.isoformat()})
+        self._thread(request_id, say)
         self._post(request_id)
         self._verify(request_id)
+
+    # -- when the bot cannot know ---------------------------------------------------------------------
+
+    def _unknown(self, request_id: int, from_state: RequestState, reason: str) -> None:
+        """The write may or may not have landed: say so, and keep asking the old server until it can tell."""
+        if not self._move(request_id, from_state, RequestState.UNKNOWN, {"unknown": reason}):
+            return
+        kind = self._row(request_id)["kind"]
+        self.store.audit("cutover", f"{kind}-flip-unknown", f"#{request_id}", "unknown", {"reason": reason})
+        self._post(request_id)
+        self._thread(request_id, f"❓ Whether the {'switch' if kind == 'golive' else 'rollback'} was made is "
+                                 f"*unknown*: {reason}. The bot reads the old server's health file every "
+                                 f"{UNKNOWN_RETRY:.0f} s and will say here which it is; meanwhile no other request "
+                                 "can be made.")
+        self.workers.submit(f"settling #{request_id}", self._guarded, request_id, self._settle_unknown)
+
+    def _settle_unknown(self, request_id: int) -> None:
+        """Ask the witness that decides — the old server's health file — until it answers."""
+        kind = self._row(request_id)["kind"]
+        old = self.failover.config.old
+        while self._state(request_id) == RequestState.UNKNOWN:
+            try:
+                landed, value = self._flip_landed(kind)
+                written = self.failover.written_at(old) if landed else None
+            except SSHError as exc:
+                log.info("request #%d still unknown: %s", request_id, exc)
+                if self.stopping.wait(UNKNOWN_RETRY):
+                    return
+                continue
+            path = self.plan.health_file(old)
+            if landed and written is not None:
+                action = ("wrote the health file on the old server" if kind == "golive"
+                          else "restored the health file on the old server")
+                self._flipped(request_id, RequestState.UNKNOWN, written, action,
+                              f"✅ Now known: the {'switch' if kind == 'golive' else 'rollback'} was made. `{path}` "
+                              f"on `{old}` holds `{value}`, written {gm.slack_date(written)} (the host's time). "
+                              "Verifying…")
+                return
+            if self._move(request_id, RequestState.UNKNOWN, RequestState.ABORTED,
+                          {"error": f"the write did not land: `{path}` on `{old}` still holds `{value}`"}):
+                self.store.audit("cutover", f"{kind}-flip-failed", f"#{request_id}", "error",
+                                 {"reason": f"did not land; the health file holds {value}"})
+                self._post(request_id)
+                self._thread(request_id, f"✅ Now known: the {'switch' if kind == 'golive' else 'rollback'} was "
+                                         f"*not* made. `{path}` on `{old}` still holds `{value}`; nothing was "
+                                         "changed. Ask again if it should still happen.")
+            return
+
+    def stop(self) -> None:
+        """Stop the loops that wait on a host (the requests stay as they are in the store)."""
+        self.stopping.set()
 
     def _verify(self, request_id: int) -> None:
         request = self._row(request_id)
@@ -313,42 +413,59 @@ class GoLive:
             self._post(request_id)
 
     def resume(self) -> None:
-        """After a restart: never flip on our own; finish what provably happened."""
-        for request in self.store.query("SELECT * FROM golive_requests WHERE state IN "
-                                        f"{sql_in((RequestState.DECIDING, RequestState.FLIPPING, RequestState.FLIPPED))}"):
-            request_id, kind = request["id"], request["kind"]
-            if request["state"] == RequestState.FLIPPING:
-                try:
-                    flipped = self._flip_landed(kind)
-                except SSHError as exc:
-                    log.error("cannot tell whether request #%d flipped: %s", request_id, exc)
-                    flipped = None
-                if flipped:
-                    self._move(request_id, RequestState.FLIPPING, RequestState.FLIPPED,
-                               {"flipped_at": self.clock.now().isoformat(), "action": "found flipped after a restart"})
-                    request["state"] = RequestState.FLIPPED
-                else:
-                    self._interrupted(request_id, RequestState.FLIPPING)
-                    continue
-            if request["state"] == RequestState.DECIDING:
-                self._interrupted(request_id, RequestState.DECIDING)
-                continue
-            self._thread(request_id, "The bot restarted during verification; verifying again.")
-            self.workers.submit(f"verification of #{request_id}", self._guarded, request_id, self._verify)
+        """After a restart: never flip on our own; find out what happened and say exactly that."""
+        self.reconcile()
+        in_flight = (RequestState.DECIDING, RequestState.FLIPPING, RequestState.FLIPPED, RequestState.UNKNOWN)
+        for request in self.store.query(f"SELECT * FROM golive_requests WHERE state IN {sql_in(in_flight)}"):
+            request_id, state = request["id"], RequestState(request["state"])
+            if state == RequestState.DECIDING:
+                self._interrupted(request_id, RequestState.DECIDING,
+                                  "The bot restarted before the switch was made (while checking again after the "
+                                  "approvals), so nothing was changed. Ask again if it should still happen.")
+            elif state == RequestState.FLIPPING:
+                self.workers.submit(f"settling #{request_id}", self._guarded, request_id, self._after_restart)
+            elif state == RequestState.UNKNOWN:
+                self.workers.submit(f"settling #{request_id}", self._guarded, request_id, self._settle_unknown)
+            else:
+                self._thread(request_id, "The bot restarted during verification; verifying again.")
+                self.workers.submit(f"verification of #{request_id}", self._guarded, request_id, self._verify)
 
-    def _flip_landed(self, kind: str) -> bool:
+    def _after_restart(self, request_id: int) -> None:
+        """A restart found the write under way: the old server's health file says whether it landed."""
+        kind = self._row(request_id)["kind"]
+        old = self.failover.config.old
+        try:
+            landed, value = self._flip_landed(kind)
+            written = self.failover.written_at(old) if landed else None
+        except SSHError as exc:
+            self._unknown(request_id, RequestState.FLIPPING, f"the bot restarted while writing the health file, "
+                                                             f"and cannot read it now ({exc})")
+            return
+        path = self.plan.health_file(old)
+        if landed and written is not None:
+            self._flipped(request_id, RequestState.FLIPPING, written, "found written after a restart",
+                          f"The bot restarted just after writing the health file and before confirming it: `{path}` "
+                          f"on `{old}` holds `{value}`, written {gm.slack_date(written)} (the host's time), so the "
+                          f"{'switch' if kind == 'golive' else 'rollback'} was made. Verifying…")
+            return
+        self._interrupted(request_id, RequestState.FLIPPING,
+                          f"The bot restarted before the write landed: `{path}` on `{old}` still holds `{value}`, so "
+                          "nothing was changed. Ask again if it should still happen.")
+
+    def _flip_landed(self, kind: str) -> tuple[bool, str | None]:
+        """Whether the old server's health file holds what the flip (or the rollback) writes, and its value."""
         value = self.failover.witnesses.health(self.failover.config.old)
         if kind == "golive":
-            return value == self.failover.config.unhealthy
+            return value == self.failover.config.unhealthy, value
         saved = self.failover.backup()
-        return saved is not None and value == saved["content"].strip()
+        return saved is not None and value == saved["content"].strip(), value
 
-    def _interrupted(self, request_id: int, state: RequestState) -> None:
-        self._move(request_id, state, RequestState.INTERRUPTED)
+    def _interrupted(self, request_id: int, state: RequestState, say: str) -> None:
+        if not self._move(request_id, state, RequestState.INTERRUPTED):
+            return
         self.store.audit("cutover", "request-interrupted", f"#{request_id}", "interrupted")
         self._post(request_id)
-        self._thread(request_id, "The bot restarted before the switch was made, so nothing was changed. "
-                                 "Ask again if it should still happen.")
+        self._thread(request_id, say)
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -386,7 +503,7 @@ class GoLive:
             droplets=(witnesses.droplet_of(self.failover.config.old), witnesses.droplet_of(self.failover.config.new)),
             last_sync=self._last_sync(), flipped_at=parse_optional_time(result.get("flipped_at")),
             verification=Verification.from_json(result["verification"]) if result.get("verification") else None,
-            abort_reason=_abort_reason(result))
+            abort_reason=_abort_reason(result), unknown_reason=result.get("unknown"))
         text, blocks = gm.text(view), gm.request_message(view)
         if request["message_ts"]:
             self.notifier.update(request["message_ts"], text, blocks)

@@ -17,7 +17,8 @@ STATE_WORDS = {RequestState.DECIDING: "approved, checking again before switching
                RequestState.FLIPPING: "switching", RequestState.FLIPPED: "switched, verifying",
                RequestState.VERIFIED: "switched and verified", RequestState.UNVERIFIED: "switched, not verified",
                RequestState.ABORTED: "stopped before the switch", RequestState.EXPIRED: "expired",
-               RequestState.INTERRUPTED: "interrupted before the switch"}
+               RequestState.INTERRUPTED: "interrupted before the switch",
+               RequestState.UNKNOWN: "unknown whether the switch was made"}
 
 __all__ = ["WHAT", "RequestView", "format_ttl", "people_list", "preflight_lines", "request_message", "slack_date",
            "text"]
@@ -43,6 +44,7 @@ class RequestView:
     flipped_at: datetime | None = None
     verification: Verification | None = None
     abort_reason: str | None = None
+    unknown_reason: str | None = None
 
 
 def people_list(users: tuple[str, ...] | list[str]) -> str:
@@ -125,6 +127,10 @@ def _state_lines(view: RequestView) -> list[str]:
         return [f"{so_far} Checking again before switching…"]
     if s == RequestState.ABORTED:
         return [f"🛑 *Not switched*: {view.abort_reason or 'the preflight failed'}. Nothing was changed."]
+    if s == RequestState.UNKNOWN:
+        return [f"{so_far}", f"❓ *Unknown whether the {'switch' if view.kind == 'golive' else 'rollback'} was made*: "
+                f"{view.unknown_reason or 'the write could not be confirmed'}. The bot keeps reading the old "
+                "server's health file and says which in the thread.", *_timeline(view)]
     if s in (RequestState.FLIPPING, RequestState.FLIPPED):
         return [f"{so_far}", "🔀 *Switching* — verifying, details in the thread…", *_timeline(view)]
     if s == RequestState.VERIFIED and view.verification:

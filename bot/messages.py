@@ -19,7 +19,8 @@ STATE_ICONS = {
 
 
 REQUEST_STATES = {RequestState.DECIDING: "approved; checking again before switching",
-                  RequestState.FLIPPING: "switching now", RequestState.FLIPPED: "switched; verifying"}
+                  RequestState.FLIPPING: "switching now", RequestState.FLIPPED: "switched; verifying",
+                  RequestState.UNKNOWN: "unknown whether the switch was made; checking the old server"}
 
 
 def help_message(commands: list[tuple[str, str]], *, is_operator: bool, is_approver: bool,
@@ -67,10 +68,15 @@ def status_message(report: StatusReport) -> list[dict]:
     if report.floating_ip:
         switch = report.switch
         if switch is not None and switch.state == RequestState.VERIFIED:
-            known = f"On `{switch.target}` since {slack_date(switch.at)}, verified after {switch.request}."
+            since = f" since {slack_date(switch.at)}" if switch.at else ""
+            known = f"On `{switch.target}`{since}, verified after {switch.request}."
         elif switch is not None and switch.state == RequestState.UNVERIFIED:
-            known = (f"{sentence(switch.request)} switched at {slack_date(switch.at)} but could not be verified: "
+            at = f" at {slack_date(switch.at)}" if switch.at else ""
+            known = (f"{sentence(switch.request)} switched{at} but could not be verified: "
                      "where the floating IP is now is *unknown*.")
+        elif switch is not None and switch.state == RequestState.UNKNOWN:
+            known = (f"Whether {switch.request} switched is *unknown*: the bot cannot read the old server's "
+                     "health file yet and keeps trying.")
         elif switch is not None:
             known = f"Switching now ({switch.request}); verifying."
         else:

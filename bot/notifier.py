@@ -23,6 +23,7 @@ from bot.settings import Settings
 log = logging.getLogger("cutover.notifier")
 
 UPLOAD_BLOCK = 1 << 20
+HISTORY_PAGES = 5
 
 
 def make_slack_client(settings: Settings, max_rate_limit_retries: int = 5) -> WebClient:
@@ -72,10 +73,30 @@ class Notifier:
         return None
 
     def post(self, text: str, blocks: list[dict] | None = None, *, thread_ts: str | None = None,
-             channel: str | None = None) -> str | None:
+             channel: str | None = None, metadata: dict | None = None) -> str | None:
+        """Post; ``metadata`` ({"event_type", "event_payload"}) marks the message so it can be found again."""
         data = self._call("chat_postMessage", channel=channel or self.channel, text=text, blocks=blocks,
-                          thread_ts=thread_ts)
+                          thread_ts=thread_ts, metadata=metadata)
         return data.get("ts") if data else None
+
+    def find_marked(self, event_type: str, payload: dict, *, channel: str | None = None,
+                    pages: int = HISTORY_PAGES) -> str | None | bool:
+        """The ts of a recent message marked with this metadata; False when none of the last
+        ``pages`` × 200 messages is; None when Slack could not be asked."""
+        cursor = None
+        for _ in range(pages):
+            data = self._call("conversations_history", channel=channel or self.channel, include_all_metadata=True,
+                              limit=200, cursor=cursor)
+            if data is None:
+                return None
+            for message in data.get("messages") or []:
+                meta = message.get("metadata") or {}
+                if meta.get("event_type") == event_type and meta.get("event_payload") == payload:
+                    return str(message["ts"])
+            cursor = (data.get("response_metadata") or {}).get("next_cursor")
+            if not data.get("has_more") or not cursor:
+                break
+        return False
 
     def update(self, ts: str, text: str, blocks: list[dict] | None = None, *, channel: str | None = None) -> bool:
         return self._call("chat_update", channel=channel or self.channel, ts=ts, text=text,
@@ -85,6 +106,13 @@ class Notifier:
                   channel: str | None = None) -> bool:
         return self._call("chat_postEphemeral", channel=channel or self.channel, user=user, text=text,
                           blocks=blocks) is not None
+
+    def reactions(self, ts: str, *, channel: str | None = None) -> list[dict] | None:
+        """The reactions on a message as Slack has them now (``reactions.get``); None if Slack did not say."""
+        data = self._call("reactions_get", channel=channel or self.channel, timestamp=ts, full=True)
+        if not data:
+            return None
+        return list((data.get("message") or {}).get("reactions") or [])
 
     def react(self, ts: str, name: str, *, channel: str | None = None) -> bool:
         return self._call("reactions_add", channel=channel or self.channel, timestamp=ts, name=name) is not None

@@ -72,7 +72,9 @@ class Preflights:
                        lambda: self._answers(cfg.new_probe_url, cfg.new, blocking=True)]
         else:
             checks += [self._backup, lambda: self._answers(cfg.old_probe_url, cfg.old, blocking=False)]
-        checks += [lambda: _check("vip", self.witnesses.vip(current), golive),
+        checks += [lambda: _check(f"keepalived {cfg.old}", self.witnesses.keepalived(cfg.old), True),
+                   lambda: _check(f"keepalived {cfg.new}", self.witnesses.keepalived(cfg.new), True),
+                   lambda: _check("vip", self.witnesses.vip(current), golive),
                    lambda: _check("digitalocean", self.witnesses.cloud(current, CLOUD_PATIENCE),
                                   golive)]
         if golive:

@@ -29,6 +29,8 @@ from bot.store import Store
 from bot.witnesses import Witnesses
 from bot.workers import Workers
 
+RECONCILE_SECONDS = 15
+
 
 @dataclass(frozen=True)
 class Services:
@@ -60,12 +62,16 @@ class Services:
             self.golive.resume()
             self.scheduler.add_job(self.golive.expire_due, "interval", seconds=1, id="golive-expiry",
                                    max_instances=1, coalesce=True, replace_existing=True)
+            self.scheduler.add_job(self.golive.reconcile, "interval", seconds=RECONCILE_SECONDS,
+                                   id="golive-reconcile", max_instances=1, coalesce=True, replace_existing=True)
         self.scheduler.start()
 
     def close(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.stages.stop()
+        if self.golive is not None:
+            self.golive.stop()
         self.workers.shutdown(wait=True)
         self.ssh.close()
         self.store.close()

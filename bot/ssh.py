@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import socket
 import threading
@@ -34,6 +35,18 @@ class SSHError(Exception):
 
 class HostKeyError(SSHError):
     pass
+
+
+class WriteRefused(SSHError):
+    """The host answered that a write failed (a full disk, a read-only file system): nothing was replaced."""
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """A file as the host reads it back right after replacing it, and when the host says it was written."""
+
+    content: bytes
+    mtime: float
 
 
 @dataclass(frozen=True)
@@ -251,6 +264,35 @@ class SSHPool:
             self._with_client(name, f"writing `{path}`", call, retry=True)
         except FileNotFoundError:
             raise SSHError(f"writing `{path}` on `{name}` failed: its directory does not exist") from None
+
+    def replace_file(self, name: str, path: str, content: bytes, mode: int = 0o644) -> Replaced:
+        """Replace ``path`` atomically (a temp file beside it, renamed over) and read it back, in one command.
+
+        Run by the host's shell so that a failure is reported as the host's own error ("No space left on
+        device", "Read-only file system"), the temp file is removed, and nothing is retried: WriteRefused
+        means the file was not replaced; any other SSHError means the bot cannot know whether it was.
+        """
+        p = quote(path)
+        command = (f'p={p}; t="$p.cutover-$$.tmp"; '
+                   f'if cat > "$t" && chmod {mode:o} "$t" && mv -f "$t" "$p"; then '
+                   'cat "$p" && printf "\\n%s\\n" "$(date -r "$p" +%s.%N)"; '
+                   'else rc=$?; rm -f "$t"; exit $rc; fi')
+        result = self.run(name, command, stdin=content, retry=False)
+        if result.exit_code != 0:
+            reason = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
+            reason = re.sub(r"^(?:sh|bash|dash)(?:: \d+)?: ", "", reason)
+            raise WriteRefused(f"`{path}` on `{name}` could not be written: {reason[:200]}")
+        out = result.stdout.rstrip("\n")
+        body, _, stamp = out.rpartition("\n")
+        try:
+            mtime = float(stamp)
+        except ValueError:
+            raise SSHError(f"`{path}` on `{name}` was written but could not be read back") from None
+        return Replaced(body.encode(), mtime)
+
+    def ensure_connected(self, name: str) -> None:
+        """Connect now if needed, so that a later failure can only be of the call itself."""
+        self.client(name)
 
 
 def quote(value: str) -> str:

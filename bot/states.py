@@ -31,6 +31,7 @@ class RequestState(StrEnum):
     DECIDING = "deciding"
     FLIPPING = "flipping"
     FLIPPED = "flipped"
+    UNKNOWN = "unknown"  # the write was sent; whether it landed is not known yet
     VERIFIED = "verified"
     UNVERIFIED = "unverified"
     ABORTED = "aborted"
@@ -42,7 +43,8 @@ class RequestState(StrEnum):
         return self in IN_FLIGHT
 
 
-IN_FLIGHT = (RequestState.OPEN, RequestState.DECIDING, RequestState.FLIPPING, RequestState.FLIPPED)
+IN_FLIGHT = (RequestState.OPEN, RequestState.DECIDING, RequestState.FLIPPING, RequestState.FLIPPED,
+             RequestState.UNKNOWN)
 
 
 class FreezeState(StrEnum):

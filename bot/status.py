@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from bot.services import Services
 
 NOT_RUN = "not run"
-SWITCHED = (RequestState.FLIPPING, RequestState.FLIPPED, RequestState.VERIFIED, RequestState.UNVERIFIED)
+SWITCHED = (RequestState.FLIPPING, RequestState.FLIPPED, RequestState.VERIFIED, RequestState.UNVERIFIED,
+            RequestState.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class RequestLine:
 class SwitchLine:
     state: RequestState
     target: str | None
-    at: datetime
+    at: datetime | None
     request: str
 
 
@@ -108,5 +109,5 @@ def _last_switch(services: "Services") -> SwitchLine | None:
     if state == RequestState.VERIFIED:
         when = parse_time(verification.get("cloud_confirmed_at") or verification["first_answer_at"])
         return SwitchLine(state, verification["target"], when, label)
-    when = parse_optional_time(result.get("flipped_at")) or parse_time(row["decided_at"])
+    when = parse_optional_time(result.get("flipped_at")) or parse_optional_time(row["decided_at"])
     return SwitchLine(state, verification.get("target"), when, label)

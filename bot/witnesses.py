@@ -18,6 +18,10 @@ from bot.plan import Plan
 from bot.probes import ProbeResult, probe
 from bot.ssh import SSHError, SSHPool, quote
 
+# keepalived processes whose network namespace is this shell's: on a server that is all of them; on a test host
+# sharing a machine with others, only its own.
+KEEPALIVED_PIDS = ('me=$(readlink /proc/self/ns/net); for p in $(pgrep -x keepalived); do '
+                   '[ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; exit 0')
 CLOUD_RETRY_FIRST = 0.5
 CLOUD_RETRY_MAX = 4.0
 
@@ -73,6 +77,19 @@ class Witnesses:
             if any(f" {self.config.vip}/" in line for line in out.splitlines()):
                 holders.append(host)
         return VipHolders(tuple(holders), tuple(errors))
+
+    def keepalived(self, host: str) -> Reading:
+        """Whether keepalived runs on ``host``: a keepalived process in the network namespace SSH lands in."""
+        try:
+            out = self.ssh.check(host, KEEPALIVED_PIDS, timeout=10)
+        except SSHError as exc:
+            return Reading("keepalived", False, f"cannot tell whether keepalived runs on `{host}`: {exc}")
+        pids = out.split()
+        if pids:
+            return Reading("keepalived", True, f"keepalived runs on `{host}` (pid {', '.join(pids[:3])})",
+                           self.clock.now())
+        return Reading("keepalived", False, f"keepalived is not running on `{host}`: without it the VIP cannot "
+                                            f"move; start it there (`systemctl start keepalived`)")
 
     def vip(self, expected: str, deadline: float | None = None) -> Reading:
         """keepalived's address on ``expected`` alone, waiting for it until ``deadline`` (monotonic) if given."""

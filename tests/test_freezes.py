@@ -211,3 +211,29 @@ def test_outsiders_are_refused_before_anything_is_parsed_and_overflows_are_usage
         assert "out of range" in text or "is not a UTC offset" in text, text
     assert "must be in the future" in reply_text(slack, slack.command(OPERATOR, "freeze content at in 0m"))
     assert reply_text(slack, slack.command(OUTSIDER, "freeze list")).startswith("No freeze is scheduled")
+
+
+def test_a_notice_slack_took_but_the_bot_did_not_record_is_not_posted_again(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h"))
+    at(bot, clock, timedelta(hours=1))
+    assert channel(slack)[-1].startswith("⏰ Reminder")
+    bot.stop()
+    # As if killed between Slack accepting the reminder and the bot recording it.
+    from bot.store import Store
+    store = Store(str(tmp_path / "f.db"))
+    with store.transaction() as db:
+        db.execute("UPDATE freeze_notices SET outcome = 'pending' WHERE notice = 'remind-24h'")
+    store.close()
+    clock.set(T0 + timedelta(hours=1, minutes=5))
+    again = start(slack, tmp_path, clock)
+    try:
+        again.services.freezes.tick()
+        reminders = [t for t in channel(slack) if t.startswith("⏰ Reminder")]
+        assert len(reminders) == 1, reminders
+        row = again.services.store.query("SELECT outcome FROM freeze_notices WHERE notice = 'remind-24h'")[0]
+        assert row["outcome"] == "posted"
+        audit = [e for e in again.services.store.recent_audit(50) if e["action"] == "freeze-remind"]
+        assert "found in the channel after a restart" in audit[-1]["detail"]
+    finally:
+        again.stop()

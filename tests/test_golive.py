@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -335,13 +336,79 @@ def test_a_restart_after_the_flip_verifies_and_before_it_changes_nothing(slack, 
     req2, _ = request(slack, third)
     third.stop()
     lab.set_health("old", "false")
+    written = lab.servers["old"].health_file.stat().st_mtime
     crashed_while_flipping(tmp_path / "g.db", req2["id"])
     fourth = make_bot(slack, lab, do, tmp_path)
     try:
         assert wait_settled(fourth.services, req2["id"], 60) == "verified"
         assert lab.vip_holder() == "new"
+        assert_flip_recorded(fourth, req2["id"], written)
+        thread = thread_text(slack, req2["message_ts"])
+        assert "restarted just after writing the health file" in thread and "during verification" not in thread
     finally:
         fourth.stop()
+
+
+def assert_flip_recorded(bot, request_id, written):
+    """The flip is in the audit, and its time is the health file's, from the host."""
+    audit = [e for e in bot.services.store.recent_audit(200) if e["target"] == f"#{request_id}"]
+    assert [e["action"] for e in audit].count("golive-flipped") == 1, audit
+    result = json.loads(bot.services.store.get("golive_requests", request_id)["result"])
+    assert abs(datetime.fromisoformat(result["flipped_at"]).timestamp() - written) < 0.01
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_a_restart_that_cannot_read_the_old_server_says_unknown_until_it_can(slack, lab, do, tmp_path, landed):
+    first = make_bot(slack, lab, do, tmp_path)
+    req, _ = request(slack, first)
+    first.stop()
+    if landed:
+        lab.set_health("old", "false")
+    written = lab.servers["old"].health_file.stat().st_mtime
+    crashed_while_flipping(tmp_path / "g.db", req["id"])
+    lab.ssh_down("old")
+    second = make_bot(slack, lab, do, tmp_path)
+    try:
+        slack.wait_for(lambda: state(second, req["id"]) == "unknown", 30, "the request to be unknown")
+        shown(slack, req["message_ts"], "Unknown whether the switch was made")
+        assert "*unknown*" in thread_text(slack, req["message_ts"])
+        assert "nothing was changed" not in thread_text(slack, req["message_ts"])
+        status = reply_text(slack, slack.command(OUTSIDER, "status"), timeout=30)
+        assert "unknown whether the switch was made" in status and "No switch has been made" not in status
+        assert "is still in progress" in reply_text(slack, slack.command(OPERATOR, "rollback"), timeout=30) \
+            or "still open" in reply_text(slack, slack.command(OPERATOR, "rollback"), timeout=30)
+        lab.ssh_up("old")
+        final = wait_settled(second.services, req["id"], 60)
+        thread = thread_text(slack, req["message_ts"])
+        if landed:
+            assert final == "verified" and "Now known: the switch was made" in thread
+            assert_flip_recorded(second, req["id"], written)
+        else:
+            assert final == "aborted" and "Now known: the switch was *not* made" in thread
+            assert "nothing was changed" in thread and lab.vip_holder() == "old"
+    finally:
+        lab.ssh_up("old")
+        second.stop()
+
+
+def test_a_write_refused_by_the_old_server_is_reported_as_itself_and_leaves_nothing(slack, lab, do, bot):
+    health_dir = lab.servers["old"].health_file.parent
+    req, _ = request(slack, bot)
+    # In the old server's own mount namespace (ip netns exec gives sshd one): its file system turns read-only.
+    on_old = ["nsenter", "-t", str(lab.servers["old"].sshd.process.pid), "-m"]
+    subprocess.run([*on_old, "mount", "--bind", str(health_dir), str(health_dir)], check=True)
+    try:
+        subprocess.run([*on_old, "mount", "-o", "remount,bind,ro", str(health_dir)], check=True)
+        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        assert wait_settled(bot.services, req["id"], 60) == "aborted"
+    finally:
+        subprocess.run([*on_old, "umount", str(health_dir)], check=True)
+    thread = thread_text(slack, req["message_ts"])
+    assert "Read-only file system" in thread and "Nothing was changed" in thread, thread
+    assert "lost the SSH connection" not in thread
+    assert not [p.name for p in health_dir.iterdir() if ".cutover-" in p.name]
+    assert lab.servers["old"].health_file.read_text() == "true\n" and lab.vip_holder() == "old"
 
 
 def test_the_preflight_requires_the_freezes_the_plan_names(slack, lab, do, tmp_path):
@@ -396,3 +463,32 @@ def test_removing_a_reaction_after_the_decision_is_answered_plainly(slack, lab, 
     assert "the decision was already taken" in note[0] and "`/cutover rollback`" in note[0]
     assert sorted(approvals(bot, req["id"])) == [BOB, CAROL]
     assert wait_settled(bot.services, req["id"], 60) == "verified"
+
+
+@pytest.mark.parametrize("role", ["new", "old"])
+def test_the_preflight_refuses_when_keepalived_is_not_running(slack, lab, do, bot, role):
+    lab.stop_keepalived(role)
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    assert f"keepalived is not running on `{role}`" in text and "A go-live would stop here" in text, text
+    other = "old" if role == "new" else "new"
+    assert f"keepalived runs on `{other}`" in text
+    reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
+    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+
+
+def test_an_approval_slack_shows_but_the_bot_missed_is_counted_after_a_restart(slack, lab, do, tmp_path):
+    first = make_bot(slack, lab, do, tmp_path)
+    req, _ = request(slack, first)
+    first.stop()
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"], deliver=False)  # acknowledged, never stored
+    slack.react(OPERATOR, OK, "C0LAUNCH", req["message_ts"], deliver=False)  # the requester: never counts
+    second = make_bot(slack, lab, do, tmp_path)
+    try:
+        slack.wait_for(lambda: approvals(second, req["id"]) == [BOB], 15, "bob's approval, reconciled")
+        shown(slack, req["message_ts"], "(1/2)")
+        audit = [e for e in second.services.store.recent_audit(50) if e["action"] == "approval"]
+        assert audit[-1]["actor"] == BOB and "after a restart" in audit[-1]["detail"]
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        assert wait_settled(second.services, req["id"], 60) == "verified"
+    finally:
+        second.stop()

@@ -242,6 +242,17 @@ vrrp_instance VI_1 {{
     def set_health(self, role: str, value: str) -> None:
         self.servers[role].health_file.write_text(value + "\n")
 
+    def ssh_down(self, role: str) -> None:
+        """The bot loses SSH to ``role`` (its connections are cut, new ones refused); the server keeps running."""
+        self._ssh_forwarder(role).pause()
+
+    def ssh_up(self, role: str) -> None:
+        self._ssh_forwarder(role).resume()
+
+    def _ssh_forwarder(self, role: str) -> Forwarder:
+        port = self.servers[role].sshd.address[1]
+        return next(f for f in self.forwarders if f.port == port)
+
     def client_netns(self) -> str:
         return self.ns["cli"]
 

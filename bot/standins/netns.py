@@ -91,6 +91,7 @@ class Forwarder:
         self.server.listen(128)
         self.port = self.server.getsockname()[1]
         self._closed = threading.Event()
+        self._paused = threading.Event()
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, name=f"forward-{self.port}", daemon=True).start()
@@ -103,7 +104,23 @@ class Forwarder:
                 return
             threading.Thread(target=self._relay, args=(client,), daemon=True).start()
 
+    def pause(self) -> None:
+        """Act like a host that went away: cut every relayed connection and refuse new ones until resumed."""
+        self._paused.set()
+        with self._lock:
+            for s in list(self._conns):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def resume(self) -> None:
+        self._paused.clear()
+
     def _relay(self, client: socket.socket) -> None:
+        if self._paused.is_set():
+            client.close()
+            return
         ns, host, port = self.target
         try:
             upstream = connect_in(ns, (host, port))

@@ -245,8 +245,9 @@ class SlackStandIn:
         }
         return self._deliver("slash_commands", payload, key=trigger)
 
-    def react(self, user: str, name: str, channel: str, ts: str) -> Envelope | None:
-        """Add a reaction as ``user``; delivers ``reaction_added`` like Slack does."""
+    def react(self, user: str, name: str, channel: str, ts: str, *, deliver: bool = True) -> Envelope | None:
+        """Add a reaction as ``user``; delivers ``reaction_added`` like Slack does (unless ``deliver`` is
+        False: the event a bot that was down, or killed before storing it, never saw)."""
         with self._lock:
             msg = self._find(channel, ts)
             entry = self._reaction_entry(msg, name)
@@ -254,6 +255,8 @@ class SlackStandIn:
                 return None
             entry["users"].append(user)
             entry["count"] = len(entry["users"])
+        if not deliver:
+            return None
         return self.deliver_event(self._reaction_event("reaction_added", user, name, channel, msg))
 
     def unreact(self, user: str, name: str, channel: str, ts: str) -> Envelope | None:
@@ -556,9 +559,20 @@ class SlackStandIn:
             msg["blocks"] = blocks
         if thread_ts:
             msg["thread_ts"] = thread_ts
+        metadata = params.get("metadata")
+        if metadata:
+            if isinstance(metadata, str):
+                try:
+                    metadata = json.loads(metadata)
+                except json.JSONDecodeError:
+                    raise SlackError("invalid_metadata_format") from None
+            if not isinstance(metadata, dict) or not metadata.get("event_type") \
+                    or not isinstance(metadata.get("event_payload"), dict):
+                raise SlackError("invalid_metadata_format")
+            msg["metadata"] = {"event_type": metadata["event_type"], "event_payload": metadata["event_payload"]}
         channel.messages.append(msg)
         self._notify("post", msg)
-        return {"channel": channel.id, "ts": msg["ts"], "message": msg}
+        return {"channel": channel.id, "ts": msg["ts"], "message": _without_metadata(msg)}
 
     def _m_chat_update(self, params: dict) -> dict:
         channel = self._channel(params)
@@ -659,8 +673,11 @@ class SlackStandIn:
     def _m_conversations_history(self, params: dict) -> dict:
         channel = self._channel(params)
         limit = int(params.get("limit") or 100)
-        top = [m for m in channel.messages if m.get("thread_ts") in (None, m["ts"])]
-        return {"messages": list(reversed(top))[:limit], "has_more": len(top) > limit}
+        oldest = float(params.get("oldest") or 0)
+        top = [m for m in channel.messages if m.get("thread_ts") in (None, m["ts"]) and float(m["ts"]) > oldest]
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        shown = [m if with_metadata else _without_metadata(m) for m in reversed(top)]
+        return {"messages": shown[:limit], "has_more": len(top) > limit}
 
     def _m_conversations_replies(self, params: dict) -> dict:
         channel = self._channel(params)
@@ -778,3 +795,8 @@ def blocks_text(blocks: list[dict] | None) -> str:
             if isinstance(el, dict) and "text" in el:
                 out.append(el["text"] if isinstance(el["text"], str) else el["text"].get("text", ""))
     return "\n".join(out)
+
+
+def _without_metadata(msg: dict) -> dict:
+    """Slack returns a message's metadata only to those who ask for it (``include_all_metadata``)."""
+    return {k: v for k, v in msg.items() if k != "metadata"}
