@@ -25,16 +25,40 @@ from bot.refusals import Refused
 from bot.remote_run import RemoteState
 from bot.ssh import SSHError
 from bot.states import RunState
+from bot.workers import error_ref
 
 if TYPE_CHECKING:
     from bot.stages import StageRunner
 
 log = logging.getLogger("cutover.follower")
 
+FOLLOW_ATTEMPTS = 5
 CHUNK = 4 << 20
 UPDATE_INTERVAL = 1.0
 OFFSET_SAVE_INTERVAL = 0.5
 EXIT_CHECK_INTERVAL = 1.0
+
+
+def follow(runner: "StageRunner", run_id: int) -> None:
+    """Follow until the run ends; an unexpected error re-attaches from the stored offset, and says so."""
+    for attempt in range(1, FOLLOW_ATTEMPTS + 1):
+        try:
+            Follower(runner, run_id).run()
+            return
+        except Exception:
+            ref = error_ref()
+            log.exception("following run %d failed (ref %s, attempt %d)", run_id, ref, attempt)
+            run = runner.row(run_id)
+            last = attempt == FOLLOW_ATTEMPTS
+            if run["message_ts"]:
+                runner.notifier.post(
+                    f"⚠️ Following `{run['stage']}` failed unexpectedly (ref {ref}); "
+                    + ("giving up after several tries. The stage may still be running on "
+                       f"`{run['host']}`; a bot restart re-attaches to it." if last else
+                       "re-attaching from where it was. The stage itself is unaffected."),
+                    thread_ts=run["message_ts"])
+            if last or runner.stopping.wait(5):
+                return
 
 
 class Follower:
@@ -222,7 +246,8 @@ class Follower:
         reason = row["cancel_reason"]
         stopped_by = row["cancelled_by"] if row["cancelled_by"] not in (None, "cutover") else None
         if reason == RunState.TIMED_OUT:
-            state, detail = RunState.TIMED_OUT, f"stopped after its {format_duration(self.stage.timeout)} timeout"  # type: ignore[arg-type]
+            limit = format_duration(self.stage.timeout) if self.stage.timeout else "set"
+            state, detail = RunState.TIMED_OUT, f"stopped after its {limit} timeout"
         elif reason:
             state, detail = RunState(reason), "stopped"
         elif exit_code is None:

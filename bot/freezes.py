@@ -16,6 +16,7 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
+import sqlite_utils
 from apscheduler.schedulers.base import BaseScheduler
 
 from bot import freeze_messages as fm
@@ -140,9 +141,16 @@ class Freezes:
 
     def _tick_freeze(self, freeze: Freeze, now: datetime) -> None:
         skipped: list[str] = []
-        for notice in notices_for(freeze, self.plan.freezes.reminders):
+        notices = notices_for(freeze, self.plan.freezes.reminders)
+        due_reminders = [n for n in notices if n.kind == "remind" and n.due <= now]
+        for notice in notices:
             if notice.due > now:
                 break
+            if notice.kind == "remind" and now < freeze.start_at and notice is not due_reminders[-1]:
+                # Down across several reminders: one notice, timed from now, stands for all of them.
+                with self.store.transaction() as db:
+                    self._claim(db, freeze.id, notice.name, notice.due, now, outcome="merged")
+                continue
             with self.store.transaction() as db:
                 state = db["freezes"].get(freeze.id)["state"]
                 if notice.kind == "remind" and now >= freeze.start_at:
@@ -169,7 +177,7 @@ class Freezes:
             self.store.audit("cutover", "reminders-skipped", freeze.kind, "skipped", {"reminders": skipped})
             skipped.clear()
 
-    def _claim(self, db, freeze_id: int, notice: str, due: datetime, now: datetime,  # type: ignore[no-untyped-def]
+    def _claim(self, db: sqlite_utils.Database, freeze_id: int, notice: str, due: datetime, now: datetime,
                outcome: str = "pending") -> bool:
         return db.execute("INSERT OR IGNORE INTO freeze_notices (freeze_id, notice, due_at, posted_at, outcome) "
                           "VALUES (?, ?, ?, ?, ?)", [freeze_id, notice, due.isoformat(), now.isoformat(),

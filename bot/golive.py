@@ -109,7 +109,7 @@ class GoLive:
 
     def _required(self, kind: str) -> int:
         if kind == "rollback":
-            return self.plan.failover.rollback_approvals  # type: ignore[union-attr]
+            return self.failover.config.rollback_approvals
         return self.people.required_approvals
 
     # -- reactions ------------------------------------------------------------------------------

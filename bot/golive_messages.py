@@ -159,5 +159,6 @@ def request_message(view: RequestView) -> list[dict]:
 
 
 def preflight_message(preflight: Preflight, title: str) -> list[dict]:
-    verdict = "✅ A go-live would find everything ready." if preflight.ok else "❌ A go-live would stop here."
+    what = WHAT.get(preflight.purpose, "go-live")
+    verdict = f"✅ A {what} would find everything ready." if preflight.ok else f"❌ A {what} would stop here."
     return [header(title), *sections(preflight_lines(preflight), budget=10), context(verdict)]

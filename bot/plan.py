@@ -46,6 +46,7 @@ class Host:
     known_hosts: str | None = None
     jump: str | None = None
     health_file: str | None = None
+    vrrp_state_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class FailoverPlan:
     vip: str = ""
     new_probe_url: str = ""
     old_probe_url: str = ""
+    vrrp_state_file: str | None = None  # written by a keepalived notify script: MASTER, BACKUP, FAULT
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,11 @@ class Plan:
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    def vrrp_state_file(self, host: str) -> str | None:
+        """Where keepalived's notify script on ``host`` writes its VRRP state, if the plan says."""
+        assert self.failover is not None
+        return self.hosts[host].vrrp_state_file or self.failover.vrrp_state_file
 
     def health_file(self, host: str) -> str:
         """The health file keepalived's check reads on ``host``: its own, or the failover default."""
@@ -340,7 +347,8 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
         if not isinstance(h, dict):
             c.error(key, h, "a table")
             continue
-        c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file"})
+        c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file",
+                              "vrrp_state_file"})
         address = c.string(h, f"{key}.address", "address", expected="a host name or IP address")
         user = c.string(h, f"{key}.user", "user", expected="a login name")
         port = c.integer(h, f"{key}.port", "port", required=False, default=22, low=1, high=65535)
@@ -353,7 +361,8 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
             c.error(f"{key}.health_file", health, "an absolute path")
         if address and user:
             hosts[name] = Host(name=name, address=address, user=user, port=port or 22,
-                               key_file=key_file, known_hosts=known, jump=jump, health_file=health)
+                               key_file=key_file, known_hosts=known, jump=jump, health_file=health,
+                               vrrp_state_file=_absolute(c, h, key, "vrrp_state_file"))
     for name, h in hosts.items():
         if h.jump is not None and h.jump not in t:
             c.error(f"hosts.{name}.jump", h.jump, "the name of another [hosts.*] entry: " + ", ".join(sorted(t)))
@@ -425,7 +434,8 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
         return None
     c.only(t, "failover.", {"floating_ip", "vip", "old", "new", "health_file", "healthy", "unhealthy",
                             "probe_url", "new_probe_url", "old_probe_url", "new_marker", "old_marker",
-                            "verify_timeout", "interface", "require_freezes", "rollback_approvals"})
+                            "verify_timeout", "interface", "require_freezes", "rollback_approvals",
+                            "vrrp_state_file"})
     ip = _ipv4(c, t, "floating_ip", required=True)
     vip = _ipv4(c, t, "vip", required=False)
     names = ", ".join(sorted(data.get("hosts") or {}))
@@ -455,6 +465,7 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
                             expected="a list of freeze kinds")
     rollback = c.integer(t, "failover.rollback_approvals", "rollback_approvals", required=False, default=1,
                          low=0, high=10)
+    vrrp_state = _absolute(c, t, "failover", "vrrp_state_file")
     if None in (ip, old, new, health_file, probe, marker) or old not in hosts or new not in hosts:
         return None
     return FailoverPlan(floating_ip=ip, old=old, new=new, health_file=health_file, healthy=healthy or "true",
@@ -462,7 +473,16 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
                     verify_timeout=verify or timedelta(seconds=60), old_marker=old_marker,
                     interface=interface, require_freezes=require, rollback_approvals=rollback,
                     vip=vip or ip, new_probe_url=new_probe or _on_host(probe, hosts[new].address),
-                    old_probe_url=old_probe or _on_host(probe, hosts[old].address))
+                    old_probe_url=old_probe or _on_host(probe, hosts[old].address),
+                    vrrp_state_file=vrrp_state)
+
+
+def _absolute(c: _Checker, t: dict, table: str, name: str) -> str | None:
+    value = c.string(t, f"{table}.{name}", name, required=False, expected="an absolute path")
+    if value is not None and not value.startswith("/"):
+        c.error(f"{table}.{name}", value, "an absolute path")
+        return None
+    return value
 
 
 def _ipv4(c: _Checker, t: dict, name: str, required: bool) -> str | None:

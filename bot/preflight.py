@@ -74,6 +74,8 @@ class Preflights:
             checks += [self._backup, lambda: self._answers(cfg.old_probe_url, cfg.old, blocking=False)]
         checks += [lambda: _check(f"keepalived {cfg.old}", self.witnesses.keepalived(cfg.old), True),
                    lambda: _check(f"keepalived {cfg.new}", self.witnesses.keepalived(cfg.new), True),
+                   lambda: _check("vrrp", self.witnesses.vrrp(current, target, backup_may_fault=not golive),
+                                  blocking=self.plan.vrrp_state_file(cfg.old) is not None),
                    lambda: _check("vip", self.witnesses.vip(current), golive),
                    lambda: _check("digitalocean", self.witnesses.cloud(current, CLOUD_PATIENCE),
                                   golive)]

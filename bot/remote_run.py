@@ -10,16 +10,21 @@ files on the host, not the SSH connection, say whether a run has ended.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import paramiko
 
 from bot.plan import Stage
 from bot.ssh import SSHError, SSHPool, quote
 
+log = logging.getLogger("cutover.remote_run")
+
 PID_WAIT = 10.0
+CANCEL_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,18 @@ class RemoteRuns:
 
     def group_alive(self, host: str, pgid: int) -> bool:
         return self.ssh.run(host, f"kill -0 -- -{int(pgid)} 2>/dev/null").exit_code == 0
+
+    def stop_group(self, host: str, pgid: int, submit: Callable[[Callable[[], None]], Any]) -> None:
+        """TERM the process group now; ``submit`` a job that KILLs what is left of it after CANCEL_GRACE."""
+        self.signal_group(host, pgid, "TERM")
+
+        def escalate() -> None:
+            deadline = time.monotonic() + CANCEL_GRACE
+            while time.monotonic() < deadline:
+                if not self.group_alive(host, pgid):
+                    return
+                time.sleep(0.5)
+            log.warning("process group %d on %s ignored SIGTERM; sending SIGKILL", pgid, host)
+            self.signal_group(host, pgid, "KILL")
+
+        submit(escalate)

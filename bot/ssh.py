@@ -98,7 +98,7 @@ class SSHPool:
         if host.jump:
             jump = self.client(host.jump)
             try:
-                sock = jump.get_transport().open_channel(  # type: ignore[union-attr]
+                sock = _transport(jump).open_channel(
                     "direct-tcpip", (host.address, host.port), ("127.0.0.1", 0), timeout=self.connect_timeout)
             except (paramiko.SSHException, OSError) as exc:
                 raise SSHError(f"jump host `{host.jump}` could not reach `{host.name}` "
@@ -144,7 +144,7 @@ class SSHPool:
             client.close()
             raise SSHError(f"cannot reach `{host.name}` ({host.address}:{host.port}): "
                            f"{exc.strerror or exc}") from None
-        client.get_transport().set_keepalive(self.keepalive)  # type: ignore[union-attr]
+        _transport(client).set_keepalive(self.keepalive)
         log.info("connected to %s (%s:%d)%s", host.name, host.address, host.port,
                  f" via {host.jump}" if host.jump else "")
         return client
@@ -185,7 +185,7 @@ class SSHPool:
         timeout = timeout or self.command_timeout
 
         def call(client: paramiko.SSHClient) -> Result:
-            channel = client.get_transport().open_session(timeout=self.connect_timeout)  # type: ignore[union-attr]
+            channel = _transport(client).open_session(timeout=self.connect_timeout)
             channel.settimeout(timeout)
             channel.exec_command(command)
             if stdin is not None:
@@ -207,6 +207,9 @@ class SSHPool:
                     time.sleep(0.01)
             code = channel.recv_exit_status()
             channel.close()
+            if code == -1:  # the session ended without an exit status: the connection went mid-command
+                self.drop(name)
+                raise SSHError(f"a command on `{name}` did not finish: lost the SSH connection")
             return Result(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
         return self._with_client(name, "a command", call, retry)
@@ -227,7 +230,7 @@ class SSHPool:
         OpenSSH's default 32 KiB packets it, not the network, would set the pace of a big log.
         """
         def call(client: paramiko.SSHClient) -> paramiko.Channel:
-            channel = client.get_transport().open_session(  # type: ignore[union-attr]
+            channel = _transport(client).open_session(
                 timeout=self.connect_timeout, window_size=STREAM_WINDOW, max_packet_size=STREAM_PACKET)
             channel.exec_command(command)
             channel.shutdown_write()
@@ -239,7 +242,7 @@ class SSHPool:
         """The file's content, or None if it does not exist."""
         def call(client: paramiko.SSHClient) -> bytes:
             with client.open_sftp() as sftp:
-                sftp.get_channel().settimeout(self.command_timeout)  # type: ignore[union-attr]
+                _sftp_timeout(sftp, self.command_timeout)
                 with sftp.open(path, "rb") as f:
                     return f.read()
 
@@ -254,7 +257,7 @@ class SSHPool:
 
         def call(client: paramiko.SSHClient) -> None:
             with client.open_sftp() as sftp:
-                sftp.get_channel().settimeout(self.command_timeout)  # type: ignore[union-attr]
+                _sftp_timeout(sftp, self.command_timeout)
                 with sftp.open(tmp, "wb") as f:
                     f.write(content)
                 sftp.chmod(tmp, mode)
@@ -293,6 +296,19 @@ class SSHPool:
     def ensure_connected(self, name: str) -> None:
         """Connect now if needed, so that a later failure can only be of the call itself."""
         self.client(name)
+
+
+def _transport(client: paramiko.SSHClient) -> paramiko.Transport:
+    transport = client.get_transport()
+    if transport is None:
+        raise paramiko.SSHException("the connection is closed")
+    return transport
+
+
+def _sftp_timeout(sftp: paramiko.SFTPClient, seconds: float) -> None:
+    channel = sftp.get_channel()
+    if channel is not None:
+        channel.settimeout(seconds)
 
 
 def quote(value: str) -> str:

@@ -34,12 +34,15 @@ class Progress:
 
     def seen(self, groups: dict[str, str | None], now_mono: float) -> "Progress":
         """This progress after a line whose pattern matched with ``groups``; unchanged if they are not numbers."""
+        percent, done, total = groups.get("percent"), groups.get("done"), groups.get("total")
         try:
-            if groups.get("percent") is not None:
-                updated = replace(self, percent=float(groups["percent"]))  # type: ignore[arg-type]
+            if percent is not None:
+                updated = replace(self, percent=float(percent))
+            elif done is not None and total is not None:
+                updated = replace(self, done=float(done), total=float(total))
             else:
-                updated = replace(self, done=float(groups["done"]), total=float(groups["total"]))  # type: ignore[arg-type]
-        except (TypeError, ValueError, KeyError):
+                return self
+        except ValueError:
             return self
         if updated.first_at is None:
             updated = replace(updated, first_at=now_mono, first_fraction=updated.fraction)

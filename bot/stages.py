@@ -8,7 +8,6 @@ SQLite. After a restart ``resume`` re-attaches to every run still active.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import threading
 import time
@@ -16,25 +15,22 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot import messages
-from bot.blocks import sections
 from bot.clock import Clock, parse_time
-from bot.follower import Follower
+from bot.follower import follow
 from bot.notifier import Notifier
 from bot.plan import Plan, Stage
 from bot.redact import Redactor
 from bot.refusals import Refused
 from bot.remote_run import RemoteRuns
 from bot.ssh import SSHError, SSHPool
+from bot.stage_logs import StageLogs
 from bot.stage_view import StageView
 from bot.states import ACTIVE_RUNS, RunState, sql_in
 from bot.store import Store
-from bot.workers import Workers, error_ref
+from bot.workers import Workers
 
 log = logging.getLogger("cutover.stages")
 
-GZIP_ABOVE = 20 * 1024 * 1024
-CANCEL_GRACE = 10.0
-FOLLOW_ATTEMPTS = 5
 
 
 class StageRefused(Refused):
@@ -51,10 +47,7 @@ class StageRunner:
         self.ssh = ssh
         self.remote = RemoteRuns(ssh)
         self.workers = workers
-        self.redactor = redactor
-        self.log_dir = log_dir
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.gzip_above = GZIP_ABOVE
+        self.logs = StageLogs(log_dir, redactor, notifier)
         self.stopping = threading.Event()
         self._followers: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -82,32 +75,6 @@ class StageRunner:
         self.mark_running(run_id, pid)
         self._follow(run_id)
         return run_id
-
-    def run_all(self, user: str) -> list[str]:
-        """Run every stage not yet succeeded, in depends_on order, stopping at the first failure."""
-        report = []
-        runs = self.store.latest_runs()
-        for stage in self.plan.stages:
-            last = runs.get(stage.name)
-            if last and last["state"] == RunState.SUCCEEDED:
-                report.append(f"⏭️ `{stage.name}` already succeeded; skipped (use `run {stage.name}` to repeat it)")
-                continue
-            try:
-                run_id = self.start(stage.name, user)
-            except StageRefused as exc:
-                report.append(f"🛑 {exc}")
-                break
-            state = self.wait(run_id)
-            report.append(f"{messages.STATE_ICONS.get(state, '•')} `{stage.name}` {state}")
-            if state != RunState.SUCCEEDED:
-                report.append("🛑 stopped: later stages were not started")
-                break
-        return report
-
-    def run_all_and_report(self, user: str) -> None:
-        """``run all`` can take hours, longer than a command's response_url lives: report in the channel."""
-        report = self.run_all(user)
-        self.notifier.post("`run all` finished", sections([f"`run all` by <@{user}> finished:", *report]))
 
     def wait(self, run_id: int, timeout: float | None = None) -> RunState:
         thread = self._followers.get(run_id)
@@ -139,15 +106,7 @@ class StageRunner:
         return run, path
 
     def upload_log(self, run: dict, path: Path, user: str | None = None) -> str | None:
-        """Redact (and gzip, when large) the local copy into a file beside it, then stream that to the thread."""
-        name = run["stage"]
-        filename, payload = self._log_payload(run, path)
-        comment = f"Full log of `{name}` (run {run['id']})" + (f", asked for by <@{user}>" if user else "")
-        try:
-            return self.notifier.upload(payload, filename, title=f"{name} log, run {run['id']}",
-                                        thread_ts=run["message_ts"], comment=comment)
-        finally:
-            payload.unlink(missing_ok=True)
+        return self.logs.upload(run, path, user)
 
     def resume(self) -> list[str]:
         """Re-attach to runs that were in flight when the bot stopped; finish uploads it missed."""
@@ -185,7 +144,7 @@ class StageRunner:
         return self.store.get("stage_runs", run_id)
 
     def local_log(self, run_id: int) -> Path:
-        return self.log_dir / f"run-{run_id}.log"
+        return self.logs.path(run_id)
 
     def view_of(self, run: dict) -> StageView:
         """The view a run's message starts from, with the last successful run's duration for the ETA."""
@@ -210,19 +169,8 @@ class StageRunner:
 
     def stop_group(self, host: str, run: dict) -> None:
         """TERM the run's process group now; KILL what is left of it after the grace period."""
-        pgid = int(run["pid"])
-        self.remote.signal_group(host, pgid, "TERM")
-
-        def escalate() -> None:
-            deadline = time.monotonic() + CANCEL_GRACE
-            while time.monotonic() < deadline:
-                if not self.remote.group_alive(host, pgid):
-                    return
-                time.sleep(0.5)
-            log.warning("process group %d on %s ignored SIGTERM; sending SIGKILL", pgid, host)
-            self.remote.signal_group(host, pgid, "KILL")
-
-        self.workers.submit(f"escalating the stop of run {run['id']}", escalate)
+        self.remote.stop_group(host, int(run["pid"]), lambda fn: self.workers.submit(
+            f"escalating the stop of run {run['id']}", fn))
 
     def end_unstarted(self, run_id: int, state: RunState, reason: str) -> None:
         """End a run that never ran on its host, and make its message say so."""
@@ -275,45 +223,14 @@ class StageRunner:
                                             "started_at": now}).last_pk
 
     def _follow(self, run_id: int) -> None:
-        thread = threading.Thread(target=self._follow_guarded, args=(run_id,), name=f"follow-{run_id}", daemon=True)
+        thread = threading.Thread(target=self._followed, args=(run_id,), name=f"follow-{run_id}", daemon=True)
         with self._lock:
             self._followers[run_id] = thread
         thread.start()
 
-    def _follow_guarded(self, run_id: int) -> None:
-        """Follow until the run ends; an unexpected error re-attaches from the stored offset, and says so."""
+    def _followed(self, run_id: int) -> None:
         try:
-            for attempt in range(1, FOLLOW_ATTEMPTS + 1):
-                try:
-                    Follower(self, run_id).run()
-                    return
-                except Exception:
-                    ref = error_ref()
-                    log.exception("following run %d failed (ref %s, attempt %d)", run_id, ref, attempt)
-                    run = self.row(run_id)
-                    last = attempt == FOLLOW_ATTEMPTS
-                    if run["message_ts"]:
-                        self.notifier.post(
-                            f"⚠️ Following `{run['stage']}` failed unexpectedly (ref {ref}); "
-                            + ("giving up after several tries. The stage may still be running on "
-                               f"`{run['host']}`; a bot restart re-attaches to it." if last else
-                               "re-attaching from where it was. The stage itself is unaffected."),
-                            thread_ts=run["message_ts"])
-                    if last or self.stopping.wait(5):
-                        return
+            follow(self, run_id)
         finally:
             with self._lock:
                 self._followers.pop(run_id, None)
-
-    def _log_payload(self, run: dict, path: Path) -> tuple[str, Path]:
-        """The local copy redacted into a file beside it, gzipped when large; memory stays bounded."""
-        name = f"{run['stage']}-run{run['id']}.log"
-        payload = path.with_name(f"{path.stem}.upload-{threading.get_ident()}.tmp")
-        with path.open("rb") as src:
-            if path.stat().st_size <= self.gzip_above:
-                with payload.open("wb") as dst:
-                    self.redactor.copy(src, dst)
-                return name, payload
-            with gzip.open(payload, "wb", compresslevel=6) as dst:
-                self.redactor.copy(src, dst)  # type: ignore[arg-type]
-        return name + ".gz", payload

@@ -106,7 +106,8 @@ def _in_zone(naive: datetime, zone: ZoneInfo, stamp: str, zone_name: str) -> tup
 
 
 def _format_offset(when: datetime) -> str:
-    minutes = int(when.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+    offset = when.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
     sign = "+" if minutes >= 0 else "-"
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 

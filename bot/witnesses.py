@@ -91,6 +91,33 @@ class Witnesses:
         return Reading("keepalived", False, f"keepalived is not running on `{host}`: without it the VIP cannot "
                                             f"move; start it there (`systemctl start keepalived`)")
 
+    def vrrp(self, master: str, backup: str, backup_may_fault: bool = False) -> Reading:
+        """keepalived's own VRRP states, as its notify script records them: ``master`` MASTER, ``backup`` BACKUP.
+
+        Before a rollback the old server is in FAULT (its failed check is what gave the VIP away), so there
+        ``backup_may_fault`` accepts FAULT as well: restoring its health file brings it back.
+        """
+        if self.plan.vrrp_state_file(master) is None or self.plan.vrrp_state_file(backup) is None:
+            return Reading("vrrp", False, "VRRP states not read: the plan has no `[failover] vrrp_state_file` "
+                                          "(a keepalived notify script writes MASTER, BACKUP or FAULT there)")
+        states, problems = {}, []
+        for host, wanted in ((master, ("MASTER",)), (backup, ("BACKUP", "FAULT") if backup_may_fault else ("BACKUP",))):
+            path = self.plan.vrrp_state_file(host) or ""
+            try:
+                raw = self.ssh.read_file(host, path)
+            except SSHError as exc:
+                problems.append(f"cannot read `{path}` on `{host}`: {exc}")
+                continue
+            state = raw.decode("utf-8", "replace").strip() if raw is not None else None
+            states[host] = state
+            if state not in wanted:
+                shown = f"`{state[:20]}`" if state else "nothing (no state written yet)"
+                problems.append(f"keepalived on `{host}` is {shown}, expected {' or '.join(wanted)}")
+        if problems:
+            return Reading("vrrp", False, "; ".join(problems))
+        return Reading("vrrp", True, f"keepalived is MASTER on `{master}` and {states[backup]} on `{backup}`",
+                       self.clock.now())
+
     def vip(self, expected: str, deadline: float | None = None) -> Reading:
         """keepalived's address on ``expected`` alone, waiting for it until ``deadline`` (monotonic) if given."""
         vip = self.config.vip

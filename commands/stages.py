@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.run_all import run_all_and_report
 from bot.ssh import SSHError
 from commands.router import Caller, Command, Reply, UsageError
 
@@ -36,7 +37,7 @@ def parse_stage(args: list[str], services: "Services") -> str:
 def run_run(services: "Services", caller: Caller, name: str) -> Reply:
     if name == "all":
         order = " → ".join(f"`{s.name}`" for s in services.plan.stages)
-        services.workers.submit("run all", services.stages.run_all_and_report, caller.user)
+        services.workers.submit("run all", run_all_and_report, services.stages, caller.user)
         return Reply(text=f"Running the stages not yet done, in order ({order}), stopping at the first failure. "
                           "Each reports in the channel; the summary follows there.")
     run_id = services.stages.start(name, caller.user)

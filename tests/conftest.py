@@ -13,6 +13,8 @@ import pytest
 
 from bot.local import start_local_bot
 from bot.plan import Plan, parse_plan
+from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.standins.lab import TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import SlackStandIn
 
 OPERATOR = "U0ALICE"
@@ -45,6 +47,23 @@ def pytest_runtest_makereport(item, call):
 def slack():
     with SlackStandIn() as standin:
         yield standin
+
+
+@pytest.fixture
+def do():
+    """The DigitalOcean stand-in, its actions completing after 0.3 s."""
+    with DigitalOceanStandIn(action_delay=0.3) as standin:
+        yield standin
+
+
+@pytest.fixture
+def lab(tmp_path, do):
+    """Two servers in network namespaces with real keepalived, sshd and web servers (root only)."""
+    why = lab_unavailable()
+    if why:
+        pytest.skip(f"the keepalived lab cannot run here: {why}")
+    with KeepalivedLab(tmp_path / "lab", do, TUNED) as running:
+        yield running
 
 
 @pytest.fixture

@@ -237,3 +237,15 @@ def test_a_notice_slack_took_but_the_bot_did_not_record_is_not_posted_again(slac
         assert "found in the channel after a restart" in audit[-1]["detail"]
     finally:
         again.stop()
+
+
+def test_down_across_two_reminders_posts_one_notice_timed_from_now(slack, tmp_path, clock):
+    again = down_after(slack, tmp_path, clock, "freeze content at in 25h", timedelta(hours=24, minutes=30))
+    try:
+        reminders = [t for t in channel(slack) if t.startswith("⏰ Reminder")]
+        assert len(reminders) == 1, reminders
+        assert "(in 30m 00s)" in reminders[0] and "Posted late" in reminders[0]
+        outcomes = {r["notice"]: r["outcome"] for r in again.services.store.query("SELECT * FROM freeze_notices")}
+        assert outcomes["remind-24h"] == "merged" and outcomes["remind-1h"] == "late"
+    finally:
+        again.stop()

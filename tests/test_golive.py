@@ -13,8 +13,7 @@ import pytest
 
 from bot.local import start_local_bot
 from bot.plan import parse_plan
-from bot.standins.digitalocean import DigitalOceanStandIn
-from bot.standins.lab import DROPLETS, FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
+from bot.standins.lab import DROPLETS, FLOATING_IP
 from bot.standins.slack import blocks_text
 from bot.store import Store
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
@@ -22,21 +21,6 @@ from tests.helpers import FakeClock, wait_settled
 
 BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
 OK = "white_check_mark"
-
-
-@pytest.fixture
-def do():
-    with DigitalOceanStandIn(action_delay=0.3) as standin:
-        yield standin
-
-
-@pytest.fixture
-def lab(tmp_path, do):
-    why = lab_unavailable()
-    if why:
-        pytest.skip(f"the keepalived lab cannot run here: {why}")
-    with KeepalivedLab(tmp_path / "lab", do, TUNED) as running:
-        yield running
 
 
 def lab_plan(lab, **failover) -> dict:
@@ -249,9 +233,12 @@ def test_the_new_server_unhealthy_at_the_threshold_stops_the_flip(slack, lab, bo
 
 
 def test_keepalived_not_moving_fails_verification_and_rollback_recovers(slack, lab, do, tmp_path):
-    local = make_bot(slack, lab, do, tmp_path, plan=lab_plan(lab, verify_timeout="6s"))
+    plan = lab_plan(lab, verify_timeout="6s")
+    for host in plan["hosts"].values():
+        host.pop("vrrp_state_file")  # a plan that does not say where keepalived records its state
+    local = make_bot(slack, lab, do, tmp_path, plan=plan)
     try:
-        lab.stop_keepalived("new")
+        lab.break_check("new")  # running, in FAULT: a preflight that cannot read VRRP states lets it pass
         req, _ = request(slack, local)
         slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
         slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
@@ -492,3 +479,37 @@ def test_an_approval_slack_shows_but_the_bot_missed_is_counted_after_a_restart(s
         assert wait_settled(second.services, req["id"], 60) == "verified"
     finally:
         second.stop()
+
+
+def test_ssh_lost_right_after_the_write_is_unknown_until_the_old_server_answers(slack, lab, do, bot):
+    req, _ = request(slack, bot)
+    # The write lands, then the command stalls in its read-back (a slow `date` on the old server) while the
+    # connection is cut: the bot cannot know whether the write landed.
+    slow = lab.servers["old"].dir / "bin" / "date"
+    slow.write_text('#!/bin/sh\n[ "$1" = -r ] && sleep 20\nexec /bin/date "$@"\n')
+    slow.chmod(0o755)
+    try:
+        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        flipped(slack, lab)
+        lab.ssh_down("old")
+        slack.wait_for(lambda: state(bot, req["id"]) == "unknown", 30, "the request to be unknown")
+        thread = thread_text(slack, req["message_ts"])
+        assert "*unknown*" in thread and "othing was changed" not in thread and "could not be made" not in thread
+        slow.unlink()
+        lab.ssh_up("old")
+        assert wait_settled(bot.services, req["id"], 60) == "verified"
+        assert "Now known: the switch was made" in thread_text(slack, req["message_ts"])
+        actions = [e["action"] for e in bot.services.store.recent_audit(100) if e["target"] == f"#{req['id']}"]
+        assert actions.index("golive-flip-unknown") < actions.index("golive-flipped") < actions.index("golive-verified")
+    finally:
+        slow.unlink(missing_ok=True)
+        lab.ssh_up("old")
+
+
+def test_the_preflight_reads_keepalived_states_and_refuses_a_backup_in_fault(slack, lab, do, bot):
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    assert "keepalived is MASTER on `old` and BACKUP on `new`" in text, text
+    lab.break_check("new")
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    assert "keepalived on `new` is `FAULT`, expected BACKUP" in text and "A go-live would stop here" in text, text

@@ -100,3 +100,13 @@ def test_status_never_says_no_switch_while_one_is_verifying_or_unverified():
     assert "Switching now (go-live #1); verifying." in verifying and "No switch" not in verifying
     unknown = floating_ip(SwitchLine(RequestState.UNVERIFIED, "new", T0, "go-live #1"))
     assert "Go-live #1 switched at <!date^" in unknown and "is now is *unknown*" in unknown
+
+
+def test_a_refused_rollback_says_rollback():
+    from bot.golive_messages import preflight_message
+    from bot.preflight import Check, Preflight
+
+    refused = Preflight("rollback", T0, (Check("backup", False, "no health file content was recorded"),))
+    assert preflight_message(refused, "t")[-1]["elements"][0]["text"] == "❌ A rollback would stop here."
+    ready = Preflight("golive", T0, (Check("ssh old", True, "SSH works"),))
+    assert preflight_message(ready, "t")[-1]["elements"][0]["text"] == "✅ A go-live would find everything ready."

@@ -377,7 +377,7 @@ def test_a_large_log_is_uploaded_gzipped_whole_and_redacted(slack, sshd, tmp_pat
     plan["stages"] = [{"name": "big", "host": "new",
                        "command": f"seq 1 50000 | sed 's/^/row /'; echo 'token {slack.bot_token}'"}]
     local = start_local_bot(slack, parse_plan(plan, "p"), str(tmp_path / "gz.db"))
-    local.services.stages.gzip_above = 64 * 1024
+    local.services.stages.logs.gzip_above = 64 * 1024
     try:
         reply_text(slack, slack.command(OPERATOR, "run big"))
         run = finished(local, "big")

@@ -210,3 +210,36 @@ def test_when_says_which_of_a_doubled_wall_clock_time_it_took():
     assert when == datetime(2026, 10, 25, 0, 30, tzinfo=timezone.utc)
     assert note == ("`2026-10-25 02:30` happens twice in Europe/Berlin (the clocks go back that night); the first "
                     "one was taken: 00:30 UTC (UTC+02:00).")
+
+
+def test_a_probe_gives_up_on_a_server_that_trickles_its_answer():
+    import socket
+    import threading
+
+    from bot.probes import probe
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):  # bounded: 100 bytes, one every 0.3 s, unless the probe leaves first
+            if stop.wait(0.3):
+                break
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        result = probe(f"http://127.0.0.1:{server.getsockname()[1]}/", timeout=1.0)
+    finally:
+        stop.set()
+        server.close()
+    assert result.status is None and result.error == "the answer took longer than 1s"

@@ -83,6 +83,10 @@ class DigitalOceanStandIn:
         with self._lock:
             self._faults.append([status, times, path, method, delay])
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     def busy(self, ip: str) -> bool:
         """An action on ``ip`` is still in progress."""
         self._settle()

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.netns import Forwarder, connect_in, ip, netns_available
 from bot.standins.sshd import LocalSshd, find_sshd
 from bot.waiting import wait_until
+
+SERVER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
 SUBNET = "10.213.7"
 VIP = f"{SUBNET}.100"
@@ -126,7 +127,9 @@ class KeepalivedLab:
         d = self.workdir / role
         d.mkdir(parents=True, exist_ok=True)
         (d / "health").write_text("true\n")
-        sshd = LocalSshd(d / "sshd", client_key=self.client_key, netns=self.ns[role], listen="0.0.0.0", port=22)
+        (d / "bin").mkdir(exist_ok=True)  # first on the PATH of commands run over SSH: tests put stand-ins there
+        sshd = LocalSshd(d / "sshd", client_key=self.client_key, netns=self.ns[role], listen="0.0.0.0", port=22,
+                         env={"PATH": f"{d / 'bin'}:{SERVER_PATH}"})
         server = Server(role, self.ns[role], d, sshd)
         self.servers[role] = server
         sshd.start()
@@ -151,6 +154,10 @@ class KeepalivedLab:
         check = d / "check_health.sh"
         check.write_text(f"#!/bin/sh\n[ \"$(cat {d / 'health'})\" = true ]\n")
         check.chmod(0o755)
+        state = d / "notify_state.sh"
+        state.write_text(f'#!/bin/sh\n# keepalived notify: TYPE NAME STATE PRIORITY\necho "$3" > {d}/vrrp_state.tmp '
+                         f'&& mv {d}/vrrp_state.tmp {d}/vrrp_state\n')
+        state.chmod(0o755)
         notify = d / "notify_master.py"
         notify.write_text(_NOTIFY.format(python=sys.executable, ip=FLOATING_IP, droplet=DROPLETS[role],
                                          token=self.do.token))
@@ -187,6 +194,7 @@ vrrp_instance VI_1 {{
         chk_health
     }}
     notify_master "{notify}"
+    notify "{state}"
 }}
 """)
         log = open(d / "keepalived.log", "ab")
@@ -239,6 +247,13 @@ vrrp_instance VI_1 {{
         proc.terminate()
         proc.wait(10)
 
+    def break_check(self, role: str) -> None:
+        """Make ``role``'s keepalived health check fail whatever the health file says (a wiring fault the
+        health file does not show): its keepalived keeps running, in FAULT, and never takes the VIP."""
+        check = self.servers[role].dir / "check_health.sh"
+        check.write_text("#!/bin/sh\nexit 1\n")
+        self._wait(lambda: self._state(role) == "FAULT", 15, f"keepalived on {role} to enter FAULT")
+
     def set_health(self, role: str, value: str) -> None:
         self.servers[role].health_file.write_text(value + "\n")
 
@@ -259,7 +274,8 @@ vrrp_instance VI_1 {{
     def plan(self, base: dict) -> dict:
         """``base`` (the [slack] table and any stages) completed with this lab's hosts and failover."""
         plan = dict(base)
-        plan["hosts"] = {role: {**self.servers[role].sshd.host_entry(), "health_file": str(s.health_file)}
+        plan["hosts"] = {role: {**self.servers[role].sshd.host_entry(), "health_file": str(s.health_file),
+                                "vrrp_state_file": str(s.dir / "vrrp_state")}
                          for role, s in self.servers.items()}
         plan["failover"] = {
             "floating_ip": FLOATING_IP, "vip": VIP, "old": "old", "new": "new",

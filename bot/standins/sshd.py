@@ -36,7 +36,7 @@ def free_port() -> int:
 class LocalSshd:
     def __init__(self, workdir: Path, *, client_key: Path | None = None, log_level: str = "INFO",
                  extra_config: str = "", netns: str | None = None, listen: str = "127.0.0.1",
-                 port: int | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.netns = netns
@@ -50,6 +50,10 @@ class LocalSshd:
         self.log = self.workdir / "sshd.log"
         self.log_level = log_level
         self.extra_config = extra_config
+        # A login shell's interactive setup (a user's .bashrc, which bash sources under sshd) is not part of
+        # the servers this stands in for, and can stall when many sessions start at once: SHLVL above 1
+        # tells bash not to source it. sshd takes only the first SetEnv line, so all go on one.
+        self.env = {"SHLVL": "5", **(env or {})}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "LocalSshd":
@@ -71,7 +75,8 @@ class LocalSshd:
             f"AuthorizedKeysFile {authorized}\nPidFile {self.workdir / 'sshd.pid'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "PermitRootLogin prohibit-password\nAllowTcpForwarding yes\nMaxSessions 50\nMaxStartups 50\n"
-            f"LogLevel {self.log_level}\nSubsystem sftp internal-sftp\n{self.extra_config}")
+            f"LogLevel {self.log_level}\nSubsystem sftp internal-sftp\n"
+            f"SetEnv {' '.join(f'{k}={v}' for k, v in self.env.items())}\n{self.extra_config}")
         Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.process = subprocess.Popen([*prefix, sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,

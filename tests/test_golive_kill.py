@@ -1,0 +1,165 @@
+"""The bot as a real process, killed (SIGKILL) at each step of a go-live and started again, with and without
+SSH to the old server: the final message, `status`, the audit log and the database agree with the world.
+
+Each step is held open by the world, not by the bot's code: a slow DigitalOcean answer holds the re-check
+and the verification; a `cat` on the old server that stalls (then fails) holds the write after the backup;
+a `date` that stalls holds the read-back after the write has landed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bot.standins.slack import blocks_text
+from bot.store import Store
+from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
+from tests.helpers import to_toml
+from tests.test_golive import BOB, CAROL, OK
+
+STEPS = ("re-check", "after the backup", "after the write", "verification")
+
+
+def start_bot(slack, env, tmp_path):
+    connections = len(slack.calls_of("apps.connections.open"))
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "bot.log", "ab"))
+    slack.wait_for(lambda: len(slack.calls_of("apps.connections.open")) > connections, 30, "the bot to connect")
+    slack.wait_connected()
+    return proc
+
+
+def kill(proc) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def stall(lab, command: str, when: str, then: str) -> None:
+    """Make ``command`` on the old server wait 30 s, then ``then``, when called as ``when`` says (shell test);
+    other uses (the login shell's own) run the real one."""
+    wrapper = lab.servers["old"].dir / "bin" / command
+    wrapper.write_text(f'#!/bin/sh\nif {when}; then sleep 30; {then}; fi\nexec /bin/{command} "$@"\n')
+    wrapper.chmod(0o755)
+
+
+def unstall(lab) -> None:
+    for wrapper in (lab.servers["old"].dir / "bin").iterdir():
+        wrapper.unlink()
+
+
+def request_row(db):
+    store = Store(str(db))
+    try:
+        rows = store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")
+        return rows[0] if rows else None
+    finally:
+        store.close()
+
+
+def audit_actions(db, request_id):
+    store = Store(str(db))
+    try:
+        return [e["action"] for e in store.recent_audit(500) if e["target"] == f"#{request_id}"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("ssh_at_restart", ["up", "down"])
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_the_world(
+        slack, lab, do, tmp_path, step, ssh_at_restart):
+    base = copy.deepcopy(PLAN)
+    base.pop("hosts")
+    base["stages"] = []
+    plan_file = tmp_path / "cutover.toml"
+    plan_file.write_text(to_toml(lab.plan(base)))
+    db = tmp_path / "bot.db"
+    env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(db),
+           "DIGITALOCEAN_ACCESS_TOKEN": do.token, "DIGITALOCEAN_END_POINT": do.end_point}
+
+    first = start_bot(slack, env, tmp_path)
+    try:
+        reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=40)
+        assert reply.startswith("Go-live #1 posted"), reply
+        row = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(request_row(db)), 10,
+                             "the request message")
+        ts = row["message_ts"]
+        if step == "re-check":
+            do.fail_next("slow", times=10_000, path="floating_ips", method="GET", delay=30)
+        elif step == "after the backup":
+            stall(lab, "cat", '[ $# -eq 0 ]', "exit 1")  # `cat > tmp`: the write itself
+        elif step == "after the write":
+            stall(lab, "date", '[ "$1" = -r ]', ":")  # `date -r file`: the read-back after the rename
+        slack.react(BOB, OK, "C0LAUNCH", ts)
+        slack.react(CAROL, OK, "C0LAUNCH", ts)
+        if step == "verification":
+            slack.wait_for(lambda: request_row(db)["state"] == "flipped", 40, "verification to begin")
+            do.fail_next("slow", times=10_000, path="floating_ips", method="GET", delay=30)
+        expected_state = {"re-check": "deciding", "after the backup": "flipping", "after the write": "flipping",
+                          "verification": "flipped"}[step]
+        slack.wait_for(lambda: request_row(db)["state"] == expected_state, 40, f"the request to be {expected_state}")
+        if step == "after the backup":
+            store = Store(str(db))
+            slack.wait_for(lambda: store.query("SELECT COUNT(*) AS n FROM health_backups")[0]["n"] == 1, 20,
+                           "the backup")
+            store.close()
+        if step == "after the write":
+            slack.wait_for(lambda: lab.servers["old"].health_file.read_text() == "false\n", 20, "the write")
+    finally:
+        kill(first)
+    do.clear_faults()
+    unstall(lab)
+    landed = lab.servers["old"].health_file.read_text() == "false\n"
+    assert landed == (step in ("after the write", "verification"))
+
+    if ssh_at_restart == "down":
+        lab.ssh_down("old")
+    second = start_bot(slack, env, tmp_path)
+    try:
+        if ssh_at_restart == "down" and step in ("after the backup", "after the write"):
+            slack.wait_for(lambda: request_row(db)["state"] == "unknown", 40, "the request to be unknown")
+            text = slack.wait_for(lambda: (lambda t: t if "Unknown whether the switch was made" in t else None)(
+                blocks_text(slack.message("C0LAUNCH", ts).get("blocks"))), 10, "the message to say unknown")
+            assert "othing was changed" not in text
+            status = reply_text(slack, slack.command(OUTSIDER, "status"), timeout=30)
+            assert "unknown whether the switch was made" in status, status
+        lab.ssh_up("old")
+        final = slack.wait_for(lambda: (lambda r: r if r["state"] not in
+                                        ("open", "deciding", "flipping", "flipped", "unknown") else None)(
+            request_row(db)), 90, "the request to settle")
+        world_switched = lab.servers["old"].health_file.read_text() == "false\n"
+        assert world_switched == landed
+        text = slack.wait_for(lambda: (lambda t: t if ("Switched to" in t or "Not switched" in t or "Interrupted"
+                                                       in t) else None)(
+            blocks_text(slack.message("C0LAUNCH", ts).get("blocks"))), 20, "the final message")
+        actions = audit_actions(db, final["id"])  # the message is updated after the audit entry is written
+        thread = "\n".join(m["text"] for m in slack.messages("C0LAUNCH", ts))
+        status = reply_text(slack, slack.command(OUTSIDER, "status"), timeout=30)
+        if landed:
+            assert final["state"] == "verified", final
+            assert actions.count("golive-flipped") == 1, actions
+            assert "golive-verified" in actions and "Switched to `new` and verified" in text
+            assert "othing was changed" not in thread and "othing was changed" not in text
+            assert lab.vip_holder() == "new"
+            assert "On `new` since" in status and "verified after go-live #1" in status
+            written = lab.servers["old"].health_file.stat().st_mtime
+            flipped_at = json.loads(final["result"])["flipped_at"]
+            from datetime import datetime
+            assert abs(datetime.fromisoformat(flipped_at).timestamp() - written) < 0.01
+        else:
+            assert final["state"] in ("interrupted", "aborted"), final
+            assert "golive-flipped" not in actions, actions
+            assert "othing was changed" in text or "othing was changed" in thread
+            assert lab.vip_holder() == "old"
+            assert "No switch has been made by the bot." in status and "No request is open." in status
+    finally:
+        lab.ssh_up("old")
+        second.terminate()
+        second.wait(10)
