@@ -71,7 +71,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     from bot.app import build_app, serve_http, serve_socket_mode, wait_for_signal
     from bot.logs import setup_logging
     from bot.services import build_services
-    from bot.store import StoreError
+    from bot.store import Store, StoreError
 
     settings = load_settings()
     setup_logging(Redactor(settings.secrets()))
@@ -92,6 +92,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     if plan.failover is not None and not settings.digitalocean_token:
         log.warning("DIGITALOCEAN_ACCESS_TOKEN is not set: check and golive will fail their DigitalOcean item")
     try:
+        hold = Store.hold(settings.db_path)
         services = build_services(settings, plan)
     except StoreError as exc:
         log.error("bad database: %s", exc)
@@ -114,6 +115,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     else:
         handler.close()
     services.close()
+    hold.release()
     return 0
 
 

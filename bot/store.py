@@ -7,7 +7,10 @@ decision. The audit table is append-only: triggers refuse UPDATE and DELETE.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -127,14 +130,23 @@ class Store:
     def __init__(self, path: str, clock: Clock | None = None) -> None:
         self.path = path
         self.clock = clock or SystemClock()
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self.db = sqlite_utils.Database(conn)
-        self._lock = threading.RLock()
-        with self._lock:
-            if path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self.db = sqlite_utils.Database(conn)
+            self._lock = threading.RLock()
+            with self._lock:
+                if path != ":memory:":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path} (CUTOVER_DB) cannot be used as the database: {exc}; check that its "
+                             "directory exists and that the bot may write there") from None
+
+    @staticmethod
+    def hold(path: str) -> "DatabaseHold":
+        """Take the database for this process alone, or say which process has it (StoreError)."""
+        return DatabaseHold(path)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -229,6 +241,38 @@ class Store:
 
     def current_freezes(self) -> list[dict]:
         return self.query(f"SELECT * FROM freezes WHERE state IN {sql_in(CURRENT_FREEZES)} ORDER BY start_at")
+
+
+class DatabaseHold:
+    """An exclusive lock on ``<db>.lock``: two bots on one database would both follow and both flip.
+
+    The lock is the kernel's (flock), so it goes with the process however it ends; the file says who holds it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = f"{path}.lock"
+        try:
+            self._file = open(self.path, "a+")
+        except OSError as exc:
+            raise StoreError(f"{self.path} (beside CUTOVER_DB) cannot be opened: {exc.strerror or exc}; check "
+                             "that the database's directory exists and that the bot may write there") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise StoreError(f"{path} is in use by another cutover bot ({holder}); one bot per database: stop "
+                             "that one, or give this one its own CUTOVER_DB") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
 
 
 def _split_sql(script: str) -> list[str]:

@@ -54,3 +54,28 @@ def test_a_rejected_token_or_unreachable_slack_stops_start_with_what_to_check(sl
     assert gone.returncode == 2
     assert "could not be reached" in gone.stderr and "check SLACK_API_URL" in gone.stderr
     assert "Traceback" not in gone.stderr
+
+
+def test_one_bot_per_database_and_an_unusable_path_is_named(slack, tmp_path):
+    import signal
+    from pathlib import Path
+
+    plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
+    env = {"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": slack.app_token, "SLACK_BOT_TOKEN": slack.bot_token,
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db")}
+    first = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        slack.wait_for(lambda: slack.calls_of("apps.connections.open"), 30, "the first bot to connect")
+        second = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True,
+                                timeout=60, cwd=tmp_path, env=env)
+        assert second.returncode == 2
+        assert f"is in use by another cutover bot (pid {first.pid} on" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    missing = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
+                             cwd=tmp_path, env={**env, "CUTOVER_DB": str(tmp_path / "no" / "such" / "c.db")})
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "no/such/c.db.lock (beside CUTOVER_DB) cannot be opened: No such file or directory" in missing.stderr
