@@ -46,6 +46,9 @@ def follow(runner: "StageRunner", run_id: int) -> None:
             Follower(runner, run_id).run()
             return
         except Exception:
+            if runner.stopping.is_set():
+                log.info("stopped following run %d: the bot is stopping (the run goes on on its host)", run_id)
+                return
             ref = error_ref()
             log.exception("following run %d failed (ref %s, attempt %d)", run_id, ref, attempt)
             run = runner.row(run_id)
@@ -71,7 +74,7 @@ class Follower:
         self.remote_dir = row["remote_dir"]
         self.pid = row["pid"]
         self.offset = row["log_offset"]
-        self.view = replace(runner.view_of(row), state=RunState.RUNNING)
+        self.view = replace(runner.messages.view_of(row), state=RunState.RUNNING)
         self.grep = GrepNotable(runner.local_log(run_id), self.offset) \
             if self.stage.notable is None and grep_available() else None
         self.line_end = self.offset  # the end of the last complete line in the local copy
@@ -114,8 +117,8 @@ class Follower:
             self.done.set()
             reporter.join(30)
         if not self.view.active:
+            runner.messages.show_final(self.run_id, self.view)  # the final state first: the upload can take minutes
             runner.upload_final(self.run_id)
-            self._post_final()
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -262,25 +265,31 @@ class Follower:
                   ended_at=self.runner.clock.now())
 
     def _report(self) -> None:
-        """Coalesce updates: at most one chat.update a second; notable lines to the thread, up to a cap."""
+        """Coalesce updates: at most one chat.update a second; notable lines to the thread, up to a cap.
+
+        A progress message that could not be posted at the start is posted here as soon as Slack takes it.
+        """
         notifier = self.runner.notifier
-        ts = self.runner.row(self.run_id)["message_ts"]
         shown = -1
         posted = 0
         overflow_said = False
-        while ts:
+        while True:
             finished = self.done.wait(UPDATE_INTERVAL)
             if self.grep is not None:
                 self.grep.scan(self.offset if finished else self.line_end)
+            ts = self.runner.messages.message_of(self.run_id, self.view)
+            if ts is None:
+                if finished:
+                    return
+                continue
             with self._view_lock:
                 version, view = self.version, self.view
             found, overflow = (self.grep.lines, self.grep.overflow) if self.grep is not None \
                 else (self.notable, self.notable_overflow)
             pending = found[posted:]
-            if pending:
+            if pending and notifier.post(f"Notable output from `{view.stage}`",
+                                         messages.notable_message(view.stage, pending), thread_ts=ts):
                 posted += len(pending)
-                notifier.post(f"Notable output from `{view.stage}`", messages.notable_message(view.stage, pending),
-                              thread_ts=ts)
             if overflow and not overflow_said:
                 overflow_said = True
                 notifier.post(f"More notable lines than the {NOTABLE_LIMIT} shown here; the full log is uploaded "
@@ -289,16 +298,7 @@ class Follower:
                 return
             if version != shown:
                 shown = version
-                notifier.update(ts, messages.stage_text(view),
-                                messages.stage_message(view, time.monotonic(), self.runner.clock.now()))
-
-    def _post_final(self) -> None:
-        ts = self.runner.row(self.run_id)["message_ts"]
-        if ts:
-            view = self.view
-            self.runner.notifier.update(ts, messages.stage_text(view),
-                                        messages.stage_message(view, time.monotonic(), self.runner.clock.now()))
-
+                self.runner.messages.show(self.run_id, ts, view)
 
 def _write_all(local: BinaryIO, data: bytes) -> None:
     view = memoryview(data)

@@ -119,6 +119,12 @@ class Freezes:
             out.append(FreezeListing(freeze, pending))
         return out
 
+    def notice_outcome(self, freeze_id: int, notice: str) -> str | None:
+        """What became of a notice: pending, posted, late, failed, skipped or merged; None if not claimed."""
+        rows = self.store.query("SELECT outcome FROM freeze_notices WHERE freeze_id = ? AND notice = ?",
+                                [freeze_id, notice])
+        return rows[0]["outcome"] if rows else None
+
     def current(self) -> list[Freeze]:
         return [Freeze.from_row(r) for r in self.store.current_freezes()]
 

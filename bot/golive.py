@@ -97,15 +97,26 @@ class GoLive:
                 "expires_at": (now + self.people.approval_ttl).isoformat(), "required": required,
                 "channel": self.people.channel, "preflight": json.dumps(preflight.to_json())}).last_pk
         self.store.audit(user, f"{kind}-requested", f"#{request_id}", "ok", {"required": required})
+        ts = self._post(request_id)
+        if ts is None:
+            return self._withdraw_unposted(request_id, kind, user)
         if required == 0:
-            self._post(request_id)
             self.workers.submit(f"{kind} #{request_id}", self._guarded, request_id, self._decided)
             return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} needs no approval; going ahead.")
-        ts = self._post(request_id)
-        if ts:
-            self.notifier.react(ts, self.people.approval_reaction)
+        self.notifier.react(ts, self.people.approval_reaction)
         return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} posted; it needs {required} approval(s) "
                        f"within {gm.format_ttl(self.people.approval_ttl)}.")
+
+    def _withdraw_unposted(self, request_id: int, kind: str, user: str) -> Outcome:
+        """A request nobody can see cannot be approved: withdraw it at once rather than block every other."""
+        error = self.notifier.last_error()
+        self._move(request_id, RequestState.OPEN, RequestState.ABORTED,
+                   {"error": f"its message could not be posted in the launch channel (Slack: {error})"})
+        self.store.audit(user, f"{kind}-withdrawn", f"#{request_id}", "error", {"reason": f"not posted: {error}"})
+        hint = (f" Invite the bot to <#{self.people.channel}> (`/invite @cutover`) and ask again."
+                if error in ("not_in_channel", "channel_not_found") else " Ask again once Slack takes posts.")
+        return Outcome(f"No {gm.WHAT[kind]} was requested: its message could not be posted in the launch channel "
+                       f"(Slack said `{error}`), so nobody could approve it; #{request_id} is withdrawn.{hint}")
 
     def _required(self, kind: str) -> int:
         if kind == "rollback":

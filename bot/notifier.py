@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,11 @@ class Notifier:
         self.channel = channel
         self.redactor = redactor
         self._bot_user_id: str | None = None
+        self._failure = threading.local()
+
+    def last_error(self) -> str:
+        """Why this thread's last failed Slack call failed (Slack's error code, or what broke)."""
+        return getattr(self._failure, "error", "") or "no answer"
 
     def bot_user_id(self) -> str:
         """Who the bot is in Slack, so that its own reactions never count (asked once)."""
@@ -68,8 +74,10 @@ class Notifier:
             detail = exc.response.get("errors") if exc.response is not None else None
             log.error("Slack %s failed: %s%s (channel %s)", method, error,
                       f" {detail}" if detail else "", kwargs.get("channel") or kwargs.get("channel_id"))
+            self._failure.error = str(error)
         except (SlackClientError, OSError) as exc:
             log.error("Slack %s failed: %s", method, exc.__class__.__name__)
+            self._failure.error = f"no answer ({exc.__class__.__name__})"
         return None
 
     def post(self, text: str, blocks: list[dict] | None = None, *, thread_ts: str | None = None,

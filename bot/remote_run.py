@@ -20,6 +20,7 @@ import paramiko
 
 from bot.plan import Stage
 from bot.ssh import SSHError, SSHPool, quote
+from bot.waiting import wait_until
 
 log = logging.getLogger("cutover.remote_run")
 
@@ -85,24 +86,26 @@ class RemoteRuns:
 
     def read_pid(self, host: str, remote_dir: str, wait: float) -> int | None:
         """The run's process-group id from its pid file, waiting up to ``wait`` seconds for it."""
-        deadline = time.monotonic() + wait
-        while True:
+        def pid() -> int | None:
             raw = self.ssh.read_file(host, f"{remote_dir}/pid")
-            if raw and raw.strip().isdigit():
-                return int(raw)
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.05)
+            return int(raw) if raw and raw.strip().isdigit() else None
+
+        try:
+            return wait_until(pid, wait, f"the pid file in {remote_dir}", interval=0.05)
+        except TimeoutError:
+            return None
 
     def state(self, host: str, remote_dir: str, pid: int) -> RemoteState:
+        """Whether the group lives is asked first: the wrapper writes the exit file before it exits, so a group
+        seen gone has left its exit file (if it could) by the time the file is read."""
         d = quote(remote_dir)
-        result = self.ssh.run(host, f"cat {d}/exit 2>/dev/null || echo none; stat -c %s {d}/log; "
-                                    f"kill -0 -- -{int(pid)} 2>/dev/null && echo alive || echo gone")
+        result = self.ssh.run(host, f"kill -0 -- -{int(pid)} 2>/dev/null && echo alive || echo gone; "
+                                    f"cat {d}/exit 2>/dev/null || echo none; stat -c %s {d}/log")
         words = result.stdout.split()
-        if len(words) < 3 or not words[1].isdigit():
+        if len(words) < 3 or not words[2].isdigit():
             raise SSHError(f"could not read the state of the run in `{remote_dir}` on `{host}`")
-        code = int(words[0]) if words[0].lstrip("-").isdigit() else None
-        return RemoteState(int(words[1]), code, words[2] == "alive")
+        code = int(words[1]) if words[1].lstrip("-").isdigit() else None
+        return RemoteState(int(words[2]), code, words[0] == "alive")
 
     def tail(self, host: str, remote_dir: str, offset: int) -> paramiko.Channel:
         """A stream of the log from byte ``offset`` on, following it as it grows."""

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from bot import messages
-from bot.clock import Clock, parse_time
+from bot.clock import Clock
 from bot.follower import follow
 from bot.notifier import Notifier
 from bot.plan import Plan, Stage
@@ -24,7 +23,7 @@ from bot.refusals import Refused
 from bot.remote_run import RemoteRuns
 from bot.ssh import SSHError, SSHPool
 from bot.stage_logs import StageLogs
-from bot.stage_view import StageView
+from bot.stage_message import RunMessages
 from bot.states import ACTIVE_RUNS, RunState, sql_in
 from bot.store import Store
 from bot.workers import Workers
@@ -47,7 +46,9 @@ class StageRunner:
         self.ssh = ssh
         self.remote = RemoteRuns(ssh)
         self.workers = workers
+        self.stopping = threading.Event()
         self.logs = StageLogs(log_dir, redactor, notifier)
+        self.messages = RunMessages(store, notifier, clock, plan.people.channel, self.stopping)
         self.stopping = threading.Event()
         self._followers: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -58,7 +59,7 @@ class StageRunner:
         """Start one stage; returns its run id once it is running on the host. Raises StageRefused."""
         stage = self.stage(name)
         run_id = self._claim(stage, user)
-        view = self.view_of(self.row(run_id))
+        view = self.messages.view_of(self.row(run_id))
         ts = self.notifier.post(messages.stage_text(view), messages.stage_message(view, time.monotonic(),
                                                                                   self.clock.now()))
         with self.store.transaction() as db:
@@ -122,6 +123,10 @@ class StageRunner:
                                    f"byte {run['log_offset']:,}.", thread_ts=run["message_ts"])
             self._follow(run["id"])
         for run in self.store.query(f"SELECT * FROM stage_runs WHERE state NOT IN {sql_in(ACTIVE_RUNS)} "
+                                    "AND message_final = 0"):
+            self.workers.submit(f"final message of run {run['id']}", self.messages.show_final, run["id"],
+                                self.messages.final_view(run))
+        for run in self.store.query(f"SELECT * FROM stage_runs WHERE state NOT IN {sql_in(ACTIVE_RUNS)} "
                                     "AND log_uploaded = 0 AND message_ts IS NOT NULL"):
             self.workers.submit(f"log upload of run {run['id']}", self.upload_final, run["id"])
         return notes
@@ -146,18 +151,6 @@ class StageRunner:
     def local_log(self, run_id: int) -> Path:
         return self.logs.path(run_id)
 
-    def view_of(self, run: dict) -> StageView:
-        """The view a run's message starts from, with the last successful run's duration for the ETA."""
-        previous = self.store.query(
-            "SELECT started_at, ended_at FROM stage_runs WHERE stage = ? AND state = ? AND id < ? "
-            "ORDER BY id DESC LIMIT 1", [run["stage"], RunState.SUCCEEDED, run["id"]])
-        duration = None
-        if previous:
-            duration = parse_time(previous[0]["ended_at"]) - parse_time(previous[0]["started_at"])
-        return StageView(run_id=run["id"], stage=run["stage"], host=run["host"], started_by=run["started_by"],
-                         started_at=parse_time(run["started_at"]), state=RunState(run["state"]),
-                         previous_duration=duration, bytes=run["log_offset"])
-
     def mark_running(self, run_id: int, pid: int) -> None:
         with self.store.transaction() as db:
             db["stage_runs"].update(run_id, {"state": RunState.RUNNING.value, "pid": pid})
@@ -176,11 +169,8 @@ class StageRunner:
         """End a run that never ran on its host, and make its message say so."""
         self.finish(run_id, state, None, reason)
         row = self.row(run_id)
-        if row["message_ts"]:
-            view = self.view_of(row)
-            view = replace(view, state=state, reason=reason, ended_at=self.clock.now())
-            self.notifier.update(row["message_ts"], messages.stage_text(view),
-                                 messages.stage_message(view, time.monotonic(), view.ended_at))
+        if row["message_ts"] and self.messages.show(run_id, row["message_ts"], self.messages.final_view(row)):
+            self.messages.recorded_final(run_id)
 
     def finish(self, run_id: int, state: RunState, exit_code: int | None, detail: str = "") -> None:
         with self.store.transaction() as db:

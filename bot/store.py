@@ -22,7 +22,7 @@ import sqlite_utils
 from bot.clock import Clock, SystemClock
 from bot.states import CURRENT_FREEZES, IN_FLIGHT, sql_in
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -118,6 +118,10 @@ _MIGRATIONS: dict[int, str] = {
         key TEXT PRIMARY KEY,
         seen_at TEXT NOT NULL
     );
+    """,
+    2: """
+    ALTER TABLE stage_runs ADD COLUMN message_final INTEGER NOT NULL DEFAULT 0;
+    UPDATE stage_runs SET message_final = 1 WHERE state NOT IN ('starting', 'running');
     """,
 }
 

@@ -71,7 +71,12 @@ def run_freeze(services: "Services", caller: Caller, args: FreezeArgs) -> Reply:
     assert args.start is not None
     freeze = services.freezes.schedule(args.kind, args.start, args.end, args.note, caller.user)
     said = "".join(f" {note}" for note in args.said)
-    return Reply(text=f"Scheduled the {fm.title(freeze.kind)}; it is announced in the channel.{said}")
+    announced = services.freezes.notice_outcome(freeze.id, "announce")
+    if announced in ("posted", "late"):
+        return Reply(text=f"Scheduled the {fm.title(freeze.kind)}; it is announced in the channel.{said}")
+    return Reply(text=f"Scheduled the {fm.title(freeze.kind)}, but its announcement could not be posted in the "
+                      f"channel (Slack said `{services.notifier.last_error()}`); the bot tries again every minute "
+                      f"and the reminders and the start still come.{said}")
 
 
 def parse_unfreeze(args: list[str], services: "Services") -> str:

@@ -41,6 +41,10 @@ def run_run(services: "Services", caller: Caller, name: str) -> Reply:
         return Reply(text=f"Running the stages not yet done, in order ({order}), stopping at the first failure. "
                           "Each reports in the channel; the summary follows there.")
     run_id = services.stages.start(name, caller.user)
+    if services.stages.row(run_id)["message_ts"] is None:
+        return Reply(text=f"Started `{name}` (run {run_id}), but its progress message could not be posted in the "
+                          f"channel (Slack said `{services.notifier.last_error()}`); the bot keeps trying, and "
+                          "`/cutover status` shows the run meanwhile.")
     return Reply(text=f"Started `{name}` (run {run_id}); its progress is in the channel and its thread.")
 
 

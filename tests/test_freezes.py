@@ -249,3 +249,17 @@ def test_down_across_two_reminders_posts_one_notice_timed_from_now(slack, tmp_pa
         assert outcomes["remind-24h"] == "merged" and outcomes["remind-1h"] == "late"
     finally:
         again.stop()
+
+
+def test_a_freeze_whose_announcement_slack_refused_does_not_claim_it_was_announced(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    try:
+        slack.fail_next("chat.postMessage", status=200, error="not_in_channel", times=1)
+        reply = reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h"))
+        assert reply.startswith("Scheduled the content freeze, but its announcement could not be posted"), reply
+        assert "Slack said `not_in_channel`" in reply and "it is announced" not in reply
+        clock.set(T0 + timedelta(minutes=2))
+        bot.services.freezes.tick()
+        assert channel(slack) and "*Content freeze* scheduled" in channel(slack)[0]
+    finally:
+        bot.stop()

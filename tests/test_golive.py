@@ -366,6 +366,7 @@ def test_a_restart_that_cannot_read_the_old_server_says_unknown_until_it_can(sla
             or "still open" in reply_text(slack, slack.command(OPERATOR, "rollback"), timeout=30)
         lab.ssh_up("old")
         final = wait_settled(second.services, req["id"], 60)
+        slack.wait_for(lambda: "Now known" in thread_text(slack, req["message_ts"]), 10, "the thread to say which")
         thread = thread_text(slack, req["message_ts"])
         if landed:
             assert final == "verified" and "Now known: the switch was made" in thread
@@ -513,3 +514,15 @@ def test_the_preflight_reads_keepalived_states_and_refuses_a_backup_in_fault(sla
     lab.break_check("new")
     text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
     assert "keepalived on `new` is `FAULT`, expected BACKUP" in text and "A go-live would stop here" in text, text
+
+
+def test_a_request_slack_would_not_post_is_withdrawn_and_blocks_nothing(slack, lab, do, bot):
+    slack.fail_next("chat.postMessage", status=200, error="not_in_channel", times=1)
+    reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
+    assert reply.startswith("No go-live was requested: its message could not be posted in the launch channel "
+                            "(Slack said `not_in_channel`)"), reply
+    assert "Invite the bot" in reply and "posted; it needs" not in reply
+    assert state(bot, 1) == "aborted" and not bot.services.store.open_requests()
+    assert "golive-withdrawn" in [e["action"] for e in bot.services.store.recent_audit(20)]
+    again, reply = request(slack, bot)
+    assert reply.startswith("Go-live #2 posted"), reply

@@ -16,6 +16,7 @@ import pytest
 from bot.local import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
+from bot.waiting import wait_until
 from tests.conftest import OPERATOR, PLAN, reply_text
 from tests.helpers import rss_kb, start_sshd, to_toml
 
@@ -68,13 +69,10 @@ def finished(bot, name, timeout=30):
         run = store.latest_runs().get(name)
         return run if run and run["state"] not in ("starting", "running") and run["log_uploaded"] else None
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = done()
-        if run:
-            return run
-        time.sleep(0.05)
-    raise TimeoutError(f"{name} did not finish: {store.latest_runs().get(name)}")
+    try:
+        return wait_until(done, timeout, f"{name} to finish", interval=0.05)
+    except TimeoutError:
+        raise TimeoutError(f"{name} did not finish: {store.latest_runs().get(name)}") from None
 
 
 def uploaded(slack, run):
@@ -388,3 +386,41 @@ def test_a_large_log_is_uploaded_gzipped_whole_and_redacted(slack, sshd, tmp_pat
         assert text.endswith("token [redacted]\n") and slack.bot_token not in text
     finally:
         local.stop()
+
+
+def test_the_final_state_lands_even_when_slack_refuses_updates_for_a_while(slack, stage_bot):
+    slack.fail_next("chat.update", status=500, error="internal_error", times=4)
+    reply_text(slack, slack.command(OPERATOR, "run quick"))
+    run = finished(stage_bot, "quick")
+    slack.wait_for(lambda: "succeeded" in (blocks_text(slack.message("C0LAUNCH", run["message_ts"]).get("blocks"))
+                                           or ""), 30, "the final state in the message")
+    slack.wait_for(lambda: stage_bot.services.stages.row(run["id"])["message_final"] == 1, 10, "it to be recorded")
+
+
+def test_a_restart_brings_a_message_left_running_to_its_final_state(slack, sshd, tmp_path):
+    plan = parse_plan(stage_plan(sshd, tmp_path), "test plan")
+    first = start_local_bot(slack, plan, str(tmp_path / "c.db"))
+    slack.fail_next("chat.update", status=500, error="internal_error", times=10_000)
+    reply_text(slack, slack.command(OPERATOR, "run quick"))
+    slack.wait_for(lambda: (first.services.store.latest_runs().get("quick") or {}).get("state") == "succeeded", 30,
+                   "the run to end")
+    run = first.services.store.latest_runs()["quick"]
+    first.stop()
+    assert "succeeded" not in (blocks_text(slack.message("C0LAUNCH", run["message_ts"]).get("blocks")) or "")
+    slack.clear_faults()
+    second = start_local_bot(slack, plan, str(tmp_path / "c.db"))
+    try:
+        slack.wait_for(lambda: "succeeded" in (blocks_text(slack.message("C0LAUNCH", run["message_ts"])
+                                                           .get("blocks")) or ""), 30, "the final state")
+    finally:
+        second.stop()
+
+
+def test_a_start_post_slack_refused_is_said_and_posted_when_slack_takes_it(slack, stage_bot):
+    slack.fail_next("chat.postMessage", status=200, error="internal_error", times=2)
+    reply = reply_text(slack, slack.command(OPERATOR, "run slow"), timeout=20)
+    assert reply.startswith("Started `slow` (run 1), but its progress message could not be posted"), reply
+    assert "Slack said `internal_error`" in reply
+    run = finished(stage_bot, "slow", timeout=60)
+    assert run["message_ts"] is not None
+    assert "succeeded" in blocks_text(slack.message("C0LAUNCH", run["message_ts"]).get("blocks"))

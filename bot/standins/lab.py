@@ -174,6 +174,7 @@ class KeepalivedLab:
 vrrp_script chk_health {{
     script "{check}"
     interval {t.interval}
+    timeout 5
     fall {t.fall}
     rise {t.rise}
 }}

@@ -195,6 +195,10 @@ class SlackStandIn:
         with self._lock:
             self._faults.append(Fault(method, status, error, retry_after, times))
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     def on_post(self, listener: Callable[[str, dict], None]) -> None:
         """Call ``listener(kind, record)`` for each message posted, updated or answered."""
         self._listeners.append(listener)
