@@ -1,8 +1,9 @@
 """Notable lines found by ``grep`` reading the bot's local copy of the log, so that scanning costs the bot nothing.
 
-The default notable words are searched case-insensitively as whole words —
-what ``grep -a -i -w -E`` does in C, in its own process, reading the file
-from the page cache. The bot never copies a byte for it: once a second (and
+The default notable words are searched case-insensitively by ``grep -a -i -E``
+in C, in its own process, reading the file from the page cache; the lines it
+finds are held to the in-process rule (the word as a word, terminal colour
+codes aside), except a line too long to read whole, whose start is kept. The bot never copies a byte for it: once a second (and
 once at the end) it runs grep over the part of the local copy not yet
 scanned, up to the last complete line, and keeps the matches, each cut to
 its first characters, up to the cap. A plan with its own ``notable`` pattern
@@ -15,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bot.output_scan import NOTABLE_LIMIT, NOTABLE_SHOWN, NOTABLE_WORDS
+from bot.output_scan import DEFAULT_NOTABLE, NOTABLE_LIMIT, NOTABLE_SHOWN, NOTABLE_WORDS, shown
 
 LINE_READ = 4096
 GREP_TIMEOUT = 600.0
@@ -39,7 +40,7 @@ class GrepNotable:
             return
         with self.path.open("rb") as f:
             f.seek(self.scanned)
-            proc = subprocess.Popen(["grep", "-a", "-b", "-i", "-w", "-E", "|".join(NOTABLE_WORDS)], stdin=f,
+            proc = subprocess.Popen(["grep", "-a", "-b", "-i", "-E", "|".join(NOTABLE_WORDS)], stdin=f,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={"LC_ALL": "C"})
             try:
                 self._collect(proc, upto - self.scanned)
@@ -64,7 +65,11 @@ class GrepNotable:
             where, _, text = line.partition(b":")
             if not where.isdigit() or int(where) >= length:
                 return  # past the last complete line: looked at again next time, whole
+            whole = line.endswith(b"\n")
+            line_text = shown(text.rstrip(b"\n"), LINE_READ)
+            if whole and not DEFAULT_NOTABLE.search(line_text):
+                continue  # grep finds the words anywhere; a notable line has one as a word, colour codes aside
             if len(self.lines) >= self.limit:
                 self.overflow = True
                 return
-            self.lines.append(text.rstrip(b"\n").decode("utf-8", "replace")[:NOTABLE_SHOWN])
+            self.lines.append(line_text[:NOTABLE_SHOWN])

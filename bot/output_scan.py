@@ -31,8 +31,17 @@ class Scan:
     overflow: bool = False
 
 
-def _text(line: bytes, limit: int) -> str:
-    return line[:limit * 4].decode("utf-8", "replace")[:limit]
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+
+
+def shown(line: bytes, limit: int) -> str:
+    """A line of output as Slack shows it: decoded, without terminal escape codes (colours, cursor moves), cut.
+
+    The uploaded log keeps them: it is the host's bytes."""
+    return ANSI.sub("", line[:limit * 4].decode("utf-8", "replace"))[:limit]
+
+
+_text = shown
 
 
 class OutputScanner:
@@ -85,6 +94,7 @@ class OutputScanner:
             return (), False
         found: list[str] = []
         for line in complete.decode("utf-8", "replace").split("\n"):
+            line = ANSI.sub("", line)
             if self.notable.search(line):
                 if len(found) == self.room:
                     self.overflowed = True

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from bot import messages
+from bot.blocks import from_slack
 from bot.refusals import Refused
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class Router:
                respond: Callable[..., Any]) -> None:
         """The slash-command listener's whole job; returns within milliseconds."""
         caller = Caller(user=body.get("user_id", ""), channel=body.get("channel_id", ""))
-        text = services.redactor.text((body.get("text") or "").strip())
+        text = services.redactor.text(from_slack(body.get("text") or "").strip())
         operator = services.plan.is_operator(caller.user)
         named = self.commands.get(text.split()[0].lower()) if text.split() else None
         if named is not None and not operator and not self._may_read(named, text):

@@ -14,7 +14,7 @@ import pytest
 from bot.local import start_local_bot
 from bot.plan import Plan, parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
-from bot.standins.lab import TUNED, KeepalivedLab, lab_unavailable
+from bot.standins.lab import STEADY, KeepalivedLab, lab_unavailable
 from bot.standins.slack import SlackStandIn
 
 OPERATOR = "U0ALICE"
@@ -62,7 +62,7 @@ def lab(tmp_path, do):
     why = lab_unavailable()
     if why:
         pytest.skip(f"the keepalived lab cannot run here: {why}")
-    with KeepalivedLab(tmp_path / "lab", do, TUNED) as running:
+    with KeepalivedLab(tmp_path / "lab", do, STEADY) as running:
         yield running
 
 

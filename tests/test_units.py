@@ -243,3 +243,29 @@ def test_a_probe_gives_up_on_a_server_that_trickles_its_answer():
         stop.set()
         server.close()
     assert result.status is None and result.error == "the answer took longer than 1s"
+
+
+def test_what_slack_encodes_is_decoded_once_and_bidi_controls_are_dropped():
+    from bot.blocks import escape, from_slack
+
+    typed = from_slack("R&amp;D &lt;b&gt; \u202eevil\u202c")
+    assert typed == "R&D <b> evil"
+    assert escape(typed) == "R&amp;D &lt;b&gt; evil"
+
+
+def test_terminal_escape_codes_never_reach_a_post():
+    s = OutputScanner(None)
+    scan = s.feed(b"\x1b[1;31mERROR\x1b[0m: disk \x1b]0;title\x07full\n")
+    assert scan.last_lines == ("ERROR: disk full",) and scan.notable == ("ERROR: disk full",)
+
+
+def test_grep_finds_a_coloured_error_as_a_word(tmp_path):
+    from bot.notable_grep import GrepNotable, grep_available
+
+    if not grep_available():
+        pytest.skip("grep is not installed")
+    log = tmp_path / "run.log"
+    log.write_bytes(b"\x1b[1;31mERROR\x1b[0m: disk full\nterrorism\n")
+    grep = GrepNotable(log, 0)
+    grep.scan(log.stat().st_size)
+    assert grep.lines == ["ERROR: disk full"]
