@@ -41,8 +41,6 @@ def shown(line: bytes, limit: int) -> str:
     return ANSI.sub("", line[:limit * 4].decode("utf-8", "replace"))[:limit]
 
 
-_text = shown
-
 
 class OutputScanner:
     """Feed it chunks in order; it keeps the unfinished last line until its newline arrives."""
@@ -64,16 +62,16 @@ class OutputScanner:
         complete = self.partial + data[:cut] if self.partial else data[:cut]
         self.partial = data[cut + 1:][-PARTIAL_KEPT:]
         tail = complete.rsplit(b"\n", PROGRESS_LOOKBACK)
-        shown = tuple(_text(line, LINE_SHOWN) for line in tail[-LAST_LINES:])
+        lines = tuple(shown(line, LINE_SHOWN) for line in tail[-LAST_LINES:])
         notable, overflow = self._notable(complete)
-        return Scan(shown, self._progress(complete, tail), notable, overflow)
+        return Scan(lines, self._progress(complete, tail), notable, overflow)
 
     def flush(self) -> str | None:
         """The last line if the output did not end with a newline."""
         if not self.partial:
             return None
         line, self.partial = self.partial, b""
-        return _text(line, LINE_SHOWN)
+        return shown(line, LINE_SHOWN)
 
     def _progress(self, complete: bytes, tail: list[bytes]) -> dict[str, str | None] | None:
         if self.progress is None:

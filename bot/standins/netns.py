@@ -107,15 +107,18 @@ class Forwarder:
     def pause(self) -> None:
         """Act like a host that went away: cut every relayed connection and refuse new ones until resumed."""
         self._paused.set()
+        self._cut_all()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    def _cut_all(self) -> None:
         with self._lock:
             for s in list(self._conns):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-
-    def resume(self) -> None:
-        self._paused.clear()
 
     def _relay(self, client: socket.socket) -> None:
         if self._paused.is_set():
@@ -157,9 +160,4 @@ class Forwarder:
     def close(self) -> None:
         self._closed.set()
         self.server.close()
-        with self._lock:
-            for s in list(self._conns):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        self._cut_all()
