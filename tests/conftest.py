@@ -16,6 +16,7 @@ from bot.plan import Plan, parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.lab import STEADY, KeepalivedLab, lab_unavailable
 from bot.standins.slack import SlackStandIn
+from tests.helpers import start_sshd
 
 OPERATOR = "U0ALICE"
 APPROVERS = ("U0BOB", "U0CAROL", "U0DAVE")
@@ -64,6 +65,23 @@ def lab(tmp_path, do):
         pytest.skip(f"the keepalived lab cannot run here: {why}")
     with KeepalivedLab(tmp_path / "lab", do, STEADY) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stage_bot(slack, sshd, tmp_path):
+    """The bot with the stage tests' plan, its stages on the test's sshd."""
+    from tests.stage_support import stage_plan
+
+    local = start_local_bot(slack, parse_plan(stage_plan(sshd, tmp_path), "test plan"), str(tmp_path / "c.db"))
+    yield local
+    local.stop()
 
 
 @pytest.fixture

@@ -2,88 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 
 
-import pytest
 
 from bot.local import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
-from bot.waiting import wait_until
-from tests.conftest import OPERATOR, PLAN, reply_text
+from tests.conftest import OPERATOR, reply_text
 from tests.helpers import rss_kb, start_sshd, to_toml
-
-SLOW_LINES = 40
-SLOW = f"i=0; while [ $i -lt {SLOW_LINES} ]; do echo \"line $i of the slow stage\"; i=$((i+1)); sleep 0.1; done"
-SLOW_OUTPUT = "".join(f"line {i} of the slow stage\n" for i in range(SLOW_LINES))
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
-
-
-def stage_plan(sshd, tmp_path, **overrides) -> dict:
-    seconds = 300 + uuid.uuid4().int % 600
-    plan = copy.deepcopy(PLAN)
-    plan["hosts"] = {"new": sshd.host_entry()}
-    plan["stages"] = [
-        {"name": "quick", "host": "new", "command": "echo hello; echo 'Processed 1/2'; echo 'Processed 2/2'; echo done",
-         "progress": r"Processed (?P<done>\d+)/(?P<total>\d+)"},
-        {"name": "fails", "host": "new", "command": "echo about to fail; echo 'ERROR: disk full' >&2; exit 3"},
-        {"name": "slow", "host": "new", "command": SLOW, "workdir": str(tmp_path)},
-        {"name": "hang", "host": "new", "command": f"echo waiting; sleep {seconds} & sleep {seconds}; wait",
-         "timeout": "2s"},
-        {"name": "after-quick", "host": "new", "command": "echo second", "depends_on": ["quick"]},
-        {"name": "after-fails", "host": "new", "command": "echo never", "depends_on": ["fails"]},
-    ]
-    plan.update(overrides)
-    return plan
-
-
-@pytest.fixture
-def stage_bot(slack, sshd, tmp_path):
-    local = start_local_bot(slack, parse_plan(stage_plan(sshd, tmp_path), "test plan"), str(tmp_path / "c.db"))
-    yield local
-    local.stop()
-
-
-def group_gone(slack, pgid):
-    return slack.wait_for(lambda: subprocess.run(["kill", "-0", "--", f"-{pgid}"], capture_output=True).returncode,
-                          15, f"process group {pgid} to be gone")
-
-
-def finished(bot, name, timeout=30):
-    store = bot.services.store
-
-    def done():
-        run = store.latest_runs().get(name)
-        return run if run and run["state"] not in ("starting", "running") and run["log_uploaded"] else None
-
-    try:
-        return wait_until(done, timeout, f"{name} to finish", interval=0.05)
-    except TimeoutError:
-        raise TimeoutError(f"{name} did not finish: {store.latest_runs().get(name)}") from None
-
-
-def uploaded(slack, run):
-    files = [f for f in slack.files.values() if f.get("thread_ts") == run["message_ts"] and f.get("completed")]
-    return files
-
-
-def message_text(slack, ts):
-    msg = slack.message("C0LAUNCH", ts)
-    return blocks_text(msg.get("blocks")) or msg["text"]
-
+from tests.stage_support import SLOW_OUTPUT, finished, group_gone, message_text, stage_plan, uploaded
 
 def test_a_successful_stage_reaches_slack_with_its_exit_code(slack, stage_bot):
     reply = reply_text(slack, slack.command(OPERATOR, "run quick"))
@@ -142,11 +74,11 @@ def test_run_all_stops_at_the_first_failure(slack, sshd, tmp_path):
 
 
 def test_cancel_stops_the_whole_process_group(slack, stage_bot):
-    reply_text(slack, slack.command(OPERATOR, "run hang"))
-    slack.wait_for(lambda: (stage_bot.services.store.latest_runs()["hang"]["pid"]), 10, "the stage's pid")
-    run = stage_bot.services.store.latest_runs()["hang"]
-    assert reply_text(slack, slack.command("U0BOB", "cancel hang")).startswith("Stopping `hang`")
-    run = finished(stage_bot, "hang")
+    reply_text(slack, slack.command(OPERATOR, "run hold"))
+    slack.wait_for(lambda: (stage_bot.services.store.latest_runs()["hold"]["pid"]), 10, "the stage's pid")
+    run = stage_bot.services.store.latest_runs()["hold"]
+    assert reply_text(slack, slack.command("U0BOB", "cancel hold")).startswith("Stopping `hold`")
+    run = finished(stage_bot, "hold")
     assert run["state"] == "cancelled"
     group_gone(slack, run["pid"])
     slack.wait_for(lambda: "stopped by <@U0BOB>" in message_text(slack, run["message_ts"]), 10, "the final message")
@@ -287,7 +219,7 @@ def test_logs_uploads_the_latest_full_log(slack, stage_bot):
     assert reply_text(slack, slack.command(OPERATOR, "logs quick")) == "`quick` has not run yet; there is no log."
     reply_text(slack, slack.command(OPERATOR, "run quick"))
     run = finished(stage_bot, "quick")
-    reply = reply_text(slack, slack.command("U0EVE", "logs quick"))
+    reply = reply_text(slack, slack.command("U0BOB", "logs quick"))
     assert reply.startswith("The log of `quick`")
     assert len(uploaded(slack, run)) == 2
 
