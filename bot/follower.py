@@ -9,10 +9,12 @@ when the run has ended.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, BinaryIO
 
 import paramiko
@@ -21,10 +23,10 @@ from bot import messages
 from bot.durations import format_duration
 from bot.notable_grep import GrepNotable, grep_available
 from bot.output_scan import LAST_LINES, NOTABLE_LIMIT, OutputScanner
-from bot.refusals import Refused
 from bot.remote_run import RemoteState
+from bot.stage_message import stopping_note
 from bot.ssh import SSHError
-from bot.states import RunState
+from bot.states import RunState, StopState
 from bot.workers import error_ref
 
 if TYPE_CHECKING:
@@ -32,7 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.follower")
 
-FOLLOW_ATTEMPTS = 5
+RETRY_FIRST = 5.0
+RETRY_MOST = 60.0
+LINGER_QUIET = 3.0  # after the command exits, follow until its log has been still this long
+LINGER_MOST = 60.0  # and at most this long while processes it started run on
 CHUNK = 4 << 20
 UPDATE_INTERVAL = 1.0
 OFFSET_SAVE_INTERVAL = 0.5
@@ -40,32 +45,53 @@ EXIT_CHECK_INTERVAL = 1.0
 
 
 def follow(runner: "StageRunner", run_id: int) -> None:
-    """Follow until the run ends; an unexpected error re-attaches from the stored offset, and says so."""
-    for attempt in range(1, FOLLOW_ATTEMPTS + 1):
+    """Follow until the run ends. An error here (a full disk, a bug) never ends the following: it is said in the
+    message and the thread, and following starts again from the stored offset, with backoff, for as long as the
+    run is active."""
+    delay = RETRY_FIRST
+    said: str | None = None
+    while True:
         try:
-            Follower(runner, run_id).run()
+            Follower(runner, run_id, trouble=said).run()
             return
-        except Exception:
+        except Exception as exc:
             if runner.stopping.is_set():
                 log.info("stopped following run %d: the bot is stopping (the run goes on on its host)", run_id)
                 return
             ref = error_ref()
-            log.exception("following run %d failed (ref %s, attempt %d)", run_id, ref, attempt)
+            reason = _why(exc, ref)
+            log.exception("following run %d failed (ref %s); retrying in %.0f s", run_id, ref, delay)
             run = runner.row(run_id)
-            last = attempt == FOLLOW_ATTEMPTS
-            if run["message_ts"]:
-                runner.notifier.post(
-                    f"⚠️ Following `{run['stage']}` failed unexpectedly (ref {ref}); "
-                    + ("giving up after several tries. The stage may still be running on "
-                       f"`{run['host']}`; a bot restart re-attaches to it." if last else
-                       "re-attaching from where it was. The stage itself is unaffected."),
-                    thread_ts=run["message_ts"])
-            if last or runner.stopping.wait(5):
+            if not RunState(run["state"]).active:
+                runner.settle_ended(run_id)
                 return
+            if run["message_ts"]:
+                if reason != said:
+                    runner.notifier.post(
+                        f"⚠️ Following `{run['stage']}` stopped: {reason}. The stage itself goes on on "
+                        f"`{run['host']}`; the bot tries again with growing pauses (up to "
+                        f"{format_duration(RETRY_MOST)}) and picks up the log from byte {run['log_offset']:,}.",
+                        thread_ts=run["message_ts"])
+                runner.messages.show(run_id, run["message_ts"], replace(
+                    runner.messages.view_of(run), state=RunState(run["state"]),
+                    connection=f"following stopped: {reason}; trying again in {format_duration(delay)}"))
+            said = reason
+            if runner.stopping.wait(delay):
+                return
+            delay = min(delay * 2, RETRY_MOST)
+
+
+def _why(exc: Exception, ref: str) -> str:
+    """What stopped the following, in words for the channel."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "no space left on the bot's disk for the log"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS):
+        return "the bot may not write its copy of the log"
+    return f"an unexpected error in the bot (ref {ref})"
 
 
 class Follower:
-    def __init__(self, runner: "StageRunner", run_id: int) -> None:
+    def __init__(self, runner: "StageRunner", run_id: int, trouble: str | None = None) -> None:
         self.runner = runner
         self.run_id = run_id
         row = runner.row(run_id)
@@ -87,6 +113,10 @@ class Follower:
         self.tail_done = threading.Event()
         self.reconnect = threading.Event()
         self.end: RemoteState | None = None
+        self.ended_at: datetime | None = None  # when the command ended, by the host's clock, in ours
+        self.outlived = False  # processes the command started were still running when following ended
+        self._linger: tuple[float, float, int] | None = None  # since, still since, size
+        self.trouble = trouble
         self.saved_offset = self.offset
         self.last_save = time.monotonic()
 
@@ -118,7 +148,7 @@ class Follower:
             reporter.join(30)
         if not self.view.active:
             runner.messages.show_final(self.run_id, self.view)  # the final state first: the upload can take minutes
-            runner.upload_final(self.run_id)
+            runner.upload_soon(self.run_id)
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -159,6 +189,9 @@ class Follower:
                     data = b""
                 if data:
                     _write_all(local, data)
+                    if self.trouble is not None:
+                        self.trouble = None
+                        self._say(f"Following `{self.stage.name}` again, from byte {self.offset:,}.")
                     self.offset += len(data)
                     self._consume(data)
                     self._save_offset(local)
@@ -172,16 +205,48 @@ class Follower:
                 channel.close()
         self._save_offset(local, force=True)
         if self.end is not None and self.offset >= self.end.size:
-            self._complete(self.end.exit_code)
+            self._complete(self.end)
 
     def _watch_end(self) -> None:
-        """Ask the host once a second whether the run has ended, beside the reading, never in its way."""
+        """Ask the host once a second how the run stands, beside the reading, never in its way. A cancel that
+        could not reach the host yet is delivered here, as soon as the host answers."""
         while self.end is None and not self.tail_done.wait(EXIT_CHECK_INTERVAL):
             try:
-                self.end = self._check_end()
+                state = self.runner.remote.state(self.host, self.remote_dir, self.pid)
+                self._deliver_stop()
             except SSHError as exc:
                 self._set(connection=f"lost the connection to `{self.host}`; retrying ({exc})")
                 self.reconnect.set()
+                continue
+            self.end = self._settled(state)
+
+    def _deliver_stop(self) -> None:
+        if self.runner.row(self.run_id)["stop_state"] == StopState.PENDING:
+            self.runner.deliver_stop(self.run_id)
+
+    def _settled(self, state: RemoteState) -> RemoteState | None:
+        """The state to end on, once the run has ended and its log has had its last word; else None.
+
+        When the command exits but processes it started live on, the log is followed until it has been still
+        for LINGER_QUIET (at most LINGER_MOST), and the message says they outlived it.
+        """
+        if not state.ended:
+            return None
+        now = time.monotonic()
+        if state.exited and state.group_alive:
+            since, still_since, size = self._linger or (now, now, state.size)
+            if state.size != size:
+                still_since, size = now, state.size
+            self._linger = (since, still_since, size)
+            if now - still_since < LINGER_QUIET and now - since < LINGER_MOST:
+                if not self.view.connection:
+                    self._set(connection=f"the command exited ({state.exit_code}); processes it started still "
+                                         "run, and their output is followed until it stops")
+                return None
+            self.outlived = True
+        ago = state.ended_ago if state.ended_ago is not None else 0
+        self.ended_at = self.runner.clock.now() - timedelta(seconds=ago)
+        return state
 
     @staticmethod
     def _read(channel: paramiko.Channel) -> bytes:
@@ -198,20 +263,6 @@ class Follower:
             size += len(more)
         return b"".join(parts)
 
-    def _check_end(self) -> RemoteState | None:
-        """The host's word once the run has ended; meanwhile, enforce the stage's timeout."""
-        state = self.runner.remote.state(self.host, self.remote_dir, self.pid)
-        if state.ended:
-            return state
-        timeout = self.stage.timeout
-        if timeout and self.runner.clock.now() - self.view.started_at > timeout \
-                and not self.runner.row(self.run_id)["cancel_reason"]:
-            try:
-                self.runner.cancel(self.stage.name, "cutover", reason="timed out")
-            except Refused:
-                pass  # it ended on its own meanwhile; the next check sees the exit file
-        return None
-
     def _consume(self, data: bytes) -> None:
         cut = data.rfind(b"\n")
         if cut >= 0:
@@ -224,6 +275,11 @@ class Follower:
             self.notable.extend(scan.notable)
             self.notable_overflow = self.notable_overflow or scan.overflow
             self.version += 1
+
+    def _say(self, text: str) -> None:
+        ts = self.runner.row(self.run_id)["message_ts"]
+        if ts:
+            self.runner.notifier.post(text, thread_ts=ts)
 
     def _set(self, **changes: object) -> None:
         with self._view_lock:
@@ -241,28 +297,34 @@ class Follower:
 
     # -- the end -------------------------------------------------------------------------------------------
 
-    def _complete(self, exit_code: int | None) -> None:
+    def _complete(self, end: RemoteState) -> None:
+        """Record how the run ended, as the host says: its exit code, and whether a stop reached it."""
         row = self.runner.row(self.run_id)
         last = self.scanner.flush()
         if last is not None:
             self._set(last_lines=(self.view.last_lines + (last,))[-LAST_LINES:])
-        reason = row["cancel_reason"]
-        stopped_by = row["cancelled_by"] if row["cancelled_by"] not in (None, "cutover") else None
-        if reason == RunState.TIMED_OUT:
+        stopped_by = None
+        if end.stop == RunState.TIMED_OUT:
             limit = format_duration(self.stage.timeout) if self.stage.timeout else "set"
             state, detail = RunState.TIMED_OUT, f"stopped after its {limit} timeout"
-        elif reason:
-            state, detail = RunState(reason), "stopped"
-        elif exit_code is None:
+        elif end.stop == RunState.CANCELLED:
+            state, detail, stopped_by = RunState.CANCELLED, "stopped", row["cancelled_by"]
+        elif end.exit_code is None:
             state, detail = RunState.LOST, "its processes are gone and left no exit code (killed outside the bot?)"
         else:
-            state, detail = (RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED), ""
-        self.runner.finish(self.run_id, state, exit_code, detail + (f" by <@{stopped_by}>" if stopped_by else ""))
+            state, detail = (RunState.SUCCEEDED if end.exit_code == 0 else RunState.FAILED), ""
+            if row["cancelled_by"]:
+                detail = f"it ended before the cancel by <@{row['cancelled_by']}> reached `{self.host}`"
+        if self.outlived:
+            detail = "; ".join(filter(None, [detail, f"processes it started still run on `{self.host}` (process "
+                                                     f"group {self.pid}); the full log stops where they were left"]))
+        self.runner.finish(self.run_id, state, end.exit_code, detail + (f" by <@{stopped_by}>" if stopped_by else ""),
+                           ended_at=self.ended_at)
         self.runner.store.audit(row["started_by"], f"stage-{state.value.replace(' ', '-')}", row["stage"],
                                 "ok" if state == RunState.SUCCEEDED else state.value,
-                                {"run": self.run_id, "exit": exit_code})
-        self._set(state=state, exit_code=exit_code, reason=detail, stopped_by=stopped_by,
-                  ended_at=self.runner.clock.now())
+                                {"run": self.run_id, "exit": end.exit_code, "outlived": self.outlived})
+        self._set(state=state, exit_code=end.exit_code, reason=detail, stopped_by=stopped_by,
+                  ended_at=self.ended_at or self.runner.clock.now(), connection="", stopping="")
 
     def _report(self) -> None:
         """Coalesce updates: at most one chat.update a second; notable lines to the thread, up to a cap.
@@ -277,6 +339,10 @@ class Follower:
             finished = self.done.wait(UPDATE_INTERVAL)
             if self.grep is not None:
                 self.grep.scan(self.offset if finished else self.line_end)
+            if not finished:
+                stopping = stopping_note(self.runner.row(self.run_id))
+                if stopping != self.view.stopping:
+                    self._set(stopping=stopping)
             ts = self.runner.messages.message_of(self.run_id, self.view)
             if ts is None:
                 if finished:
@@ -299,6 +365,9 @@ class Follower:
             if version != shown:
                 shown = version
                 self.runner.messages.show(self.run_id, ts, view)
+
+
+
 
 def _write_all(local: BinaryIO, data: bytes) -> None:
     view = memoryview(data)

@@ -43,6 +43,8 @@ def _stage_line(s: StageLine) -> str:
         parts.append(("elapsed " if s.ended_at is None else "took ") + format_duration(s.elapsed))
     if s.exit_code is not None:
         parts.append(f"exit {s.exit_code}")
+    if s.stopping:
+        parts.append(s.stopping)
     if s.depends_on and s.state == NOT_RUN:
         parts.append("after " + ", ".join(s.depends_on))
     return ", ".join(parts)
@@ -161,6 +163,8 @@ def stage_message(view: StageView, now_mono: float, now: datetime) -> list[dict]
         blocks.append(section(f"`{_bar(fraction)}` {detail}"))
     elif eta is not None:
         blocks.append(section(f"About {format_duration(eta)} left, going by the last successful run."))
+    if view.stopping and active:
+        blocks.append(section(f"🛑 {view.stopping}"))
     if view.connection and active:
         blocks.append(section(f"⚠️ {escape(view.connection)}"))
     if view.reason:

@@ -141,9 +141,11 @@ class Notifier:
             status = _post_file(url, path, size, self.client.timeout)
         except (OSError, http.client.HTTPException) as exc:
             log.error("Slack file upload of %s failed: %s", filename, exc.__class__.__name__)
+            self._failure.error = f"the file transfer got no answer ({exc.__class__.__name__})"
             return None
         if status != 200:
             log.error("Slack file upload of %s failed: HTTP %d", filename, status)
+            self._failure.error = f"the file transfer was refused (HTTP {status})"
             return None
         done = self._call("files_completeUploadExternal", files=[{"id": file_id, "title": self.redactor.text(title)}],
                           channel_id=channel or self.channel, thread_ts=thread_ts, initial_comment=comment)

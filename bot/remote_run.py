@@ -1,20 +1,26 @@
-"""The protocol a stage run speaks with its host: a wrapper script, pid and exit files, a log, signals.
+"""The protocol a stage run speaks with its host: a wrapper script, a stop script, marker files, a log.
 
 Each run gets its own directory under ``~/.cutover/runs`` on the host,
 created exclusively with a random part in its name, so two bots (or two
-databases) can never share one. The wrapper records its process-group id in
-``pid``, runs the stage's command under ``setsid`` with output to ``log``,
-and writes the exit code to ``exit`` by rename when the command ends. The
-files on the host, not the SSH connection, say whether a run has ended.
+databases) can never share one. The wrapper starts the stage's command in a
+session of its own (``setsid``), records that process group in ``pid``,
+waits for it and writes ``exit`` (the code and the host's time) by rename.
+The wrapper stays outside the group, so a stop can never keep it from
+writing the exit file.
+
+Everything that must hold while the bot is away happens on the host: the
+stage's timeout (a watchdog in the wrapper), and a stop's escalation from
+TERM to KILL (``stop.sh``). A stop leaves its reason in ``stop``, written
+only while the run has not ended, so the final state comes from what
+happened on the host, not from what the bot asked for.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
-import time
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import paramiko
 
@@ -25,35 +31,71 @@ from bot.waiting import wait_until
 log = logging.getLogger("cutover.remote_run")
 
 PID_WAIT = 10.0
-CANCEL_GRACE = 10.0
+CANCEL_GRACE = 10
+STOP_REASONS = ("cancelled", "timed out")
 
 
 @dataclass(frozen=True)
 class RemoteState:
-    """What the host says about a run: the log's size, the exit code once written, whether its group lives."""
+    """What the host says about a run at one moment."""
 
-    size: int
-    exit_code: int | None
-    alive: bool
+    size: int  # the log's size in bytes
+    exit_code: int | None  # from the exit file, once the wrapper wrote it
+    group_alive: bool  # some process of the stage's group still runs
+    wrapper_alive: bool
+    ended_ago: float | None  # seconds between the command's end and this check, by the host's clock
+    stop: str | None  # the reason a stop reached the run, if one did
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_code is not None
 
     @property
     def ended(self) -> bool:
-        return self.exit_code is not None or not self.alive
+        """The command ended, or nothing is left that could still end it (the wrapper was killed)."""
+        return self.exited or not (self.group_alive or self.wrapper_alive)
 
 
 def wrapper(stage: Stage, remote_dir: str) -> bytes:
     """The script that runs on the host: it outlives the SSH connection and the bot."""
     d = quote(remote_dir)
-    lines = ["#!/bin/sh", f"# cutover: stage {stage.name}", f"D={d}",
-             'echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"',
-             "trap ':' TERM INT", "trap '' HUP",
-             'finish() { echo "$1" > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit"; exit "$1"; }']
+    body = []
     if stage.workdir:
         workdir = stage.workdir
         target = '"$HOME"' + quote(workdir[1:]) if workdir.startswith("~") else quote(workdir)
-        lines.append(f"cd {target} || {{ echo 'cutover: cannot change to {stage.workdir}'; finish 126; }}")
-    lines += [f"sh -c {quote(stage.command or '')}", "finish $?", ""]
+        body.append(f"cd {target} || {{ echo {quote('cutover: cannot change to ' + workdir)}; exit 126; }}")
+    body.append(stage.command or "")
+    lines = ["#!/bin/sh", f"# cutover: stage {stage.name}", f"D={d}", "trap '' HUP",
+             'echo $$ > "$D/wrapper"',
+             f"setsid sh -c {quote(chr(10).join(body))} < /dev/null &",
+             "G=$!",
+             'echo $G > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"']
+    if stage.timeout:
+        seconds = max(1, math.ceil(stage.timeout.total_seconds()))
+        lines.append(f'( end=$(( $(date +%s) + {seconds} )); '
+                     'while [ ! -e "$D/exit" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 1; done; '
+                     '[ -e "$D/exit" ] || sh "$D/stop.sh" "timed out" ) > /dev/null 2>&1 < /dev/null &')
+    lines += ['wait "$G"', "code=$?",
+              'echo "$code $(date +%s)" > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit"', ""]
     return "\n".join(lines).encode()
+
+
+def stop_script(remote_dir: str) -> bytes:
+    """``stop.sh REASON``: TERM the group now, KILL what is left after the grace period, the bot or not.
+
+    It says ``ended`` when the run had already ended (nothing was stopped) and ``sent`` when it signalled.
+    The reason is written once, by the first stop that reaches a live run.
+    """
+    return "\n".join([
+        "#!/bin/sh", f"D={quote(remote_dir)}",
+        '[ -e "$D/exit" ] && { echo ended; exit 0; }',
+        'G=$(cat "$D/pid" 2>/dev/null)',
+        '[ -n "$G" ] || { echo starting; exit 0; }',
+        '( set -C; echo "$1" > "$D/stop" ) 2>/dev/null',
+        'kill -TERM "-$G" 2>/dev/null',
+        f"setsid sh -c 'sleep {CANCEL_GRACE}; kill -KILL \"-$1\" 2>/dev/null' sh \"$G\" "
+        "> /dev/null 2>&1 < /dev/null &",
+        "echo sent", ""]).encode()
 
 
 class RemoteRuns:
@@ -67,14 +109,16 @@ class RemoteRuns:
             stage.host, 'command -v setsid >/dev/null || { echo "setsid is not installed" >&2; exit 3; }; '
                         f'mkdir -p "$HOME/.cutover/runs" && d="$HOME/.cutover/runs/{key}" && mkdir "$d" '
                         '&& cd "$d" && pwd').strip()
+        self.ssh.write_file_atomic(stage.host, f"{remote_dir}/stop.sh", stop_script(remote_dir), 0o700)
         self.ssh.write_file_atomic(stage.host, f"{remote_dir}/run.sh", wrapper(stage, remote_dir), 0o700)
         return remote_dir
 
     def launch(self, host: str, remote_dir: str) -> int:
         """Start the wrapper detached; returns its process-group id once it has written it."""
         try:
+            # The braces keep the launching shell in the foreground: it returns, and the session ends, at once.
             self.ssh.check(host, f"cd {quote(remote_dir)} && : > log && "
-                                 "setsid sh ./run.sh > log 2>&1 < /dev/null &", retry=False)
+                                 "{ setsid sh ./run.sh > log 2>&1 < /dev/null & }", retry=False)
         except SSHError:
             # The connection broke during the launch; only the pid file can tell whether the stage started.
             if self.read_pid(host, remote_dir, wait=2.0) is None:
@@ -96,38 +140,43 @@ class RemoteRuns:
             return None
 
     def state(self, host: str, remote_dir: str, pid: int) -> RemoteState:
-        """Whether the group lives is asked first: the wrapper writes the exit file before it exits, so a group
-        seen gone has left its exit file (if it could) by the time the file is read."""
+        """Liveness is asked before the exit file is read: the wrapper writes the exit file before it exits,
+        so a wrapper seen gone has left its exit file (if it could) by the time the file is read."""
         d = quote(remote_dir)
-        result = self.ssh.run(host, f"kill -0 -- -{int(pid)} 2>/dev/null && echo alive || echo gone; "
-                                    f"cat {d}/exit 2>/dev/null || echo none; stat -c %s {d}/log")
-        words = result.stdout.split()
-        if len(words) < 3 or not words[2].isdigit():
+        result = self.ssh.run(host, "; ".join([
+            f"kill -0 -{int(pid)} 2>/dev/null && echo alive || echo gone",
+            f'w=$(cat {d}/wrapper 2>/dev/null); [ -n "$w" ] && kill -0 "$w" 2>/dev/null && echo alive || echo gone',
+            "date +%s", f"stat -c %s {d}/log",
+            f'echo "stop:$(head -c 40 {d}/stop 2>/dev/null)"', f'echo "exit:$(cat {d}/exit 2>/dev/null)"']))
+        lines = result.stdout.splitlines()
+        if len(lines) < 6 or not lines[2].isdigit() or not lines[3].isdigit():
             raise SSHError(f"could not read the state of the run in `{remote_dir}` on `{host}`")
-        code = int(words[1]) if words[1].lstrip("-").isdigit() else None
-        return RemoteState(int(words[2]), code, words[0] == "alive")
+        stop = lines[4].removeprefix("stop:").strip()
+        exit_words = lines[5].removeprefix("exit:").split()
+        code = int(exit_words[0]) if exit_words and exit_words[0].lstrip("-").isdigit() else None
+        ended_ago = None
+        if len(exit_words) > 1 and exit_words[1].isdigit():
+            ended_ago = max(0, int(lines[2]) - int(exit_words[1]))
+        return RemoteState(size=int(lines[3]), exit_code=code, group_alive=lines[0] == "alive",
+                           wrapper_alive=lines[1] == "alive", ended_ago=ended_ago,
+                           stop=stop if stop in STOP_REASONS else None)
 
     def tail(self, host: str, remote_dir: str, offset: int) -> paramiko.Channel:
         """A stream of the log from byte ``offset`` on, following it as it grows."""
         return self.ssh.open_stream(host, f"exec tail -c +{offset + 1} -f -- {quote(remote_dir + '/log')}")
 
-    def signal_group(self, host: str, pgid: int, signal: str) -> None:
-        self.ssh.run(host, f"kill -{signal} -- -{int(pgid)} 2>/dev/null; exit 0")
+    def stop(self, host: str, remote_dir: str, reason: str) -> bool:
+        """Stop the run on its host (TERM, then KILL after CANCEL_GRACE, carried out there).
 
-    def group_alive(self, host: str, pgid: int) -> bool:
-        return self.ssh.run(host, f"kill -0 -- -{int(pgid)} 2>/dev/null").exit_code == 0
+        True when the stop reached a live run; False when the run had already ended. Raises SSHError when the
+        host cannot be asked, and StopNotYet while the run has not yet recorded its process group. Asking
+        twice is harmless: the first reason stays, and a second TERM meets a group already stopping.
+        """
+        out = self.ssh.check(host, f"sh {quote(remote_dir + '/stop.sh')} {quote(reason)}").strip()
+        if out == "starting":
+            raise StopNotYet(remote_dir)
+        return out == "sent"
 
-    def stop_group(self, host: str, pgid: int, submit: Callable[[Callable[[], None]], Any]) -> None:
-        """TERM the process group now; ``submit`` a job that KILLs what is left of it after CANCEL_GRACE."""
-        self.signal_group(host, pgid, "TERM")
 
-        def escalate() -> None:
-            deadline = time.monotonic() + CANCEL_GRACE
-            while time.monotonic() < deadline:
-                if not self.group_alive(host, pgid):
-                    return
-                time.sleep(0.5)
-            log.warning("process group %d on %s ignored SIGTERM; sending SIGKILL", pgid, host)
-            self.signal_group(host, pgid, "KILL")
-
-        submit(escalate)
+class StopNotYet(Exception):
+    """The run has not written its process group yet; the stop is delivered once it has."""

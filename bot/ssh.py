@@ -194,11 +194,13 @@ class SSHPool:
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout
             while True:
+                # sshd may send the exit status before the last of the output: done is the end of the output
+                # (EOF) and the status both, never the status alone.
                 if channel.recv_ready():
                     out += channel.recv(65536)
                 elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
-                elif channel.exit_status_ready():
+                elif channel.closed or (channel.eof_received and channel.exit_status_ready()):
                     break
                 elif time.monotonic() > deadline:
                     channel.close()

@@ -17,7 +17,8 @@ from bot import messages
 from bot.clock import Clock, parse_optional_time, parse_time
 from bot.notifier import Notifier
 from bot.stage_view import StageView
-from bot.states import RunState
+from bot.remote_run import CANCEL_GRACE
+from bot.states import RunState, StopState
 from bot.store import Store
 
 log = logging.getLogger("cutover.stage_message")
@@ -46,7 +47,7 @@ class RunMessages:
             duration = parse_time(previous[0]["ended_at"]) - parse_time(previous[0]["started_at"])
         return StageView(run_id=run["id"], stage=run["stage"], host=run["host"], started_by=run["started_by"],
                          started_at=parse_time(run["started_at"]), state=RunState(run["state"]),
-                         previous_duration=duration, bytes=run["log_offset"])
+                         previous_duration=duration, bytes=run["log_offset"], stopping=stopping_note(run))
 
     def final_view(self, row: dict) -> StageView:
         """A run that has ended, as its message shows it, from the store alone."""
@@ -95,3 +96,15 @@ class RunMessages:
     def _lock_of(self, run_id: int) -> threading.Lock:
         with self._lock:
             return self._locks.setdefault(run_id, threading.Lock())
+
+
+def stopping_note(run: dict) -> str:
+    """What a run's message says of a cancel while the run is still going."""
+    if not RunState(run["state"]).active:
+        return ""
+    who = f"<@{run['cancelled_by']}>"
+    if run["stop_state"] == StopState.PENDING:
+        return f"Cancel pending (asked by {who}): `{run['host']}` has not answered yet; the bot stops it when it does."
+    if run["stop_state"] == StopState.SENT:
+        return f"Stopping (asked by {who}): TERM sent, KILL after {CANCEL_GRACE} s if it is still running."
+    return ""

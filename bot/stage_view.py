@@ -61,6 +61,7 @@ class StageView:
     progress: Progress = Progress()
     bytes: int = 0
     connection: str = ""
+    stopping: str = ""  # a cancel on its way or under way, while the run goes on
     ended_at: datetime | None = None
     exit_code: int | None = None
     reason: str = ""

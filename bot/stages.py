@@ -11,25 +11,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from bot import messages
 from bot.clock import Clock
+from bot.durations import format_duration
 from bot.follower import follow
 from bot.notifier import Notifier
 from bot.plan import Plan, Stage
 from bot.redact import Redactor
 from bot.refusals import Refused
-from bot.remote_run import RemoteRuns
+from bot.remote_run import CANCEL_GRACE, RemoteRuns, StopNotYet
 from bot.ssh import SSHError, SSHPool
 from bot.stage_logs import StageLogs
 from bot.stage_message import RunMessages
-from bot.states import ACTIVE_RUNS, RunState, sql_in
+from bot.states import ACTIVE_RUNS, RunState, StopState, sql_in
 from bot.store import Store
-from bot.workers import Workers
+from bot.workers import Workers, error_ref
 
 log = logging.getLogger("cutover.stages")
 
+UPLOAD_RETRY_FIRST = 10.0
+UPLOAD_RETRY_MOST = 300.0
+UPLOAD_GIVE_UP = 3600.0
 
 
 class StageRefused(Refused):
@@ -49,7 +54,6 @@ class StageRunner:
         self.stopping = threading.Event()
         self.logs = StageLogs(log_dir, redactor, notifier)
         self.messages = RunMessages(store, notifier, clock, plan.people.channel, self.stopping)
-        self.stopping = threading.Event()
         self._followers: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -83,18 +87,51 @@ class StageRunner:
             thread.join(timeout)
         return RunState(self.row(run_id)["state"])
 
-    def cancel(self, name: str, user: str, reason: str = "cancelled") -> str:
+    def cancel(self, name: str, user: str) -> str:
+        """Ask the host to stop the stage's run; until the host has it, the cancel is pending, not done."""
         stage = self.stage(name)
         with self.store.transaction() as db:
             rows = list(db["stage_runs"].rows_where(f"stage = ? AND state IN {sql_in(ACTIVE_RUNS)}", [name]))
             if not rows:
                 raise StageRefused(f"`{name}` is not running.")
             run = rows[0]
-            db["stage_runs"].update(run["id"], {"cancel_reason": reason, "cancelled_by": user})
+            if run["stop_state"] in (StopState.PENDING, StopState.SENT):
+                who = f"<@{run['cancelled_by']}>"
+                raise StageRefused(f"`{name}` is already being stopped (asked by {who}); "
+                                   + ("the host has the stop." if run["stop_state"] == StopState.SENT else
+                                      f"`{stage.host}` has not answered yet, and gets the stop when it does."))
+            db["stage_runs"].update(run["id"], {"cancel_reason": RunState.CANCELLED.value, "cancelled_by": user,
+                                                "stop_state": StopState.PENDING.value})
+        self.store.audit(user, "stage-cancel", name, "asked", {"run": run["id"]})
         if run["pid"] is None:
-            return f"`{name}` is still starting; it will be stopped as soon as it runs."
-        self.stop_group(stage.host, run)
-        return f"Stopping `{name}` on `{stage.host}` (process group {run['pid']})."
+            return f"`{name}` is still starting; it is stopped as soon as it runs, and its message says so."
+        try:
+            delivered = self.deliver_stop(run["id"])
+        except SSHError as exc:
+            return (f"Cancel of `{name}` is *pending*: `{stage.host}` does not answer ({exc}). The bot delivers it "
+                    "as soon as the host answers; until then the stage may still be running. Its message and "
+                    "`/cutover status` say when it has stopped.")
+        if not delivered:
+            return f"`{name}` had already ended on `{stage.host}` before the cancel reached it; its message says how."
+        return (f"Stopping `{name}` on `{stage.host}` (process group {run['pid']}): TERM now, KILL after "
+                f"{CANCEL_GRACE} s if it is still running.")
+
+    def deliver_stop(self, run_id: int) -> bool:
+        """Carry a pending cancel to the host. True if it reached the live run, False if the run had ended.
+
+        Raises SSHError while the host does not answer (the cancel stays pending).
+        """
+        run = self.row(run_id)
+        try:
+            sent = self.remote.stop(run["host"], run["remote_dir"], RunState.CANCELLED.value)
+        except StopNotYet:
+            return True  # the follower delivers it once the pid file is there
+        state = StopState.SENT if sent else StopState.TOO_LATE
+        with self.store.transaction() as db:
+            db["stage_runs"].update(run_id, {"stop_state": state.value})
+        self.store.audit(run["cancelled_by"] or "cutover", "stage-stop-delivered", run["stage"], state.value,
+                         {"run": run_id})
+        return sent
 
     def latest_log(self, name: str) -> tuple[dict, Path]:
         self.stage(name)
@@ -107,7 +144,12 @@ class StageRunner:
         return run, path
 
     def upload_log(self, run: dict, path: Path, user: str | None = None) -> str | None:
-        return self.logs.upload(run, path, user)
+        """Upload a run's log to its thread; once an ended run's log is there, it is not uploaded again."""
+        file_id = self.logs.upload(run, path, user)
+        if file_id is not None and not RunState(run["state"]).active:
+            with self.store.transaction() as db:
+                db["stage_runs"].update(run["id"], {"log_uploaded": 1})
+        return file_id
 
     def resume(self) -> list[str]:
         """Re-attach to runs that were in flight when the bot stopped; finish uploads it missed."""
@@ -128,7 +170,7 @@ class StageRunner:
                                 self.messages.final_view(run))
         for run in self.store.query(f"SELECT * FROM stage_runs WHERE state NOT IN {sql_in(ACTIVE_RUNS)} "
                                     "AND log_uploaded = 0 AND message_ts IS NOT NULL"):
-            self.workers.submit(f"log upload of run {run['id']}", self.upload_final, run["id"])
+            self.upload_soon(run["id"])
         return notes
 
     def stop(self) -> None:
@@ -157,13 +199,11 @@ class StageRunner:
         run = self.row(run_id)
         self.store.audit(run["started_by"], "stage-started", run["stage"], "ok",
                          {"run": run_id, "host": run["host"], "pid": pid})
-        if run["cancel_reason"]:
-            self.stop_group(run["host"], run)
-
-    def stop_group(self, host: str, run: dict) -> None:
-        """TERM the run's process group now; KILL what is left of it after the grace period."""
-        self.remote.stop_group(host, int(run["pid"]), lambda fn: self.workers.submit(
-            f"escalating the stop of run {run['id']}", fn))
+        if run["stop_state"] == StopState.PENDING:
+            try:
+                self.deliver_stop(run_id)
+            except SSHError as exc:
+                log.warning("the cancel of run %d is still pending: %s", run_id, exc)
 
     def end_unstarted(self, run_id: int, state: RunState, reason: str) -> None:
         """End a run that never ran on its host, and make its message say so."""
@@ -172,21 +212,63 @@ class StageRunner:
         if row["message_ts"] and self.messages.show(run_id, row["message_ts"], self.messages.final_view(row)):
             self.messages.recorded_final(run_id)
 
-    def finish(self, run_id: int, state: RunState, exit_code: int | None, detail: str = "") -> None:
+    def finish(self, run_id: int, state: RunState, exit_code: int | None, detail: str = "",
+               ended_at: datetime | None = None) -> None:
+        """Record how a run ended; ``ended_at`` is when it ended on its host, if known, else now."""
         with self.store.transaction() as db:
             db["stage_runs"].update(run_id, {"state": state.value, "exit_code": exit_code, "detail": detail or None,
-                                             "ended_at": self.clock.now().isoformat()})
+                                             "ended_at": (ended_at or self.clock.now()).isoformat()})
+
+    def settle_ended(self, run_id: int) -> None:
+        """Bring an ended run's message to its final state, then its log to its thread (both retried)."""
+        self.messages.show_final(run_id, self.messages.final_view(self.row(run_id)))
+        self.upload_soon(run_id)
+
+    def upload_soon(self, run_id: int) -> None:
+        """Upload an ended run's log on a thread of its own: a late upload never holds up what comes next."""
+        def upload() -> None:
+            try:
+                self.upload_final(run_id)
+            except Exception:
+                log.exception("uploading the log of run %d failed (ref %s)", run_id, error_ref())
+
+        threading.Thread(target=upload, name=f"upload-{run_id}", daemon=True).start()
 
     def upload_final(self, run_id: int) -> None:
-        run = self.row(run_id)
-        if run["log_uploaded"]:
-            return
-        path = self.local_log(run_id)
-        if not path.exists():
-            return
-        if self.upload_log(run, path) is not None:
-            with self.store.transaction() as db:
-                db["stage_runs"].update(run_id, {"log_uploaded": 1})
+        """Upload an ended run's log to its thread, retrying with growing pauses until Slack takes it.
+
+        The first failure is said in the thread ("late"), so nobody waits for a log that is not coming; after
+        UPLOAD_GIVE_UP the thread is told how to ask for it.
+        """
+        delay, late_since = UPLOAD_RETRY_FIRST, None
+        while True:
+            run = self.row(run_id)
+            path = self.local_log(run_id)
+            if run["log_uploaded"] or not path.exists():
+                return
+            try:
+                uploaded = self.upload_log(run, path) is not None
+                why = self.notifier.last_error()
+            except OSError as exc:
+                uploaded, why = False, f"the bot could not prepare it ({exc.strerror or exc})"
+            if uploaded:
+                return
+            now = time.monotonic()
+            if late_since is None:
+                late_since = now
+                log.warning("the log of run %d did not upload (%s); retrying in %.0f s", run_id, why, delay)
+                self.notifier.post(f"⏳ The full log of `{run['stage']}` is late: the upload failed ({why}). "
+                                   "The bot keeps trying; it appears here when Slack takes it.",
+                                   thread_ts=run["message_ts"])
+            elif now - late_since > UPLOAD_GIVE_UP:
+                self.notifier.post(f"The full log of `{run['stage']}` could not be uploaded for "
+                                   f"{format_duration(UPLOAD_GIVE_UP)} ({why}); the bot has stopped trying. "
+                                   f"`/cutover logs {run['stage']}` uploads it when Slack is back.",
+                                   thread_ts=run["message_ts"])
+                return
+            if self.stopping.wait(delay):
+                return  # a restart takes it up again
+            delay = min(delay * 2, UPLOAD_RETRY_MOST)
 
     # -- inside ------------------------------------------------------------------------------------------
 

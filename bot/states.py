@@ -26,6 +26,14 @@ class RunState(StrEnum):
 ACTIVE_RUNS = (RunState.STARTING, RunState.RUNNING)
 
 
+class StopState(StrEnum):
+    """Where an operator's cancel of a run is: asked for, on the host, or too late (the run had ended)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    TOO_LATE = "too late"
+
+
 class RequestState(StrEnum):
     OPEN = "open"
     DECIDING = "deciding"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.clock import parse_optional_time, parse_time
-from bot.states import RequestState, sql_in
+from bot.states import RequestState, RunState, StopState, sql_in
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -28,6 +28,7 @@ class StageLine:
     exit_code: int | None
     elapsed: timedelta | None
     depends_on: tuple[str, ...]
+    stopping: str = ""  # "cancel pending" (the host has not had it yet) or "stopping", while the run goes on
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def build_status(services: "Services") -> StatusReport:
         elapsed = (ended or now) - started if started else None
         stages.append(StageLine(name=stage.name, host=stage.host, state=run["state"] if run else NOT_RUN,
                                 started_at=started, ended_at=ended, exit_code=run["exit_code"] if run else None,
-                                elapsed=elapsed, depends_on=stage.depends_on))
+                                elapsed=elapsed, depends_on=stage.depends_on, stopping=_stopping(run)))
     freezes = [FreezeLine(kind=f["kind"], state=f["state"], start_at=parse_time(f["start_at"]),
                           end_at=parse_optional_time(f["end_at"]), note=f["note"])
                for f in services.store.current_freezes()]
@@ -92,6 +93,13 @@ def build_status(services: "Services") -> StatusReport:
     failover = services.plan.failover
     return StatusReport(now=now, stages=stages, freezes=freezes, requests=requests,
                         floating_ip=failover.floating_ip if failover else None, switch=_last_switch(services))
+
+
+def _stopping(run: dict | None) -> str:
+    if run is None or not RunState(run["state"]).active:
+        return ""
+    return {StopState.PENDING: f"cancel pending (asked by <@{run['cancelled_by']}>; the host has not answered)",
+            StopState.SENT: f"stopping (asked by <@{run['cancelled_by']}>)"}.get(run["stop_state"], "")
 
 
 def _last_switch(services: "Services") -> SwitchLine | None:

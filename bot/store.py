@@ -22,7 +22,7 @@ import sqlite_utils
 from bot.clock import Clock, SystemClock
 from bot.states import CURRENT_FREEZES, IN_FLIGHT, sql_in
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -122,6 +122,11 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     ALTER TABLE stage_runs ADD COLUMN message_final INTEGER NOT NULL DEFAULT 0;
     UPDATE stage_runs SET message_final = 1 WHERE state NOT IN ('starting', 'running');
+    """,
+    # A cancel is "pending" until the host has it, then "sent", or "too late" if the run had already ended.
+    3: """
+    ALTER TABLE stage_runs ADD COLUMN stop_state TEXT;
+    UPDATE stage_runs SET stop_state = 'sent' WHERE cancel_reason IS NOT NULL;
     """,
 }
 

@@ -63,6 +63,7 @@ class Fault:
     error: str = "ratelimited"
     retry_after: int = 1
     remaining: int = 1
+    html: bool = False  # answer with an HTML error page, as a proxy in front of Slack would
 
 
 @dataclass
@@ -110,6 +111,8 @@ class SlackStandIn:
         self.http_target: str | None = None
         self.response_delay = 0.0
         self.method_delay: dict[str, float] = {}
+        self._holds: dict[str, list[float]] = {}
+        self._holding = 0
         self._faults: list[Fault] = []
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
@@ -190,10 +193,47 @@ class SlackStandIn:
     # -- controls -----------------------------------------------------------------
 
     def fail_next(self, method: str, *, status: int = 429, error: str = "ratelimited",
-                  retry_after: int = 1, times: int = 1) -> None:
-        """Make the next ``times`` calls of ``method`` fail (429 with Retry-After by default)."""
+                  retry_after: int = 1, times: int = 1, html: bool = False) -> None:
+        """Make the next ``times`` calls of ``method`` fail (429 with Retry-After by default).
+
+        ``method`` "upload" is the file transfer to the upload URL, the second step of an upload.
+        """
         with self._lock:
-            self._faults.append(Fault(method, status, error, retry_after, times))
+            self._faults.append(Fault(method, status, error, retry_after, times, html))
+
+    def hold_next(self, method: str, seconds: float) -> None:
+        """Answer (and apply) the next call of ``method`` only after ``seconds``: a response held up on the way,
+        which lets later calls overtake it."""
+        with self._lock:
+            self._holds.setdefault(method, []).append(seconds)
+
+    def held(self) -> int:
+        """How many held calls are still waiting to be answered."""
+        with self._lock:
+            return self._holding
+
+    def _take_hold(self, method: str) -> float | None:
+        with self._lock:
+            holds = self._holds.get(method)
+            if not holds:
+                return None
+            self._holding += 1
+            return holds.pop(0)
+
+    def _take_fault(self, method: str) -> Fault | None:
+        with self._lock:
+            fault = next((f for f in self._faults if f.method == method and f.remaining > 0), None)
+            if fault is not None:
+                fault.remaining -= 1
+            return fault
+
+    @staticmethod
+    def _fault_response(fault: Fault) -> web.Response:
+        if fault.html:
+            return web.Response(status=fault.status, content_type="text/html",
+                                text=f"<html><body><h1>{fault.status} Server Error</h1></body></html>")
+        headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
+        return web.json_response({"ok": False, "error": fault.error}, status=fault.status, headers=headers)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -432,18 +472,19 @@ class SlackStandIn:
         params = await self._params(request)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or params.get("token", "")
         record = {"method": method, "at": time.monotonic(), "params": params}
-        delay = self.method_delay.get(method, 0.0)
+        hold = self._take_hold(method)
+        delay = self.method_delay.get(method, 0.0) + (hold or 0.0)
         if delay:
             await asyncio.sleep(delay)
+        if hold is not None:
+            with self._lock:
+                self._holding -= 1
         with self._lock:
             self.calls.append(record)
-            fault = next((f for f in self._faults if f.method == method and f.remaining > 0), None)
-            if fault is not None:
-                fault.remaining -= 1
+        fault = self._take_fault(method)
         if fault is not None:
             record["status"] = fault.status
-            headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
-            return web.json_response({"ok": False, "error": fault.error}, status=fault.status, headers=headers)
+            return self._fault_response(fault)
         try:
             self._check_token(method, token)
             if method in self.scopes_missing:
@@ -708,6 +749,10 @@ class SlackStandIn:
         with self._lock:
             if file_id not in self.files:
                 return web.Response(status=404, text="file not found")
+        fault = self._take_fault("upload")
+        if fault is not None:
+            await request.read()
+            return self._fault_response(fault)
         if self.upload_dir is None:
             data = await request.read()
             size = len(data)

@@ -1,0 +1,247 @@
+"""What the bot says of a stage is what happened on its host: cancels, timeouts, end times, late output,
+a full disk on the bot's side, late uploads. Real sshd; the host made unreachable by a relay in front of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot import follower, stages
+from bot.clock import parse_time
+from bot.local import start_local_bot
+from bot.plan import parse_plan
+from bot.standins.netns import Forwarder
+from tests.conftest import OPERATOR, reply_text
+from tests.stage_support import finished, group_gone, message_text, stage_plan, uploaded
+
+TICKS = "i=0; while [ $i -lt {n} ]; do echo tick $i; i=$((i+1)); sleep 0.1; done; echo finished"
+
+
+@pytest.fixture
+def relay(sshd, tmp_path):
+    """The test's sshd reached through a relay that can drop the host off the network and bring it back."""
+    forwarder = Forwarder((None, "127.0.0.1", 0), (None, "127.0.0.1", sshd.port))
+    key = Path(str(sshd.host_key) + ".pub").read_text().split()
+    known = tmp_path / "relay_known_hosts"
+    known.write_text(f"[127.0.0.1]:{forwarder.port} {key[0]} {key[1]}\n")
+    forwarder.entry = {**sshd.host_entry(), "port": forwarder.port, "known_hosts": str(known)}
+    yield forwarder
+    forwarder.close()
+
+
+def relayed_bot(slack, sshd, relay, tmp_path, stages_: list[dict]):
+    plan = stage_plan(sshd, tmp_path)
+    plan["hosts"]["new"] = relay.entry
+    plan["stages"] = stages_
+    return start_local_bot(slack, parse_plan(plan, "p"), str(tmp_path / "c.db"))
+
+
+def running(bot, slack, name):
+    return slack.wait_for(lambda: (bot.services.store.latest_runs().get(name) or {}).get("pid"), 15, f"{name}'s pid")
+
+
+def status_text(slack):
+    return reply_text(slack, slack.command(OPERATOR, "status"), timeout=15)
+
+
+def test_a_cancel_while_the_host_is_away_is_pending_and_delivered_when_it_answers(slack, sshd, relay, tmp_path):
+    bot = relayed_bot(slack, sshd, relay, tmp_path, [{"name": "long", "host": "new", "command": TICKS.format(n=150)}])
+    try:
+        reply_text(slack, slack.command(OPERATOR, "run long"))
+        pgid = running(bot, slack, "long")
+        relay.pause()
+        reply = reply_text(slack, slack.command("U0BOB", "cancel long"), timeout=60)
+        assert reply.startswith("Cancel of `long` is *pending*: `new` does not answer"), reply
+        run = bot.services.store.latest_runs()["long"]
+        assert run["state"] == "running" and run["stop_state"] == "pending"
+        assert "cancel pending (asked by <@U0BOB>; the host has not answered)" in status_text(slack)
+        slack.wait_for(lambda: "Cancel pending (asked by <@U0BOB>)" in message_text(slack, run["message_ts"]), 15,
+                       "the message to say the cancel is pending")
+        relay.resume()
+        run = finished(bot, "long", timeout=60)
+        assert run["state"] == "cancelled" and run["stop_state"] == "sent"
+        group_gone(slack, pgid)
+        log = uploaded(slack, run)[0]["content"].decode()
+        assert log.startswith("tick 0\n") and "finished" not in log
+        slack.wait_for(lambda: "stopped by <@U0BOB>" in message_text(slack, run["message_ts"]), 15, "final message")
+        actions = [a["action"] for a in bot.services.store.query("SELECT action FROM audit ORDER BY id")]
+        assert actions.index("stage-cancel") < actions.index("stage-stop-delivered") < actions.index(
+            "stage-cancelled")
+    finally:
+        relay.resume()
+        bot.stop()
+
+
+def test_a_cancel_that_reaches_the_host_after_the_stage_ended_leaves_the_true_outcome(slack, sshd, relay, tmp_path):
+    bot = relayed_bot(slack, sshd, relay, tmp_path, [{"name": "brief", "host": "new",
+                                                       "command": "sleep 2; echo finished"}])
+    try:
+        reply_text(slack, slack.command(OPERATOR, "run brief"))
+        running(bot, slack, "brief")
+        relay.pause()
+        assert "*pending*" in reply_text(slack, slack.command("U0BOB", "cancel brief"), timeout=60)
+        remote_dir = Path(bot.services.store.latest_runs()["brief"]["remote_dir"])
+        slack.wait_for(lambda: (remote_dir / "exit").exists(), 15, "the stage to end on its host")
+        relay.resume()
+        run = finished(bot, "brief", timeout=60)
+        assert run["state"] == "succeeded" and run["exit_code"] == 0 and run["stop_state"] == "too late"
+        assert run["detail"] == "it ended before the cancel by <@U0BOB> reached `new`"
+        assert uploaded(slack, run)[0]["content"] == b"finished\n"
+        assert not (remote_dir / "stop").exists()
+    finally:
+        relay.resume()
+        bot.stop()
+
+
+def test_the_timeout_holds_and_the_end_time_comes_from_the_host_while_the_bot_is_down(slack, sshd, tmp_path):
+    plan = stage_plan(sshd, tmp_path)
+    plan["stages"].append({"name": "brief", "host": "new", "command": "sleep 1; echo done"})
+    plan = parse_plan(plan, "p")
+    db = str(tmp_path / "down.db")
+    first = start_local_bot(slack, plan, db)
+    reply_text(slack, slack.command(OPERATOR, "run hang"))
+    reply_text(slack, slack.command(OPERATOR, "run brief"))
+    pgid = running(first, slack, "hang")
+    running(first, slack, "brief")
+    run = first.services.store.latest_runs()["hang"]
+    first.stop()
+    remote_dir = Path(run["remote_dir"])
+    slack.wait_for(lambda: (remote_dir / "exit").exists(), 20, "the host to stop the stage at its timeout")
+    assert (remote_dir / "stop").read_text().strip() == "timed out"
+    group_gone(slack, pgid)
+    time.sleep(6)  # the bot stays down well past the stage's end
+    second = start_local_bot(slack, plan, db)
+    try:
+        run = finished(second, "hang")
+        assert run["state"] == "timed out" and run["detail"] == "stopped after its 2s timeout"
+        took = parse_time(run["ended_at"]) - parse_time(run["started_at"])
+        assert timedelta(seconds=1) < took < timedelta(seconds=5), took
+        brief = finished(second, "brief")
+        assert brief["state"] == "succeeded"
+        assert parse_time(brief["ended_at"]) - parse_time(brief["started_at"]) < timedelta(seconds=4)
+        slack.wait_for(lambda: "timed out* after 2s" in message_text(slack, run["message_ts"])
+                       or "timed out* after 3s" in message_text(slack, run["message_ts"]), 15, "the final message")
+    finally:
+        second.stop()
+
+
+def test_output_after_the_command_exits_is_kept_and_processes_left_running_are_named(slack, sshd, tmp_path):
+    plan = stage_plan(sshd, tmp_path)
+    plan["stages"] = [
+        {"name": "late", "host": "new", "command": "echo main; (sleep 1; echo child-late) & echo main-done"},
+        {"name": "outlives", "host": "new", "command": "sleep 300 & echo started"},
+    ]
+    bot = start_local_bot(slack, parse_plan(plan, "p"), str(tmp_path / "c.db"))
+    pgid = None
+    try:
+        reply_text(slack, slack.command(OPERATOR, "run late"))
+        run = finished(bot, "late")
+        assert run["state"] == "succeeded" and run["detail"] is None
+        assert uploaded(slack, run)[0]["content"] == b"main\nmain-done\nchild-late\n"
+        reply_text(slack, slack.command(OPERATOR, "run outlives"))
+        run = finished(bot, "outlives")
+        pgid = run["pid"]
+        assert run["state"] == "succeeded"
+        assert f"processes it started still run on `new` (process group {pgid})" in run["detail"]
+        os.killpg(pgid, 0)  # raises if the group is gone
+        slack.wait_for(lambda: "processes it started still run" in message_text(slack, run["message_ts"]), 15,
+                       "the message to name them")
+    finally:
+        if pgid:
+            os.killpg(pgid, signal.SIGKILL)
+        bot.stop()
+
+
+@pytest.fixture
+def full_log_disk(tmp_path):
+    """A 64 KiB filesystem where the bot keeps its copies of stage logs (root only), grown when told."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem for the bot's logs needs root")
+    logs = tmp_path / "disk-logs"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(logs)], check=True)
+    yield lambda: subprocess.run(["mount", "-o", "remount,size=16m", str(logs)], check=True)
+    subprocess.run(["umount", "-l", str(logs)], check=False)
+
+
+def test_following_outlasts_a_full_disk_says_why_and_loses_nothing(slack, sshd, tmp_path, full_log_disk,
+                                                                   monkeypatch, caplog):
+    monkeypatch.setattr(follower, "RETRY_FIRST", 0.2)
+    monkeypatch.setattr(follower, "RETRY_MOST", 0.4)
+    plan = stage_plan(sshd, tmp_path)
+    plan["stages"] = [{"name": "bulk", "host": "new", "command": "seq 1 40000; sleep 1; echo done"}]
+    bot = start_local_bot(slack, parse_plan(plan, "p"), str(tmp_path / "disk.db"))
+    try:
+        reply_text(slack, slack.command(OPERATOR, "run bulk"))
+        failures = lambda: [r for r in caplog.records if r.getMessage().startswith("following run 1 failed")]  # noqa
+        slack.wait_for(lambda: len(failures()) >= 8, 60, "following to have failed more often than it once gave up")
+        run = bot.services.store.latest_runs()["bulk"]
+        assert run["state"] in ("running", "starting") and run["log_uploaded"] == 0
+        slack.wait_for(lambda: "following stopped: no space left on the bot's disk for the log"
+                       in message_text(slack, run["message_ts"]), 15, "the message to say why")
+        full_log_disk()
+        run = finished(bot, "bulk", timeout=60)
+        assert run["state"] == "succeeded"
+        expected = "".join(f"{i}\n" for i in range(1, 40001)) + "done\n"
+        assert uploaded(slack, run)[0]["content"].decode() == expected
+        thread = [m["text"] for m in slack.messages("C0LAUNCH", run["message_ts"])]
+        said = [t for t in thread if "no space left on the bot's disk" in t]
+        assert len(said) == 1 and said[0].startswith("⚠️ Following `bulk` stopped"), thread
+        assert any(t.startswith("Following `bulk` again, from byte") for t in thread), thread
+    finally:
+        bot.stop()
+
+
+def test_a_failed_log_upload_is_said_late_and_retried_until_slack_takes_it(slack, stage_bot, monkeypatch):
+    monkeypatch.setattr(stages, "UPLOAD_RETRY_FIRST", 0.3)
+    slack.fail_next("files.getUploadURLExternal", status=500, error="internal_error")
+    slack.fail_next("upload", status=502, html=True)
+    slack.fail_next("files.completeUploadExternal", status=503, html=True)
+    reply_text(slack, slack.command(OPERATOR, "run quick"))
+    store = stage_bot.services.store
+    run = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(store.latest_runs().get("quick")),
+                         15, "the run's message")
+    late = slack.wait_for(lambda: [m for m in slack.messages("C0LAUNCH", run["message_ts"])
+                                   if "is late" in m["text"]], 15, "the thread to say the log is late")
+    assert late[0]["text"].startswith("⏳ The full log of `quick` is late: the upload failed (internal_error)")
+    assert "succeeded" in message_text(slack, run["message_ts"])  # the final state did not wait for the log
+    run = finished(stage_bot, "quick", timeout=30)
+    files = uploaded(slack, run)
+    assert len(files) == 1 and files[0]["content"].startswith(b"hello\n")
+    assert len([m for m in slack.messages("C0LAUNCH", run["message_ts"]) if "is late" in m["text"]]) == 1
+    assert [c["status"] for c in slack.calls_of("files.getUploadURLExternal")] == [500, 200, 200, 200]
+
+
+def test_two_runs_of_one_stage_never_share_a_directory_on_the_host(sshd, tmp_path):
+    from bot.remote_run import RemoteRuns
+    from bot.ssh import SSHPool
+
+    plan = parse_plan(stage_plan(sshd, tmp_path), "p")
+    pool = SSHPool(plan.hosts)
+    try:
+        remote = RemoteRuns(pool)
+        stage = plan.stage("quick")
+        dirs = [remote.prepare(stage, 1) for _ in range(3)]  # the same stage and run id, within one second
+        assert len(set(dirs)) == 3, dirs
+        assert all(Path(d, "run.sh").exists() for d in dirs)
+    finally:
+        pool.close()
+
+
+def test_a_progress_update_held_by_a_slow_slack_never_lands_after_the_final_state(slack, stage_bot):
+    reply_text(slack, slack.command(OPERATOR, "run slow"))
+    store = stage_bot.services.store
+    slack.wait_for(lambda: slack.calls_of("chat.update"), 15, "a first progress update")
+    slack.hold_next("chat.update", 4.0)  # the next update is answered, and applied, only after 4 s
+    run = finished(stage_bot, "slow", timeout=60)
+    slack.wait_for(lambda: store.get("stage_runs", run["id"])["message_final"], 30, "the final state recorded")
+    slack.wait_for(lambda: not slack.held(), 15, "the held update to be answered")
+    assert "— *succeeded*" in message_text(slack, run["message_ts"])
+    applied = [c for c in slack.calls_of("chat.update") if c["params"].get("ts") == run["message_ts"]]
+    assert "succeeded" in str(applied[-1]["params"].get("blocks")), "the last update applied was not the final one"
