@@ -1,8 +1,9 @@
 """App wiring: the Bolt app built from a ``Services`` object, and the two ways to serve it.
 
 Listeners here only parse, authorize, ack and hand off; everything else is in
-the services. Slack may deliver a command or event twice (retries, Socket Mode
-redelivery); the delivery middleware makes each act once.
+the services. Nothing before an ack touches the database. Slack may deliver a
+command or event twice (retries, Socket Mode redelivery); the middleware drops
+repeats this process has seen, and the lane that acts checks the store first.
 """
 
 from __future__ import annotations
@@ -18,19 +19,11 @@ from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot.deliveries import RecentDeliveries, delivery_key
 from bot.services import Services
 from commands import ROUTER, Router
 
 log = logging.getLogger("cutover.app")
-
-
-def delivery_key(body: dict) -> str | None:
-    """What identifies one delivery across Slack's retries: the event id, or a command's trigger id."""
-    if body.get("event_id"):
-        return "event:" + str(body["event_id"])
-    if body.get("trigger_id") and body.get("command"):
-        return "command:" + str(body["trigger_id"])
-    return None
 
 
 def build_app(services: Services, router: Router = ROUTER) -> App:
@@ -42,25 +35,33 @@ def build_app(services: Services, router: Router = ROUTER) -> App:
         logger=logging.getLogger("cutover.bolt"),
     )
 
+    recent = RecentDeliveries()
+
     @app.middleware
-    def act_once(body: dict, next: Callable[[], Any]) -> Any:
+    def act_once(body: dict, context: dict, next: Callable[[], Any]) -> Any:
+        """A repeat this process has seen is dropped here, in memory; the lane checks the store before acting."""
         key = delivery_key(body)
-        if key is not None and not services.store.first_delivery(key):
+        if key is not None and recent.seen(key):
             log.info("ignored a repeated delivery (%s)", key)
             return BoltResponse(status=200, body="")
+        context["delivery_key"] = key
         return next()
 
     @app.command("/cutover")
-    def cutover(ack: Any, body: dict, respond: Any) -> None:
-        router.handle(services, body, ack, respond)
+    def cutover(ack: Any, body: dict, respond: Any, context: dict) -> None:
+        router.handle(services, body, ack, respond, context.get("delivery_key"))
 
     @app.event("reaction_added")
     @app.event("reaction_removed")
-    def reaction(ack: Any, event: dict) -> None:
-        """Reactions matter only on a go-live or rollback request; the service decides."""
+    def reaction(ack: Any, event: dict, context: dict) -> None:
+        """Reactions matter only on a go-live or rollback request; the service decides, in the events lane."""
         ack()
+        services.events.submit(f"{event.get('type')} by {event.get('user')}", services.once,
+                               context.get("delivery_key"), on_reaction, event)
+
+    def on_reaction(event: dict) -> None:
         if services.golive is not None:
-            services.workers.submit(f"{event.get('type')} by {event.get('user')}", services.golive.on_reaction, event)
+            services.golive.on_reaction(event)
 
     @app.error
     def on_error(error: Exception, body: dict) -> None:

@@ -7,8 +7,10 @@ is given only what it uses; this is the one place that knows them all.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timezone
+from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
@@ -29,6 +31,8 @@ from bot.store import Store
 from bot.witnesses import Witnesses
 from bot.workers import Workers
 
+log = logging.getLogger("cutover.services")
+
 RECONCILE_SECONDS = 15
 
 
@@ -40,7 +44,8 @@ class Services:
     clock: Clock
     slack: WebClient
     notifier: Notifier
-    workers: Workers
+    workers: Workers  # the commands lane
+    events: Workers  # the events lane: approvals, stage and freeze jobs, never behind a command
     redactor: Redactor
     ssh: SSHPool
     cloud: Cloud
@@ -52,6 +57,13 @@ class Services:
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
         self.store.audit(actor, action, target, outcome, detail)
+
+    def once(self, key: str | None, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` unless the store has seen this delivery before (a redelivery after a restart)."""
+        if key is not None and not self.store.first_delivery(key):
+            log.info("ignored a repeated delivery (%s)", key)
+            return
+        fn(*args)
 
     def start(self) -> None:
         """What runs once the bot is connected: re-attach stages, settle requests, start the clock jobs."""
@@ -73,28 +85,30 @@ class Services:
         if self.golive is not None:
             self.golive.stop()
         self.workers.shutdown(wait=True)
+        self.events.shutdown(wait=True)
         self.ssh.close()
         self.store.close()
 
 
 def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None,
-                   slack: WebClient | None = None, workers: int = 8) -> Services:
+                   slack: WebClient | None = None, workers: int = 8, events: int = 8) -> Services:
     clock = clock or SystemClock()
     redactor = Redactor(settings.secrets(), plan.redact)
     slack = slack or make_slack_client(settings)
     store = Store(settings.db_path, clock)
     store.prune_deliveries()
     notifier = Notifier(slack, plan.people.channel, redactor)
-    pool = Workers(workers)
+    pool = Workers(workers, "cutover-command")
+    lane = Workers(events, "cutover-event")
     ssh = SSHPool(plan.hosts)
     cloud = Cloud(settings.digitalocean_token, settings.digitalocean_end_point)
     scheduler = BackgroundScheduler(timezone=timezone.utc)
-    stages = StageRunner(plan, store, notifier, clock, ssh, pool, redactor, settings.log_dir)
-    freezes = Freezes(plan, store, notifier, clock, scheduler, pool, stages)
+    stages = StageRunner(plan, store, notifier, clock, ssh, lane, redactor, settings.log_dir)
+    freezes = Freezes(plan, store, notifier, clock, scheduler, lane, stages)
     golive = None
     if plan.failover is not None and plan.digitalocean is not None:
         failover = Failover(plan, ssh, store, clock, Witnesses(plan, ssh, cloud, clock))
-        golive = GoLive(plan, store, notifier, clock, pool, failover, Preflights(plan, store, clock, ssh, failover))
+        golive = GoLive(plan, store, notifier, clock, lane, failover, Preflights(plan, store, clock, ssh, failover))
     return Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
-                    workers=pool, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler, stages=stages,
-                    freezes=freezes, golive=golive)
+                    workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
+                    stages=stages, freezes=freezes, golive=golive)

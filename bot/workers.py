@@ -20,8 +20,8 @@ def error_ref() -> str:
 
 
 class Workers:
-    def __init__(self, size: int = 8) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="cutover-work")
+    def __init__(self, size: int = 8, name: str = "cutover-work") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
 
     def submit(self, what: str, fn: Callable[..., Any], *args: Any,
                on_error: Callable[[str], None] | None = None, **kwargs: Any) -> Future:

@@ -35,6 +35,6 @@ def run_audit(services: "Services", caller: Caller, limit: int) -> Reply:
 
 
 STATUS = Command("status", "status", "stages, freezes, floating IP and go-live at a glance", acts=False,
-                 run=run_status, parse=no_args)
+                 run=run_status, parse=no_args, anywhere=True)
 AUDIT = Command("audit", "audit [N]", f"the last N events (default {AUDIT_DEFAULT}): who did what, when",
                 acts=False, run=run_audit, parse=parse_audit)

@@ -39,8 +39,8 @@ def run_rollback(services: "Services", caller: Caller, _: None) -> Reply:
 
 
 CHECK = Command("check", "check", "preflight only: what a go-live would find right now", acts=False,
-                run=run_check, parse=no_args)
+                run=run_check, parse=no_args, expensive=True)
 GOLIVE = Command("golive", "golive", "preflight, then ask the approvers to confirm the switch", acts=True,
-                 run=run_golive, parse=no_args)
+                 run=run_golive, parse=no_args, expensive=True)
 ROLLBACK = Command("rollback", "rollback", "switch back to the old server, with an approver's confirmation",
                    acts=True, run=run_rollback, parse=no_args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -52,9 +53,11 @@ class Command:
     run: Callable[["Services", Caller, Any], Reply]
     parse: Callable[[list[str], "Services"], Any] = field(default=lambda args, services: args)
     read_usage: str = ""
+    expensive: bool = False  # calls out to hosts, DigitalOcean or Slack uploads: one at a time per person
+    anywhere: bool = False  # answered outside the plan's channel too (only to the asker, posting nothing)
 
     def acts_on(self, parsed: Any) -> bool:
-        """Whether this use of the command changes something (and so needs an operator)."""
+        """Whether this use of the command changes something or posts in the channel (so needs an operator)."""
         return self.acts(parsed) if callable(self.acts) else self.acts
 
     def usage_line(self) -> str:
@@ -69,8 +72,10 @@ def no_args(args: list[str], services: "Services") -> None:
 class Router:
     def __init__(self, commands: list[Command]) -> None:
         help_command = Command("help", "help", "what you may do here", acts=False, run=self._help,
-                               parse=no_args)
+                               parse=no_args, anywhere=True)
         self.commands = {c.name: c for c in [help_command, *commands]}
+        self._busy: dict[str, str] = {}  # person -> the expensive command they have in flight
+        self._busy_lock = threading.Lock()
 
     def _help(self, services: "Services", caller: Caller, _: None) -> Reply:
         operator = services.plan.is_operator(caller.user)
@@ -110,12 +115,10 @@ class Router:
         return bool(command.read_usage) and " ".join(text.split()).lower() == command.read_usage
 
     @staticmethod
-    def _refuse_outsider(services: "Services", caller: Caller, command: Command, text: str,
-                         ack: Callable[..., None]) -> None:
+    def _refuse_outsider(ack: Callable[..., None], command: Command) -> None:
         ack(text=f"Only operators may use `/cutover {command.name}`; you can still use "
-                 "`help`, `status` and `audit`. Operators are listed in the plan's "
+                 "`help`, `status`, `audit` and `check`. Operators are listed in the plan's "
                  "`[slack] operators`.")
-        services.audit(caller.user, command.name, text[:AUDIT_TEXT], "refused", {"reason": "not an operator"})
 
     def allowed(self, services: "Services", user: str) -> list[Command]:
         """What ``user`` may use: everything for operators, and every read for the rest."""
@@ -123,38 +126,78 @@ class Router:
         return [c for c in self.commands.values() if is_operator or not c.acts_on(None) or c.read_usage]
 
     def handle(self, services: "Services", body: dict, ack: Callable[..., None],
-               respond: Callable[..., Any]) -> None:
-        """The slash-command listener's whole job; returns within milliseconds."""
+               respond: Callable[..., Any], delivery: str | None = None) -> None:
+        """The slash-command listener's whole job; returns within milliseconds and never waits on the database.
+
+        What is recorded (the audit, the delivery) is written in the commands lane, after the ack.
+        """
         caller = Caller(user=body.get("user_id", ""), channel=body.get("channel_id", ""))
         text = services.redactor.text(from_slack(body.get("text") or "").strip())
         operator = services.plan.is_operator(caller.user)
+
+        def record(action: str, outcome: str, detail: dict | None = None) -> None:
+            services.workers.submit("audit", services.once, delivery, services.audit, caller.user, action,
+                                    text[:AUDIT_TEXT], outcome, detail)
+
         named = self.commands.get(text.split()[0].lower()) if text.split() else None
+        channel = services.plan.people.channel
+        if caller.channel != channel and not (named is not None and named.anywhere):
+            ack(text=f"The cutover runs in <#{channel}>: use `/cutover` there. Here, `help` and `status` "
+                     "answer only you.")
+            record(named.name if named else "command", "refused", {"reason": "outside the plan's channel",
+                                                                   "channel": caller.channel[:40]})
+            return
         if named is not None and not operator and not self._may_read(named, text):
-            self._refuse_outsider(services, caller, named, text, ack)  # before parsing: outsiders parse nothing
+            self._refuse_outsider(ack, named)  # before parsing: outsiders parse nothing
+            record(named.name, "refused", {"reason": "not an operator"})
             return
         try:
             command, parsed = self.parse(text, services)
         except UsageError as exc:
             ack(text=exc.message)
-            services.audit(caller.user, "command", text[:AUDIT_TEXT], "bad-usage")
+            record("command", "bad-usage")
             return
         if command.acts_on(parsed) and not operator:
-            self._refuse_outsider(services, caller, command, text, ack)
+            self._refuse_outsider(ack, command)
+            record(command.name, "refused", {"reason": "not an operator"})
+            return
+        if command.expensive and not self._take(caller.user, command.name):
+            ack(text=f"Your `/cutover {self._busy.get(caller.user, command.name)}` is still running; its answer "
+                     f"comes here. One at a time, so that everyone's commands stay quick.")
+            record(command.name, "refused", {"reason": "one expensive command at a time"})
             return
         ack()
-        services.audit(caller.user, command.name, text[:AUDIT_TEXT], "accepted")
 
         def work() -> None:
             try:
-                reply = command.run(services, caller, parsed)
-            except Refused as exc:
-                services.audit(caller.user, command.name, text[:AUDIT_TEXT], "refused", {"reason": str(exc)})
-                reply = Reply(text=str(exc))
-            respond(text=services.redactor.text(reply.text), blocks=services.redactor.deep(reply.blocks),
-                    response_type="in_channel" if reply.public else "ephemeral")
+                if delivery is not None and not services.store.first_delivery(delivery):
+                    log.info("ignored a repeated delivery (%s)", delivery)
+                    return
+                services.audit(caller.user, command.name, text[:AUDIT_TEXT], "accepted")
+                try:
+                    reply = command.run(services, caller, parsed)
+                except Refused as exc:
+                    services.audit(caller.user, command.name, text[:AUDIT_TEXT], "refused", {"reason": str(exc)})
+                    reply = Reply(text=str(exc))
+                respond(text=services.redactor.text(reply.text), blocks=services.redactor.deep(reply.blocks),
+                        response_type="in_channel" if reply.public else "ephemeral")
+            finally:
+                if command.expensive:
+                    self._give_back(caller.user)
 
         def failed(ref: str) -> None:
             respond(text=f"`/cutover {command.name}` failed unexpectedly; nothing more was done. "
                          f"The bot's log has the details (ref {ref}).", response_type="ephemeral")
 
         services.workers.submit(f"/cutover {command.name}", work, on_error=failed)
+
+    def _take(self, user: str, name: str) -> bool:
+        with self._busy_lock:
+            if user in self._busy:
+                return False
+            self._busy[user] = name
+            return True
+
+    def _give_back(self, user: str) -> None:
+        with self._busy_lock:
+            self._busy.pop(user, None)

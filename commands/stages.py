@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.run_all import run_all_and_report
-from bot.ssh import SSHError
 from commands.router import Caller, Command, Reply, UsageError
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ def parse_stage(args: list[str], services: "Services") -> str:
 def run_run(services: "Services", caller: Caller, name: str) -> Reply:
     if name == "all":
         order = " → ".join(f"`{s.name}`" for s in services.plan.stages)
-        services.workers.submit("run all", run_all_and_report, services.stages, caller.user)
+        services.events.submit("run all", run_all_and_report, services.stages, caller.user)
         return Reply(text=f"Running the stages not yet done, in order ({order}), stopping at the first failure. "
                           "Each reports in the channel; the summary follows there.")
     run_id = services.stages.start(name, caller.user)
@@ -49,11 +48,7 @@ def run_run(services: "Services", caller: Caller, name: str) -> Reply:
 
 
 def run_cancel(services: "Services", caller: Caller, name: str) -> Reply:
-    try:
-        return Reply(text=services.stages.cancel(name, caller.user))
-    except SSHError as exc:
-        return Reply(text=f"Could not stop `{name}`: {exc}. It is marked to stop and will be stopped when the host "
-                          f"answers; try `cancel {name}` again.")
+    return Reply(text=services.stages.cancel(name, caller.user))
 
 
 def run_logs(services: "Services", caller: Caller, name: str) -> Reply:
@@ -67,5 +62,5 @@ RUN = Command("run", "run STAGE|all", "start a stage on its host (or every stage
               acts=True, run=run_run, parse=parse_run)
 CANCEL = Command("cancel", "cancel STAGE", "stop a running stage and its whole process group", acts=True,
                  run=run_cancel, parse=parse_stage)
-LOGS = Command("logs", "logs STAGE", "upload the full output of the stage's latest run", acts=False,
-               run=run_logs, parse=parse_stage)
+LOGS = Command("logs", "logs STAGE", "upload the full output of the stage's latest run to its thread",
+               acts=True, run=run_logs, parse=parse_stage, expensive=True)

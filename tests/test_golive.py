@@ -526,3 +526,33 @@ def test_a_request_slack_would_not_post_is_withdrawn_and_blocks_nothing(slack, l
     assert "golive-withdrawn" in [e["action"] for e in bot.services.store.recent_audit(20)]
     again, reply = request(slack, bot)
     assert reply.startswith("Go-live #2 posted"), reply
+
+
+def test_an_approval_never_waits_behind_a_lane_full_of_commands(slack, lab, do, tmp_path):
+    plan = lab_plan(lab)
+    plan["stages"] = [{"name": "hello", "host": "new", "command": "echo hello"}]
+    crowd = [f"U0OP{i:02d}" for i in range(10)]
+    plan["slack"]["operators"] = plan["slack"]["operators"] + crowd
+    local = make_bot(slack, lab, do, tmp_path, plan=plan)
+    try:
+        reply_text(slack, slack.command(OPERATOR, "run hello"))
+        slack.wait_for(lambda: (local.services.store.latest_runs().get("hello") or {}).get("log_uploaded"), 30,
+                       "the stage and its log")
+        req, _ = request(slack, local)
+        slack.method_delay["files.getUploadURLExternal"] = 20.0  # every command lane thread held by an upload
+        crowded = [slack.command(user, "logs hello") for user in crowd]
+        for env in crowded:
+            slack.wait_ack(env)
+        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        flipped(slack, lab)
+        assert not any(slack.responses_for(env) for env in crowded)  # the approval went first
+        counted = [e for e in local.services.store.recent_audit(200) if e["action"] == "approval"]
+        assert [e["detail"] for e in counted] == [None, None]  # by their events, not found later by reconciling
+        slack.method_delay.clear()
+        assert wait_settled(local.services, req["id"], 60) == "verified"
+        for env in crowded:
+            assert reply_text(slack, env, timeout=60).startswith("The log of `hello`")
+    finally:
+        slack.method_delay.clear()
+        local.stop()

@@ -69,8 +69,13 @@ def test_slack_retries_act_once(slack, http_bot):
     first = slack.react(OPERATOR, "eyes", "C0LAUNCH", ts)
     retry = slack.redeliver(first)
     assert first.http_status == retry.http_status == 200
-    keys = [r["key"] for r in http_bot.store.query("SELECT key FROM processed_events")]
-    assert keys.count("event:" + first.payload["event_id"]) == 1
+    key = "event:" + first.payload["event_id"]
+
+    def recorded():
+        return [r["key"] for r in http_bot.store.query("SELECT key FROM processed_events")].count(key)
+
+    slack.wait_for(recorded, 10, "the delivery recorded")
+    assert recorded() == 1
 
 
 def test_url_verification_challenge(slack, http_bot):

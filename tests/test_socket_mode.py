@@ -99,8 +99,13 @@ def test_a_redelivered_event_acts_once(slack, bot):
     slack.wait_ack(first)
     again = slack.redeliver(first)
     slack.wait_ack(again)
-    keys = [r["key"] for r in bot.services.store.query("SELECT key FROM processed_events")]
-    assert keys.count("event:" + first.payload["event_id"]) == 1
+    key = "event:" + first.payload["event_id"]
+
+    def recorded():
+        return [r["key"] for r in bot.services.store.query("SELECT key FROM processed_events")].count(key)
+
+    slack.wait_for(recorded, 10, "the delivery recorded")
+    assert recorded() == 1
 
 
 def test_a_429_on_post_message_is_retried_and_delivered_once(slack, bot):
