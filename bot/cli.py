@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from urllib.error import URLError
 
 from slack_bolt.error import BoltError
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--plan", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
     check = sub.add_parser("check-config", help="validate a plan file and the environment, print every problem")
     check.add_argument("plan", nargs="?", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
+    check.add_argument("--http", action="store_true", help="check the settings HTTP mode needs (not Socket Mode)")
+    check.add_argument("--online", action="store_true",
+                       help="also ask Slack and DigitalOcean whether they accept the tokens, and check the channel "
+                            "and the plan's people")
     sub.add_parser("demo", help="run the launch flow against local stand-ins, offline")
     console = sub.add_parser("console", help="talk to the bot from a terminal through a local Slack stand-in")
     console.add_argument("--plan", required=True, help="the plan file to rehearse")
@@ -33,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "check-config":
-        return check_config(args.plan)
+        return check_config(args.plan, http=args.http, online=args.online)
     if args.cmd == "run":
         return run_bot(args.plan, http=args.http, port=args.port)
     if args.cmd == "demo":
@@ -49,32 +54,41 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def check_config(path: str | None) -> int:
+def check_config(path: str | None, *, http: bool = False, online: bool = False) -> int:
+    from bot.config_check import check
+
     settings = load_settings()
     path = path or settings.plan_path
-    try:
-        plan = load_plan(path)
-    except PlanError as exc:
-        print(f"{path}: {len(exc.errors)} problem(s):", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
+    report = check(path, settings, mode="http" if http else "socket", online=online)
+    for line in report.confirmed:
+        print(f"✔ {line}")
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) with {path} and the environment:", file=sys.stderr)
+        for problem in report.problems:
+            print(f"  {problem}", file=sys.stderr)
         return 2
+    plan = report.plan
+    assert plan is not None
     failover = plan.failover
     print(f"{path}: OK — {len(plan.hosts)} hosts, {len(plan.stages)} stages, "
           f"{len(plan.people.operators)} operators, {len(plan.people.approvers)} approvers "
           f"({plan.people.required_approvals} needed)"
-          + (f", floating IP {failover.floating_ip} {failover.old} → {failover.new}" if failover else ""))
+          + (f", floating IP {failover.floating_ip} {failover.old} → {failover.new}" if failover else "")
+          + "; the environment has what " + ("HTTP mode" if http else "Socket Mode") + " needs"
+          + ("" if online else " (`--online` also asks Slack and DigitalOcean)"))
     return 0
 
 
 def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     from bot.app import build_app, serve_http, serve_socket_mode, wait_for_signal
-    from bot.logs import setup_logging
+    from bot.logs import FORMATS, LEVELS, setup_logging
     from bot.services import build_services
+    from bot.startup import startup_problems
     from bot.store import Store, StoreError
 
     settings = load_settings()
-    setup_logging(Redactor(settings.secrets()))
+    setup_logging(Redactor(settings.secrets()), settings.log_level if settings.log_level in LEVELS else "INFO",
+                  settings.log_format if settings.log_format in FORMATS else "text")
     try:
         settings.require("http" if http else "socket")
     except SettingsError as exc:
@@ -88,7 +102,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         for error in exc.errors:
             log.error("bad plan: %s", error)
         return 2
-    setup_logging(Redactor(settings.secrets(), plan.redact))
+    setup_logging(Redactor(settings.secrets(), plan.redact), settings.log_level, settings.log_format)
     if plan.failover is not None and not settings.digitalocean_token:
         log.warning("DIGITALOCEAN_ACCESS_TOKEN is not set: check and golive will fail their DigitalOcean item")
     try:
@@ -99,6 +113,12 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         return 2
     try:
         services.slack.auth_test()  # before Bolt does, so a rejected token is explained by its error code
+        problems = startup_problems(services.slack, plan)
+        if problems:
+            for problem in problems:
+                log.error("cannot start: %s", problem)
+            services.close()
+            return 2
         app = build_app(services)
         if http:
             server = serve_http(app, port)
@@ -110,12 +130,14 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         return 2
     services.start()
     wait_for_signal()
-    if http:
-        server.shutdown()
-    else:
-        handler.close()
+    log.info("stopping: taking no new commands; running stages keep running on their hosts")
+    # Stop taking work first; the Socket Mode client's close can wait out its socket timeout, so it runs aside.
+    closing = threading.Thread(target=server.shutdown if http else handler.close, name="stop-serving", daemon=True)
+    closing.start()
+    closing.join(2)
     services.close()
     hold.release()
+    log.info("stopped")
     return 0
 
 

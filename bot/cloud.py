@@ -80,6 +80,18 @@ class _FloatingIP(digitalocean.FloatingIP):
         return self._cutover_timeout
 
 
+class _Account(digitalocean.Account):
+    """python-digitalocean's Account with our timeout and response check: whose token this is."""
+
+    def __init__(self, timeout: float, **kwargs: Any) -> None:
+        self._cutover_timeout = timeout
+        super().__init__(**kwargs)
+        self._session.hooks["response"].append(_check_response)
+
+    def get_timeout(self) -> float:
+        return self._cutover_timeout
+
+
 class Cloud:
     def __init__(self, token: str | None, end_point: str | None, timeout: float = 10.0) -> None:
         self.token = token
@@ -117,6 +129,15 @@ class Cloud:
 
     def _options(self) -> dict:
         return {"token": self.token, "end_point": self.end_point}
+
+    def account(self) -> str:
+        """The account the token belongs to, as DigitalOcean names it (its email); CloudError if refused."""
+        def load() -> str:
+            account = _Account(self.timeout, **self._options())
+            account.load()
+            return str(getattr(account, "email", "") or getattr(account, "uuid", "") or "an account")
+
+        return self._call("account", load)
 
     def holder(self, ip: str, timeout: float | None = None) -> int | None:
         """The droplet the floating IP is assigned to now, or None when it is unassigned."""

@@ -121,6 +121,22 @@ class Follower:
         self.last_save = time.monotonic()
 
     def run(self) -> None:
+        self.runner.attach(self)
+        try:
+            self._run()
+        finally:
+            self.runner.detach(self)
+
+    def left_running(self) -> None:
+        """The bot is stopping: the message says the stage goes on without it, and how it will catch up."""
+        ts = self.runner.row(self.run_id)["message_ts"]
+        log.info("run %d of %s keeps running on %s while the bot is away", self.run_id, self.stage.name, self.host)
+        if ts:
+            self.runner.messages.show(self.run_id, ts, replace(self.view, connection=(
+                f"the bot stopped (a restart or a deploy); the stage keeps running on `{self.host}`, and the bot "
+                "picks up its log where it left off when it is back")))
+
+    def _run(self) -> None:
         runner = self.runner
         if self.remote_dir is None:
             runner.end_unstarted(self.run_id, RunState.LOST, "the bot stopped before starting it; nothing ran. "

@@ -7,13 +7,14 @@ has to fix one typo per restart.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from bot.durations import EXPECTED as DURATION_EXPECTED
@@ -143,6 +144,14 @@ class Plan:
         return user in self.people.approvers
 
 
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """`` (did you mean `x`?)`` for a near miss among ``choices``; empty when nothing is close."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 class _Checker:
     """Collects errors while reading typed values out of nested TOML tables."""
 
@@ -169,7 +178,7 @@ class _Checker:
         for name in data:
             if name not in allowed:
                 self.errors.append(
-                    f"{self.path}: {prefix}{name}: unknown key; expected one of "
+                    f"{self.path}: {prefix}{name}: unknown key{did_you_mean(name, allowed)}; expected one of "
                     + ", ".join(sorted(allowed))
                 )
 
@@ -282,6 +291,9 @@ def parse_plan(data: dict, path: str = "<plan>") -> Plan:
             c.string_list(data, "redact", "redact", expected="a list of regular expressions", required=False))
     ) if p is not None)
 
+    if "failover" in data and "digitalocean" not in data:
+        c.errors.append(f"{path}: [failover] needs a [digitalocean] table too (old_droplet, new_droplet): a go-live "
+                        "confirms the switch with DigitalOcean")
     if failover and failover.require_freezes:
         for i, kind in enumerate(failover.require_freezes):
             if freezes and kind not in freezes.kinds:
@@ -365,7 +377,8 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
                                vrrp_state_file=_absolute(c, h, key, "vrrp_state_file"))
     for name, h in hosts.items():
         if h.jump is not None and h.jump not in t:
-            c.error(f"hosts.{name}.jump", h.jump, "the name of another [hosts.*] entry: " + ", ".join(sorted(t)))
+            c.error(f"hosts.{name}.jump", h.jump, "the name of another [hosts.*] entry"
+                    + did_you_mean(h.jump, t) + ": " + ", ".join(sorted(t)))
         seen, cur = {name}, h
         while cur.jump is not None and cur.jump in hosts:
             if cur.jump in seen:
@@ -388,6 +401,8 @@ def _stages(c: _Checker, data: dict, hosts: dict[str, Host]) -> tuple[Stage, ...
         if not isinstance(s, dict):
             c.error(key, s, "a table")
             continue
+        before = len(c.errors)
+        label = s.get("name") if isinstance(s.get("name"), str) else None
         c.only(s, key + ".", {"name", "host", "command", "workdir", "timeout", "progress", "notable",
                               "depends_on", "required"})
         name = c.string(s, f"{key}.name", "name", pattern=_NAME,
@@ -396,7 +411,8 @@ def _stages(c: _Checker, data: dict, hosts: dict[str, Host]) -> tuple[Stage, ...
             c.error(f"{key}.name", name, "a name no other stage has")
         host = c.string(s, f"{key}.host", "host", expected="the name of a [hosts.*] entry")
         if host is not None and host not in (data.get("hosts") or {}):
-            c.error(f"{key}.host", host, "the name of a [hosts.*] entry: " + ", ".join(sorted(hosts)))
+            c.error(f"{key}.host", host, "the name of a [hosts.*] entry" + did_you_mean(host, hosts) + ": "
+                    + ", ".join(sorted(hosts)))
         command = c.string(s, f"{key}.command", "command", expected="the command to run on the host")
         workdir = c.string(s, f"{key}.workdir", "workdir", required=False, expected="an absolute directory")
         if workdir is not None and not workdir.startswith(("/", "~")):
@@ -414,12 +430,14 @@ def _stages(c: _Checker, data: dict, hosts: dict[str, Host]) -> tuple[Stage, ...
         for j, dep in enumerate(depends):
             if dep not in names:
                 c.error(f"{key}.depends_on[{j}]", dep,
-                        "the name of a stage defined before this one"
+                        "the name of a stage defined before this one" + did_you_mean(dep, names)
                         + (": " + ", ".join(sorted(names)) if names else " (none is)"))
         required = s.get("required", True)
         if not isinstance(required, bool):
             c.error(f"{key}.required", required, "true or false")
             required = True
+        if label:  # errors name the stage too, not only its place in the list
+            c.errors[before:] = [e.replace(f": {key}", f": {key} (`{label}`)", 1) for e in c.errors[before:]]
         if name is not None:
             names.add(name)
         if name and host and command:
@@ -443,7 +461,8 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
     new = c.string(t, "failover.new", "new", expected="the name of a [hosts.*] entry")
     for k, v in (("old", old), ("new", new)):
         if v is not None and v not in (data.get("hosts") or {}):
-            c.error(f"failover.{k}", v, "the name of a [hosts.*] entry: " + names)
+            c.error(f"failover.{k}", v, "the name of a [hosts.*] entry"
+                    + did_you_mean(v, data.get("hosts") or {}) + ": " + names)
     if old is not None and old == new:
         c.error("failover.new", new, "a different host from failover.old")
     health_file = c.string(t, "failover.health_file", "health_file", expected="an absolute path")

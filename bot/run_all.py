@@ -27,6 +27,10 @@ def run_all(runner: StageRunner, user: str) -> list[str]:
             report.append(f"🛑 {exc}")
             break
         state = runner.wait(run_id)
+        if state.active:  # the bot is stopping; the stage is not
+            report.append(f"⏸️ the bot stopped while `{stage.name}` was running; it keeps running on its host. "
+                          "Later stages were not started: `run all` again once it has ended.")
+            break
         report.append(f"{messages.STATE_ICONS.get(state, '•')} `{stage.name}` {state}")
         if state != RunState.SUCCEEDED:
             report.append("🛑 stopped: later stages were not started")
@@ -36,4 +40,5 @@ def run_all(runner: StageRunner, user: str) -> list[str]:
 
 def run_all_and_report(runner: StageRunner, user: str) -> None:
     report = run_all(runner, user)
-    runner.notifier.post("`run all` finished", sections([f"`run all` by <@{user}> finished:", *report]))
+    how = "was interrupted" if runner.stopping.is_set() else "finished"
+    runner.notifier.post(f"`run all` {how}", sections([f"`run all` by <@{user}> {how}:", *report]))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from bot.logs import FORMATS, LEVELS
+
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 
@@ -31,6 +33,8 @@ class Settings:
     digitalocean_end_point: str | None
     plan_path: str
     db_path: str
+    log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def log_dir(self) -> Path:
@@ -45,6 +49,12 @@ class Settings:
 
     def require(self, mode: str) -> None:
         """Check what a run mode needs; raises SettingsError naming each missing variable."""
+        errors = self.problems(mode)
+        if errors:
+            raise SettingsError(errors)
+
+    def problems(self, mode: str) -> list[str]:
+        """Every setting a run mode (``socket`` or ``http``) needs and lacks, by variable; never a value."""
         errors: list[str] = []
         if not self.slack_bot_token or not self.slack_bot_token.startswith("xoxb-"):
             errors.append("SLACK_BOT_TOKEN: expected a bot token starting with xoxb- "
@@ -55,10 +65,13 @@ class Settings:
         if mode == "http" and not self.slack_signing_secret:
             errors.append("SLACK_SIGNING_SECRET: expected the signing secret (Basic Information page), "
                           "needed for HTTP mode")
+        if self.log_level not in LEVELS:
+            errors.append(f"LOG_LEVEL: expected one of {', '.join(LEVELS)} (got `{self.log_level[:20]}`)")
+        if self.log_format not in FORMATS:
+            errors.append(f"LOG_FORMAT: expected `text` or `json` (got `{self.log_format[:20]}`)")
         if not self.slack_api_url.startswith(("http://", "https://")):
             errors.append("SLACK_API_URL: expected an http:// or https:// URL such as https://slack.com/api/")
-        if errors:
-            raise SettingsError(errors)
+        return errors
 
 
 def load_settings(environ: dict[str, str] | None = None, env_file: str | Path = ".env") -> Settings:
@@ -87,4 +100,6 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path = 
         digitalocean_end_point=get("DIGITALOCEAN_END_POINT"),
         plan_path=get("CUTOVER_PLAN") or "cutover.toml",
         db_path=get("CUTOVER_DB") or "cutover.db",
+        log_level=(get("LOG_LEVEL") or "INFO").upper(),
+        log_format=(get("LOG_FORMAT") or "text").lower(),
     )

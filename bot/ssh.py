@@ -56,7 +56,7 @@ class Result:
     stderr: str
 
 
-def _known_hosts_path(host: Host) -> str:
+def known_hosts_path(host: Host) -> str:
     return os.path.expanduser(host.known_hosts or "~/.ssh/known_hosts")
 
 
@@ -104,7 +104,7 @@ class SSHPool:
                 raise SSHError(f"jump host `{host.jump}` could not reach `{host.name}` "
                                f"({host.address}:{host.port}): {exc}") from None
         client = paramiko.SSHClient()
-        known = _known_hosts_path(host)
+        known = known_hosts_path(host)
         try:
             client.load_host_keys(known)
         except FileNotFoundError:

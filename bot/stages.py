@@ -17,7 +17,7 @@ from pathlib import Path
 from bot import messages
 from bot.clock import Clock
 from bot.durations import format_duration
-from bot.follower import follow
+from bot.follower import Follower, follow
 from bot.notifier import Notifier
 from bot.plan import Plan, Stage
 from bot.redact import Redactor
@@ -35,6 +35,7 @@ log = logging.getLogger("cutover.stages")
 UPLOAD_RETRY_FIRST = 10.0
 UPLOAD_RETRY_MOST = 300.0
 UPLOAD_GIVE_UP = 3600.0
+STOP_NOTE_WAIT = 5.0
 
 
 class StageRefused(Refused):
@@ -55,6 +56,7 @@ class StageRunner:
         self.logs = StageLogs(log_dir, redactor, notifier)
         self.messages = RunMessages(store, notifier, clock, plan.people.channel, self.stopping)
         self._followers: dict[int, threading.Thread] = {}
+        self.following: dict[int, Follower] = {}  # the Follower of each run being followed now
         self._lock = threading.Lock()
 
     # -- operations (called from the worker pool) ------------------------------------------------
@@ -174,12 +176,33 @@ class StageRunner:
         return notes
 
     def stop(self) -> None:
-        """Stop following (the stages themselves keep running on their hosts)."""
+        """Stop following (the stages themselves keep running on their hosts), and say so on each message.
+
+        Bounded: a Slack that does not answer cannot hold the bot's exit beyond a few seconds.
+        """
         self.stopping.set()
+        with self._lock:
+            following = list(self.following.values())
         for thread in list(self._followers.values()):
             thread.join(5)
+        notes = [threading.Thread(target=f.left_running, name=f"left-running-{f.run_id}", daemon=True)
+                 for f in following if f.view.active]
+        for note in notes:
+            note.start()
+        deadline = time.monotonic() + STOP_NOTE_WAIT
+        for note in notes:
+            note.join(max(0.0, deadline - time.monotonic()))
 
     # -- what the follower uses ---------------------------------------------------------------------
+
+    def attach(self, follower: Follower) -> None:
+        with self._lock:
+            self.following[follower.run_id] = follower
+
+    def detach(self, follower: Follower) -> None:
+        with self._lock:
+            if self.following.get(follower.run_id) is follower:
+                del self.following[follower.run_id]
 
     def stage(self, name: str) -> Stage:
         stage = self.plan.stage(name)

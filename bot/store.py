@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -21,6 +22,8 @@ import sqlite_utils
 
 from bot.clock import Clock, SystemClock
 from bot.states import CURRENT_FREEZES, IN_FLIGHT, sql_in
+
+log = logging.getLogger("cutover.audit")
 
 SCHEMA_VERSION = 3
 
@@ -214,6 +217,8 @@ class Store:
               detail: dict | str | None = None) -> int:
         if isinstance(detail, dict):
             detail = json.dumps(detail, sort_keys=True, default=str)
+        shown = target if len(target) <= 80 else target[:80] + "…"
+        log.info("%s: %s %s → %s", actor, action, shown, outcome)  # one line per command, stage and go-live step
         with self.transaction() as db:
             return db["audit"].insert(
                 {"at": self._now(), "actor": actor, "action": action, "target": target,

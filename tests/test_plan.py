@@ -87,15 +87,17 @@ EXPECTED_ERRORS = [
     "slack.approval_ttl: got '15 minutes'; expected a duration",
     "hosts.old.port: got 70000; expected a whole number from 1 to 65535",
     "hosts.new.jump: got 'bastion'; expected the name of another [hosts.*] entry: new, old",
-    "stages[0].host: got 'db'; expected the name of a [hosts.*] entry",
-    "stages[0].timeout: got 'forever'; expected a duration",
-    "stages[0].progress: got 'Processed (\\\\d+)'; expected a regular expression with named groups",
-    "stages[1].depends_on[0]: got 'db-imprt'; expected the name of a stage defined before this one: db-import",
-    "stages[1].retries: unknown key",
+    "stages[0] (`db-import`).host: got 'db'; expected the name of a [hosts.*] entry",
+    "stages[0] (`db-import`).timeout: got 'forever'; expected a duration",
+    "stages[0] (`db-import`).progress: got 'Processed (\\\\d+)'; expected a regular expression with named groups",
+    "stages[1] (`solr-reindex`).depends_on[0]: got 'db-imprt'; expected the name of a stage defined before this one "
+    "(did you mean `db-import`?): db-import",
+    "stages[1] (`solr-reindex`).retries: unknown key",
     "failover.floating_ip: got '203.0.113.300'; expected an IPv4 address",
     "failover.new: got 'old'; expected a different host from failover.old",
     "failover.health_file: got 'var/www/health'; expected an absolute path",
     "failover.probe_url: got 'ftp://203.0.113.10/'; expected an http:// or https:// URL",
+    "[failover] needs a [digitalocean] table too (old_droplet, new_droplet)",
 ]
 
 
@@ -110,22 +112,76 @@ def test_a_bad_plan_reports_every_error_with_file_and_key(tmp_path):
     assert len(errors) == len(EXPECTED_ERRORS), errors
 
 
+def check_config(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "bot.cli", "check-config", *map(str, args)], capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **(env or {})}, cwd=cwd or ROOT)
+
+
 def test_check_config_prints_all_errors_and_fails(tmp_path):
     path = tmp_path / "cutover.toml"
     path.write_text(BAD_PLAN)
-    result = subprocess.run([sys.executable, "-m", "bot.cli", "check-config", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    result = check_config(path)
     assert result.returncode == 2
-    assert f"{path}: {len(EXPECTED_ERRORS)} problem(s)" in result.stderr
-    assert "stages[0].timeout" in result.stderr and "failover.probe_url" in result.stderr
+    assert f"problem(s) with {path} and the environment:" in result.stderr
+    for expected in EXPECTED_ERRORS:
+        assert expected in result.stderr, expected
+    assert "SLACK_BOT_TOKEN: expected a bot token" in result.stderr  # the settings, checked with the plan
     assert "Traceback" not in result.stderr
 
 
-def test_check_config_accepts_the_example():
-    result = subprocess.run([sys.executable, "-m", "bot.cli", "check-config", str(ROOT / "cutover.example.toml")],
-                            capture_output=True, text=True, timeout=60)
+def ready_home(tmp_path):
+    """A home with the example plan's SSH key and known_hosts, and the environment it needs."""
+    ssh = tmp_path / "home" / ".ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "cutover_ed25519").write_text("a private key\n")
+    (ssh / "known_hosts").write_text("")
+    return {"HOME": str(tmp_path / "home"), "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1",
+            "DIGITALOCEAN_ACCESS_TOKEN": "dop_v1_x"}
+
+
+def test_check_config_accepts_the_example(tmp_path):
+    result = check_config(ROOT / "cutover.example.toml", env=ready_home(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "OK" in result.stdout
+    assert "OK" in result.stdout and "the environment has what Socket Mode needs" in result.stdout
+
+
+def test_check_config_on_the_example_with_an_empty_environment_lists_every_missing_variable(tmp_path):
+    result = check_config(ROOT / "cutover.example.toml", env={"HOME": str(tmp_path)}, cwd=tmp_path)
+    assert result.returncode == 2
+    for variable in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"):
+        assert f"\n  {variable}: " in result.stderr, variable
+    assert f"hosts.old.key_file: {tmp_path}/.ssh/cutover_ed25519 does not exist" in result.stderr
+    assert f"hosts.new.known_hosts: {tmp_path}/.ssh/known_hosts does not exist; add the host key" in result.stderr
+    http = check_config(ROOT / "cutover.example.toml", "--http", env={"HOME": str(tmp_path)}, cwd=tmp_path)
+    assert "SLACK_SIGNING_SECRET" in http.stderr and "SLACK_APP_TOKEN" not in http.stderr
+
+
+def test_near_misses_are_named(tmp_path):
+    path = tmp_path / "cutover.toml"
+    path.write_text((ROOT / "cutover.example.toml").read_text()
+                    .replace("approval_ttl", "aproval_ttl").replace('host = "new"', 'host = "neww"', 1))
+    with pytest.raises(PlanError) as caught:
+        load_plan(path)
+    text = "\n".join(caught.value.errors)
+    assert "slack.aproval_ttl: unknown key (did you mean `approval_ttl`?)" in text
+    assert "(`db-import`).host: got 'neww'; expected the name of a [hosts.*] entry (did you mean `new`?)" in text
+
+
+def test_check_config_online_blames_the_variable_that_holds_the_rejected_token(slack, do, tmp_path):
+    env = {**ready_home(tmp_path), "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": slack.bot_token,
+           "SLACK_APP_TOKEN": "xapp-not-this-apps-token", "DIGITALOCEAN_END_POINT": do.end_point,
+           "DIGITALOCEAN_ACCESS_TOKEN": "dop_v1_wrong"}
+    result = check_config(ROOT / "cutover.example.toml", "--online", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "✔ SLACK_BOT_TOKEN is accepted by Slack" in result.stdout
+    assert "SLACK_APP_TOKEN was rejected (invalid_auth)" in result.stderr
+    assert "SLACK_BOT_TOKEN was rejected" not in result.stderr
+    assert "DIGITALOCEAN_ACCESS_TOKEN: DigitalOcean: account: " in result.stderr and "HTTP 401" in result.stderr
+    assert "xapp-not-this-apps-token" not in result.stderr + result.stdout
+    env.update(SLACK_APP_TOKEN=slack.app_token, DIGITALOCEAN_ACCESS_TOKEN=do.token)
+    result = check_config(ROOT / "cutover.example.toml", "--online", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "✔ DIGITALOCEAN_ACCESS_TOKEN is accepted (account ops@example.com)" in result.stdout
 
 
 @pytest.mark.parametrize("content,message", [

@@ -79,3 +79,34 @@ def test_one_bot_per_database_and_an_unusable_path_is_named(slack, tmp_path):
                              cwd=tmp_path, env={**env, "CUTOVER_DB": str(tmp_path / "no" / "such" / "c.db")})
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "no/such/c.db.lock (beside CUTOVER_DB) cannot be opened: No such file or directory" in missing.stderr
+
+
+def test_the_bot_does_not_start_outside_its_channel_or_with_people_slack_does_not_know(slack, tmp_path):
+    import copy
+
+    from tests.conftest import PLAN
+    from tests.helpers import to_toml
+
+    slack.add_channel("C0NOTIN", "launch-night", bot_is_member=False)
+    slack.unknown_users.add("U0TYPO")
+    plan = copy.deepcopy(PLAN)
+    plan["slack"]["channel"] = "C0NOTIN"
+    plan["slack"]["approvers"] = ["U0BOB", "U0CAROL", "U0TYPO"]
+    plan_file = tmp_path / "cutover.toml"
+    plan_file.write_text(to_toml(plan))
+    env = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "c.db")}
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert ("the bot is not a member of [slack] channel C0NOTIN (#launch-night), so it cannot post there: invite "
+            "it with `/invite @cutover` in that channel.") in result.stderr
+    assert "[slack] approvers: U0TYPO is not a member of this workspace (user_not_found)" in result.stderr
+    assert "Traceback" not in result.stderr and slack.bot_token not in result.stderr
+    plan["slack"]["channel"] = "C0GONE"
+    plan["slack"]["approvers"] = ["U0BOB", "U0CAROL", "U0DAVE"]
+    plan_file.write_text(to_toml(plan))
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "[slack] channel = C0GONE: Slack knows no channel by that ID that the bot can see" in result.stderr

@@ -185,6 +185,9 @@ class DigitalOceanStandIn:
         except json.JSONDecodeError:
             return self._error(req, 422, "The request body is not valid JSON.")
         with self._lock:
+            if parts == ["v2", "account"] and method == "GET":
+                return self._json(req, 200, {"account": {"uuid": "0c0ffee0-standin", "email": "ops@example.com",
+                                                         "status": "active", "droplet_limit": 25}})
             if len(parts) == 3 and parts[:2] in (["v2", "floating_ips"], ["v2", "reserved_ips"]) and method == "GET":
                 if parts[2] not in self.ips:
                     return self._error(req, 404)

@@ -71,6 +71,8 @@ class Channel:
     id: str
     name: str
     messages: list[dict] = field(default_factory=list)
+    bot_is_member: bool = True
+    archived: bool = False
 
 
 class SlackError(Exception):
@@ -103,6 +105,7 @@ class SlackStandIn:
             cid: Channel(cid, name) for cid, name in (channels or {"C0LAUNCH": "launch"}).items()}
         self.ephemerals: list[dict] = []
         self.users: dict[str, dict] = {}
+        self.unknown_users: set[str] = set()  # IDs users.info says no such user for
         self.responses: list[dict] = []
         self.files: dict[str, dict] = {}
         self.calls: list[dict] = []
@@ -234,6 +237,10 @@ class SlackStandIn:
                                 text=f"<html><body><h1>{fault.status} Server Error</h1></body></html>")
         headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
         return web.json_response({"ok": False, "error": fault.error}, status=fault.status, headers=headers)
+
+    def add_channel(self, cid: str, name: str, *, bot_is_member: bool = True, archived: bool = False) -> None:
+        with self._lock:
+            self.channels[cid] = Channel(cid, name, bot_is_member=bot_is_member, archived=archived)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -591,6 +598,10 @@ class SlackStandIn:
 
     def _m_chat_postMessage(self, params: dict) -> dict:
         channel = self._channel(params)
+        if channel.archived:
+            raise SlackError("is_archived")
+        if not channel.bot_is_member:
+            raise SlackError("not_in_channel")
         blocks = self._blocks(params)
         text = params.get("text") or ""
         if not text and not blocks:
@@ -707,13 +718,14 @@ class SlackStandIn:
             return {"user": {"id": user, "name": "cutover", "is_bot": True, "deleted": False, "team_id": self.team_id}}
         if user in self.users:
             return {"user": self.users[user]}
-        if not user.startswith(("U", "W")):
+        if not user.startswith(("U", "W")) or user in self.unknown_users:
             raise SlackError("user_not_found")
         return {"user": {"id": user, "name": user.lower(), "is_bot": False, "deleted": False, "team_id": self.team_id}}
 
     def _m_conversations_info(self, params: dict) -> dict:
         channel = self._channel(params)
-        return {"channel": {"id": channel.id, "name": channel.name, "is_channel": True, "is_member": True}}
+        return {"channel": {"id": channel.id, "name": channel.name, "is_channel": True,
+                            "is_member": channel.bot_is_member, "is_archived": channel.archived}}
 
     def _m_conversations_history(self, params: dict) -> dict:
         channel = self._channel(params)

@@ -1,0 +1,79 @@
+"""What is checked before the bot takes its first command: the plan's channel and people, as Slack sees them.
+
+A bot that cannot post in its channel would tell people "announced in the
+channel" while nothing was; one whose approver is a mistyped ID would wait
+for an approval nobody can give. Each problem names the plan key or the app
+setting to fix, and the bot does not start until they are fixed.
+"""
+
+from __future__ import annotations
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.plan import Plan
+
+SCOPE_FOR = {"conversations.info": "channels:read (groups:read for a private channel)", "users.info": "users:read"}
+
+
+def startup_problems(slack: WebClient, plan: Plan) -> list[str]:
+    """Every problem found, worded for the person starting the bot; empty when it may start."""
+    return _channel_problems(slack, plan.people.channel) + _people_problems(slack, plan)
+
+
+def _error(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError) and exc.response is not None:
+        return str(exc.response.get("error") or "unknown")
+    return f"no answer ({exc.__class__.__name__})"
+
+
+def _channel_problems(slack: WebClient, channel: str) -> list[str]:
+    try:
+        info = slack.conversations_info(channel=channel)["channel"]
+    except (SlackApiError, SlackClientError) as exc:
+        error = _error(exc)
+        if error == "channel_not_found":
+            return [f"[slack] channel = {channel}: Slack knows no channel by that ID that the bot can see "
+                    "(channel_not_found). Use the channel's ID (C…, from its details pane); for a private "
+                    "channel, invite the bot first."]
+        if error == "missing_scope":
+            return [f"the Slack app lacks the scope {SCOPE_FOR['conversations.info']} to look at [slack] channel "
+                    f"{channel}; reinstall it from slack-manifest.yml."]
+        return [f"[slack] channel = {channel}: Slack could not tell whether the bot is in it ({error})."]
+    problems = []
+    if info.get("is_archived"):
+        problems.append(f"[slack] channel = {channel} (#{info.get('name', '?')}) is archived; nothing can be "
+                        "posted there. Name the launch channel.")
+    elif not info.get("is_member"):
+        problems.append(f"the bot is not a member of [slack] channel {channel} (#{info.get('name', '?')}), so it "
+                        "cannot post there: invite it with `/invite @cutover` in that channel.")
+    return problems
+
+
+def _people_problems(slack: WebClient, plan: Plan) -> list[str]:
+    roles: dict[str, list[str]] = {}
+    for user in plan.people.operators:
+        roles.setdefault(user, []).append("operators")
+    for user in plan.people.approvers:
+        roles.setdefault(user, []).append("approvers")
+    problems = []
+    for user, keys in roles.items():
+        where = " and ".join(f"[slack] {k}" for k in keys)
+        try:
+            info = slack.users_info(user=user)["user"]
+        except (SlackApiError, SlackClientError) as exc:
+            error = _error(exc)
+            if error == "user_not_found":
+                problems.append(f"{where}: {user} is not a member of this workspace (user_not_found); use the "
+                                "member ID from their profile (⋮ → Copy member ID).")
+            elif error == "missing_scope":
+                return problems + [f"the Slack app lacks the scope {SCOPE_FOR['users.info']} to check the plan's "
+                                   "people; reinstall it from slack-manifest.yml."]
+            else:
+                problems.append(f"{where}: Slack could not say who {user} is ({error}).")
+            continue
+        if info.get("deleted"):
+            problems.append(f"{where}: {user} is a deactivated account.")
+        elif info.get("is_bot"):
+            problems.append(f"{where}: {user} is a bot; operators and approvers must be people.")
+    return problems
