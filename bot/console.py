@@ -23,6 +23,7 @@ from bot.local import start_local_bot
 from bot.plan import Plan, PlanError, load_plan
 from bot.settings import load_settings
 from bot.standins.slack import SlackStandIn
+from bot.states import RunState
 from bot.terminal import ChannelView
 
 HELP = __doc__.split("Lines:", 1)[1].rstrip()  # type: ignore[union-attr]
@@ -50,7 +51,8 @@ def run_console(plan_path: str, db_path: str | None = None, stdin: TextIO = sys.
         names[slack.bot_user_id] = "cutover"
         view = ChannelView(out, time.monotonic(), names)
         slack.on_post(view)
-        bot = start_local_bot(slack, plan, db_path, digitalocean_end_point=settings.digitalocean_end_point)
+        bot = start_local_bot(slack, plan, db_path, digitalocean_end_point=settings.digitalocean_end_point,
+                              digitalocean_token=settings.digitalocean_token)
         user = plan.people.operators[0] if plan.people.operators else "U0EVE"
         out.write(f"cutover console — plan {plan_path}, state in {db_path}. Slack is a local stand-in; hosts and "
                   f"DigitalOcean are whatever the plan and environment point at.\nType help for what you can do.\n")
@@ -99,5 +101,9 @@ def run_console(plan_path: str, db_path: str | None = None, stdin: TextIO = sys.
                 else:
                     out.write("not understood; type help\n")
         finally:
+            running = [r["stage"] for r in bot.services.store.latest_runs().values() if RunState(r["state"]).active]
             bot.stop()
+            if running:
+                out.write(f"Still running on their hosts: {', '.join(running)}. They go on without the console; "
+                          f"`cutover console --plan {plan_path} --db {db_path}` picks them up again.\n")
     return 0

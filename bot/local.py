@@ -23,10 +23,14 @@ from commands import ROUTER, Router
 
 
 def local_settings(slack: SlackStandIn, db_path: str, plan_path: str = "cutover.toml",
-                   digitalocean_end_point: str | None = None) -> Settings:
+                   digitalocean_end_point: str | None = None, digitalocean_token: str | None = None) -> Settings:
+    """Settings for a bot talking to the Slack stand-in; DigitalOcean is the given token and end point (the
+    stand-in's token when only an end point is given)."""
+    if digitalocean_token is None and digitalocean_end_point:
+        digitalocean_token = "do-standin-token"
     return Settings(slack_bot_token=slack.bot_token, slack_app_token=slack.app_token,
                     slack_signing_secret=slack.signing_secret, slack_api_url=slack.api_url,
-                    digitalocean_token="do-standin-token" if digitalocean_end_point else None,
+                    digitalocean_token=digitalocean_token,
                     digitalocean_end_point=digitalocean_end_point, plan_path=plan_path, db_path=db_path)
 
 
@@ -44,10 +48,10 @@ class LocalBot:
 
 def start_local_bot(slack: SlackStandIn, plan: Plan, db_path: str | None = None,
                     clock: Clock | None = None, router: Router = ROUTER,
-                    digitalocean_end_point: str | None = None) -> LocalBot:
+                    digitalocean_end_point: str | None = None, digitalocean_token: str | None = None) -> LocalBot:
     if db_path is None:
         db_path = str(Path(tempfile.mkdtemp(prefix="cutover-")) / "cutover.db")
-    settings = local_settings(slack, db_path, plan.path, digitalocean_end_point)
+    settings = local_settings(slack, db_path, plan.path, digitalocean_end_point, digitalocean_token)
     services = build_services(settings, plan, clock=clock)
     app = build_app(services, router)
     handler = serve_socket_mode(app, services)

@@ -13,10 +13,17 @@ _USER = re.compile(r"<@([UW][A-Z0-9]+)>")
 _LINK = re.compile(r"<(https?://[^|>]+)\|([^>]+)>")
 
 
+def _when(timestamp: int) -> str:
+    """A time as a reader needs it: the time alone for today, with its date for any other day."""
+    when = datetime.fromtimestamp(timestamp, timezone.utc)
+    if when.date() == datetime.now(timezone.utc).date():
+        return when.strftime("%H:%M:%S UTC")
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def plain(text: str, names: dict[str, str] | None = None) -> str:
     names = names or {}
-    text = _DATE.sub(lambda m: datetime.fromtimestamp(int(m.group(1)), timezone.utc).strftime("%H:%M:%S UTC"),
-                     text)
+    text = _DATE.sub(lambda m: _when(int(m.group(1))), text)
     text = _USER.sub(lambda m: "@" + names.get(m.group(1), m.group(1)), text)
     text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})", text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -11,6 +11,8 @@ from bot.blocks import sentence
 from bot.when import WhenError, parse_when_noted
 from commands.router import Caller, Command, Reply, UsageError
 
+NOTE_LIMIT = 500  # a freeze note is shown in every notice; longer is cut, with a visible mark
+
 if TYPE_CHECKING:
     from bot.services import Services
 
@@ -46,6 +48,9 @@ def parse_freeze(args: list[str], services: "Services") -> FreezeArgs:
     if "--" in words:
         cut = words.index("--")
         words, note = words[:cut], " ".join(words[cut + 1:]).strip() or None
+    cut_note = note is not None and len(note) > NOTE_LIMIT
+    if note is not None and cut_note:
+        note = note[:NOTE_LIMIT - 1].rstrip() + "…"
     if not words or words[0] != "at":
         raise UsageError(f"After the kind comes `at WHEN`, e.g. `freeze {kind} at 2026-12-01 18:00 Europe/Berlin`.")
     words = words[1:]
@@ -60,7 +65,9 @@ def parse_freeze(args: list[str], services: "Services") -> FreezeArgs:
         raise UsageError(f"{fm.slack_date(start)} is in the past; a freeze starts in the future (or `in 1m`).")
     if end is not None and end <= start:
         raise UsageError(f"`until` ({fm.slack_date(end)}) must be after `at` ({fm.slack_date(start)}).")
-    return FreezeArgs("schedule", kind, start, end, note, tuple(n for n in (start_note, end_note) if n))
+    cut_said = f"(The note was cut to {NOTE_LIMIT} characters, marked with …; the channel shows that much.)"
+    return FreezeArgs("schedule", kind, start, end, note,
+                      tuple(n for n in (start_note, end_note, cut_said if cut_note else None) if n))
 
 
 def run_freeze(services: "Services", caller: Caller, args: FreezeArgs) -> Reply:

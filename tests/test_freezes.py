@@ -274,3 +274,17 @@ def test_a_note_in_slacks_encoding_is_escaped_once_and_bidi_controls_are_dropped
         assert "R&amp;D all clear" in text and "&amp;amp;" not in text and "\u202e" not in text, text
     finally:
         bot.stop()
+
+
+def test_a_note_over_the_limit_is_cut_with_a_mark_and_said(slack, tmp_path, clock):
+    bot = start(slack, tmp_path, clock)
+    try:
+        note = "publish before Friday " * 40  # 880 characters
+        reply = reply_text(slack, slack.command(OPERATOR, f"freeze content at in 2h -- {note}"))
+        assert "The note was cut to 500 characters, marked with …" in reply, reply
+        announced = channel(slack)[-1]
+        assert "publish before Friday" in announced and "…" in announced and note.strip() not in announced
+        stored = bot.services.store.query("SELECT note FROM freezes")[0]["note"]
+        assert len(stored) <= 500 and stored.endswith("…")
+    finally:
+        bot.stop()

@@ -269,3 +269,33 @@ def test_grep_finds_a_coloured_error_as_a_word(tmp_path):
     grep = GrepNotable(log, 0)
     grep.scan(log.stat().st_size)
     assert grep.lines == ["ERROR: disk full"]
+
+
+def test_the_terminal_shows_a_date_for_any_day_but_today():
+    from bot.terminal import plain
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    today = plain(f"<!date^{int(now.timestamp())}^{{time_secs}}|x>")
+    assert today == now.strftime("%H:%M:%S UTC")
+    for when in (now - timedelta(days=3), now + timedelta(days=1, hours=1)):
+        shown = plain(f"from <!date^{int(when.timestamp())}^{{date_short_pretty}}|x>")
+        assert shown == "from " + when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def test_the_bot_at_work_does_not_load_the_stand_ins_web_server():
+    import subprocess
+    import sys
+
+    probe = "import sys, bot.cli, bot.app, bot.services, bot.startup; print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_local_settings_keep_a_real_digitalocean_token(slack):
+    from bot.local import local_settings
+
+    assert local_settings(slack, "c.db", digitalocean_end_point="https://api.example/v2/",
+                          digitalocean_token="dop_v1_real").digitalocean_token == "dop_v1_real"
+    assert local_settings(slack, "c.db", digitalocean_end_point="http://127.0.0.1:1/").digitalocean_token == \
+        "do-standin-token"
+    assert local_settings(slack, "c.db").digitalocean_token is None
