@@ -187,10 +187,12 @@ class SSHPool:
         def call(client: paramiko.SSHClient) -> Result:
             channel = _transport(client).open_session(timeout=self.connect_timeout)
             channel.settimeout(timeout)
-            channel.exec_command(command)
-            if stdin is not None:
+            if stdin is None:
+                channel.exec_command(_no_stdin(command))
+            else:
+                channel.exec_command(command)
                 channel.sendall(stdin)
-            channel.shutdown_write()
+                channel.shutdown_write()  # the command is reading: it cannot have ended before this EOF
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout
             while True:
@@ -209,8 +211,10 @@ class SSHPool:
                     time.sleep(0.01)
             code = channel.recv_exit_status()
             channel.close()
-            if code == -1:  # the session ended without an exit status: the connection went mid-command
-                self.drop(name)
+            if code == -1:  # the session ended without an exit status
+                if client.get_transport() is not None and client.get_transport().is_active():
+                    raise SSHError(f"a command on `{name}` ended without an exit status (killed by a signal?)")
+                self.drop(name)  # the connection went mid-command
                 raise SSHError(f"a command on `{name}` did not finish: lost the SSH connection")
             return Result(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
@@ -234,8 +238,7 @@ class SSHPool:
         def call(client: paramiko.SSHClient) -> paramiko.Channel:
             channel = _transport(client).open_session(
                 timeout=self.connect_timeout, window_size=STREAM_WINDOW, max_packet_size=STREAM_PACKET)
-            channel.exec_command(command)
-            channel.shutdown_write()
+            channel.exec_command(_no_stdin(command))
             return channel
 
         return self._with_client(name, "following output", call, retry=True)
@@ -311,6 +314,16 @@ def _sftp_timeout(sftp: paramiko.SFTPClient, seconds: float) -> None:
     channel = sftp.get_channel()
     if channel is not None:
         channel.settimeout(seconds)
+
+
+def _no_stdin(command: str) -> str:
+    """The command with its input from /dev/null instead of the channel.
+
+    Sending EOF to close a command's input races a quick command: if the channel has closed meanwhile, the
+    EOF names a channel sshd has already freed, and sshd drops the whole connection, with every other
+    command on it. A command that needs no input is never sent an EOF.
+    """
+    return f"exec </dev/null; {command}"
 
 
 def quote(value: str) -> str:
