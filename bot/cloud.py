@@ -1,4 +1,4 @@
-"""DigitalOcean's view of the floating IP, through python-digitalocean, within a deadline the bot enforces.
+"""DigitalOcean's view of the reserved (formerly floating) IP, through python-digitalocean, within a deadline.
 
 ``DIGITALOCEAN_END_POINT`` (the library's own variable, carried in Settings)
 points it at a stand-in in tests and the demo. Every failure of a call —
@@ -68,8 +68,9 @@ def _check_response(response: requests.Response, *args: Any, **kwargs: Any) -> N
     raise _HTTPError(response.status_code, error_id, message, retry_after)
 
 
-class _FloatingIP(digitalocean.FloatingIP):
-    """python-digitalocean's FloatingIP with our timeout and our response check on its own session."""
+class _IPs(digitalocean.baseapi.BaseAPI):
+    """Reserved (or floating) IPs through python-digitalocean's own request layer, which has no class for
+    ``/v2/reserved_ips``; our timeout, and our response check on its session."""
 
     def __init__(self, timeout: float, **kwargs: Any) -> None:
         self._cutover_timeout = timeout
@@ -78,6 +79,13 @@ class _FloatingIP(digitalocean.FloatingIP):
 
     def get_timeout(self) -> float:
         return self._cutover_timeout
+
+    def assignment(self, endpoint: str, ip: str) -> dict:
+        data = self.get_data(f"{endpoint}/{ip}")
+        body = data.get("reserved_ip" if endpoint == "reserved_ips" else "floating_ip")
+        if not isinstance(body, dict):
+            raise ValueError(f"no {endpoint} object in the answer")
+        return body
 
 
 class _Account(digitalocean.Account):
@@ -100,6 +108,7 @@ class Cloud:
             self.end_point += "/"
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="digitalocean")
+        self._endpoint: str | None = None  # reserved_ips, or floating_ips where the API predates the rename
 
     def _call(self, what: str, fn: Callable[[], T], timeout: float | None = None) -> T:
         """Run one request, waiting at most ``timeout`` seconds for it, and translate every failure."""
@@ -140,20 +149,35 @@ class Cloud:
         return self._call("account", load)
 
     def holder(self, ip: str, timeout: float | None = None) -> int | None:
-        """The droplet the floating IP is assigned to now, or None when it is unassigned."""
+        """The droplet the reserved (formerly floating) IP is assigned to now, or None when it is unassigned.
+
+        Asked at ``/v2/reserved_ips``; ``/v2/floating_ips`` only if that endpoint is not found (an API that
+        predates the rename). Once one has answered, it is the one asked.
+        """
         limit = timeout if timeout is not None else self.timeout
 
         def load() -> int | None:
-            fip = _FloatingIP(limit, ip=ip, **self._options())
-            fip.load()
-            droplet = getattr(fip, "droplet", None)
+            api = _IPs(limit, **self._options())
+            if self._endpoint is not None:
+                body = api.assignment(self._endpoint, ip)
+            else:
+                try:
+                    body = api.assignment("reserved_ips", ip)
+                    self._endpoint = "reserved_ips"
+                except _HTTPError as exc:
+                    if exc.status != 404:
+                        raise
+                    body = api.assignment("floating_ips", ip)
+                    self._endpoint = "floating_ips"
+                    log.info("DigitalOcean has no /v2/reserved_ips here; using /v2/floating_ips")
+            droplet = body.get("droplet")
             if droplet is None:
                 return None
             if not isinstance(droplet, dict) or not isinstance(droplet.get("id"), int):
                 raise ValueError("droplet without an id")
             return int(droplet["id"])
 
-        return self._call(f"floating IP {ip}", load, limit)
+        return self._call(f"reserved IP {ip}", load, limit)
 
 
 def _http_error(what: str, exc: _HTTPError) -> CloudError:

@@ -30,7 +30,7 @@ def cloud(do, timeout=2.0) -> Cloud:
 
 
 def failure(do, fault, **kw) -> CloudError:
-    do.fail_next(fault, path="floating_ips", **kw)
+    do.fail_next(fault, path="_ips/", **kw)
     with pytest.raises(CloudError) as caught:
         cloud(do).holder(IP)
     return caught.value
@@ -54,7 +54,7 @@ def test_the_holder_is_read():
     (404, False, "could not be found. (not_found, HTTP 404)"),
 ])
 def test_http_errors_are_decided_by_status_and_id(do, status, retryable, says):
-    error = failure(do, status)
+    error = failure(do, status, times=2 if status == 404 else 1)  # a 404 of reserved_ips is asked again of floating
     assert error.retryable is retryable and error.status == status
     assert says in str(error), str(error)
 
@@ -84,13 +84,35 @@ def test_a_refused_connection(do):
 
 
 def test_a_slow_answer_past_the_deadline_is_given_up_and_a_slow_one_within_it_is_taken(do):
-    do.fail_next("slow", path="floating_ips", delay=3.0)
+    do.fail_next("slow", path="_ips/", delay=3.0)
     with pytest.raises(CloudError, match="no answer within 1s"):
         cloud(do, timeout=1.0).holder(IP)
-    do.fail_next("slow", path="floating_ips", delay=0.3)
+    do.fail_next("slow", path="_ips/", delay=0.3)
     assert cloud(do, timeout=5.0).holder(IP) == 3164444
 
 
 def test_no_token_is_said_plainly():
     with pytest.raises(CloudError, match="DIGITALOCEAN_ACCESS_TOKEN is not set"):
         Cloud(None, "http://127.0.0.1:9/v2/").holder(IP)
+
+
+def test_reserved_ips_are_asked_and_floating_ips_only_where_the_api_predates_them(do):
+    api = cloud(do)
+    assert api.holder(IP) == 3164444 and api.holder(IP) == 3164444
+    assert [r["path"] for r in do.requests] == [f"/v2/reserved_ips/{IP}"] * 2
+    do.requests.clear()
+    do.serves_reserved_ips = False
+    old = cloud(do)
+    assert old.holder(IP) == 3164444 and old.holder(IP) == 3164444
+    assert [r["path"] for r in do.requests] == [f"/v2/reserved_ips/{IP}", f"/v2/floating_ips/{IP}",
+                                                f"/v2/floating_ips/{IP}"]
+
+
+def test_an_unknown_reserved_ip_is_not_found_once_the_endpoint_is_known(do):
+    api = cloud(do)
+    api.holder(IP)
+    do.requests.clear()
+    with pytest.raises(CloudError) as caught:
+        api.holder("203.0.113.99")
+    assert caught.value.status == 404 and not caught.value.retryable
+    assert [r["path"] for r in do.requests] == ["/v2/reserved_ips/203.0.113.99"]

@@ -259,8 +259,8 @@ def test_digitalocean_errors_are_retried_within_the_timeout(slack, lab, do, bot)
     slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
     slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
     flipped(slack, lab)
-    do.fail_next(429, times=2, path="floating_ips", method="GET")
-    do.fail_next(500, times=1, path="floating_ips", method="GET")
+    do.fail_next(429, times=2, path="_ips/", method="GET")
+    do.fail_next(500, times=1, path="_ips/", method="GET")
     assert wait_settled(bot.services, req["id"], 60) == "verified"
     shown(slack, req["message_ts"], "DigitalOcean errors retried: 3")
 
@@ -279,7 +279,7 @@ def test_digitalocean_failing_throughout_is_reported_honestly(slack, lab, do, tm
         slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
         slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
         flipped(slack, lab)
-        do.fail_next(fault, times=10_000, path="floating_ips", method="GET")
+        do.fail_next(fault, times=10_000, path="_ips/", method="GET")
         assert wait_settled(local.services, req["id"], 60) == "unverified"
         text = shown(slack, req["message_ts"], "DigitalOcean gave no usable answer within 5s")
         assert says in text
@@ -293,7 +293,7 @@ def test_digitalocean_failing_throughout_is_reported_honestly(slack, lab, do, tm
 
 
 def test_check_answers_with_the_reason_while_digitalocean_hangs(slack, lab, do, bot):
-    do.fail_next("hang", times=10_000, path="floating_ips", method="GET")
+    do.fail_next("hang", times=10_000, path="_ips/", method="GET")
     text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
     assert "no answer within" in text and "A go-live would stop here" in text, text
 

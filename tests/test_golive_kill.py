@@ -92,7 +92,7 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
                              "the request message")
         ts = row["message_ts"]
         if step == "re-check":
-            do.fail_next("slow", times=10_000, path="floating_ips", method="GET", delay=30)
+            do.fail_next("slow", times=10_000, path="_ips/", method="GET", delay=30)
         elif step == "after the backup":
             stall(lab, "cat", '[ $# -eq 0 ]', "exit 1")  # `cat > tmp`: the write itself
         elif step == "after the write":
@@ -101,7 +101,7 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
         slack.react(CAROL, OK, "C0LAUNCH", ts)
         if step == "verification":
             slack.wait_for(lambda: request_row(db)["state"] == "flipped", 40, "verification to begin")
-            do.fail_next("slow", times=10_000, path="floating_ips", method="GET", delay=30)
+            do.fail_next("slow", times=10_000, path="_ips/", method="GET", delay=30)
         expected_state = {"re-check": "deciding", "after the backup": "flipping", "after the write": "flipping",
                           "verification": "flipped"}[step]
         slack.wait_for(lambda: request_row(db)["state"] == expected_state, 40, f"the request to be {expected_state}")

@@ -61,6 +61,7 @@ class DigitalOceanStandIn:
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self.next_outcome = "completed"
+        self.serves_reserved_ips = True  # False: an API from before floating IPs were renamed reserved IPs
         self._stopped = threading.Event()
 
     # -- setup and control -----------------------------------------------------------
@@ -180,6 +181,8 @@ class DigitalOceanStandIn:
             return self._error(req, 401)
         self._settle()
         parts = path.strip("/").split("/")
+        if len(parts) > 1 and parts[1] == "reserved_ips" and not self.serves_reserved_ips:
+            return self._error(req, 404)
         try:
             body = json.loads(raw) if raw else {}
         except json.JSONDecodeError:
