@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -43,6 +44,8 @@ from bot.workers import Workers, error_ref
 log = logging.getLogger("cutover.golive")
 
 UNKNOWN_RETRY = 5.0
+FRESH_EVERY = 5.0  # while a request is open, its full preflight is run again this often, and on each approval
+FRESH_FOR = 10.0  # at the threshold, a passed full preflight this recent needs only a fast confirmation
 
 
 class RequestRefused(Refused):
@@ -71,6 +74,8 @@ class GoLive:
         self.people = plan.people
         self._is_bot: dict[str, bool] = {}
         self._bot_lock = threading.Lock()
+        self._fresh: dict[int, tuple[float, Preflight]] = {}  # request -> (monotonic, its last full preflight)
+        self._fresh_lock = threading.Lock()
         self.stopping = threading.Event()
 
     # -- commands ----------------------------------------------------------------------------
@@ -79,6 +84,7 @@ class GoLive:
         return self.preflights.run("golive")
 
     def request(self, user: str, kind: str = "golive") -> Outcome:
+        preflight_started = time.monotonic()
         preflight = self.preflights.run(kind)
         if not preflight.ok:
             self.store.audit(user, kind, "", "refused", {"reason": "preflight failed",
@@ -104,6 +110,9 @@ class GoLive:
             self.workers.submit(f"{kind} #{request_id}", self._guarded, request_id, self._decided)
             return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} needs no approval; going ahead.")
         self.notifier.react(ts, self.people.approval_reaction)
+        self._remember(request_id, preflight, preflight_started)
+        for approver in self.people.approvers:  # so that no approval waits on Slack's users.info
+            self.workers.submit(f"who is {approver}", self._is_a_bot, approver)
         return Outcome(f"{sentence(gm.WHAT[kind])} #{request_id} posted; it needs {required} approval(s) "
                        f"within {gm.format_ttl(self.people.approval_ttl)}.")
 
@@ -257,9 +266,11 @@ class GoLive:
             return
         self.store.audit(user, "approval", f"#{request['id']}", "ok",
                          {"reason": "found on the message after a restart"} if reconciled else None)
-        self._post(request["id"])
         if verdict == "threshold":
-            self._guarded(request["id"], self._decided)
+            self._guarded(request["id"], self._decided)  # every outcome of the decision updates the message
+            return
+        self._post(request["id"])
+        self.workers.submit(f"preflight for #{request['id']}", self.refresh, request["id"])
 
     def _guarded(self, request_id: int, step: Callable[[int], None]) -> None:
         """Run a step of a request; an unexpected error is said in the request's thread, never swallowed."""
@@ -290,15 +301,60 @@ class GoLive:
                              f"`{state}` ({gm.STATE_WORDS.get(state, state)}). To undo a go-live, use "
                              "`/cutover rollback`.")
 
+    # -- keeping the preflight fresh while a request is open ---------------------------------------------
+
+    def _remember(self, request_id: int, preflight: Preflight, started: float) -> None:
+        """Keep ``preflight`` (begun at ``started``, monotonic) unless a later-begun one is already kept."""
+        with self._fresh_lock:
+            kept = self._fresh.get(request_id)
+            if kept is None or kept[0] < started:
+                self._fresh[request_id] = (started, preflight)
+
+    def _fresh_preflight(self, request_id: int) -> tuple[float, Preflight] | None:
+        """The request's last full preflight, with its age in seconds, if it passed within FRESH_FOR."""
+        with self._fresh_lock:
+            fresh = self._fresh.get(request_id)
+        if fresh is None or not fresh[1].ok or time.monotonic() - fresh[0] > FRESH_FOR:
+            return None
+        return time.monotonic() - fresh[0], fresh[1]
+
+    def refresh(self, request_id: int | None = None) -> None:
+        """Run the full preflight again for the open request(s), so that the threshold finds it fresh."""
+        for request in self.store.query("SELECT id, kind FROM golive_requests WHERE state = ?",
+                                        [RequestState.OPEN.value]):
+            if request_id is not None and request["id"] != request_id:
+                continue
+            started = time.monotonic()
+            self._remember(request["id"], self.preflights.run(request["kind"], ignore_request=request["id"]),
+                           started)
+        with self._fresh_lock:  # forget closed requests
+            open_ids = {r["id"] for r in self.store.open_requests()}
+            for gone in [r for r in self._fresh if r not in open_ids]:
+                del self._fresh[gone]
+
+    def _recheck(self, request_id: int, kind: str) -> tuple[Preflight, str]:
+        """The check at the threshold: a fast confirmation beside a fresh full preflight, else a full one."""
+        fresh = self._fresh_preflight(request_id)
+        if fresh is not None:
+            started = time.monotonic()
+            confirmation = self.preflights.confirm(kind, ignore_request=request_id)
+            took = (time.monotonic() - started) * 1000
+            merged = {c.name: c for c in fresh[1].checks}
+            merged.update({c.name: c for c in confirmation.checks})
+            how = (f"the preflight of {fresh[0]:.0f} s ago, confirmed in {took:.0f} ms (health files, keepalived, "
+                   "VIP, stages, freezes)")
+            return Preflight(kind, confirmation.at, tuple(merged.values())), how
+        self._thread(request_id, f"Approvals complete. Running the preflight again before the "
+                                 f"{'flip' if kind == 'golive' else 'rollback'}…")
+        return self.preflights.run(kind, ignore_request=request_id), "a full preflight"
+
     # -- the decision, the flip and the proof ---------------------------------------------------
 
     def _decided(self, request_id: int) -> None:
         """The threshold was reached (or none was needed): check again, then flip exactly once."""
         request = self._row(request_id)
         kind = request["kind"]
-        self._thread(request_id, f"Approvals complete. Running the preflight again before the "
-                                 f"{'flip' if kind == 'golive' else 'rollback'}…")
-        preflight = self.preflights.run(kind, ignore_request=request_id)
+        preflight, how = self._recheck(request_id, kind)
         if not preflight.ok:
             self._move(request_id, RequestState.DECIDING, RequestState.ABORTED, {"preflight": preflight.to_json()})
             self.store.audit("cutover", f"{kind}-aborted", f"#{request_id}", "aborted",
@@ -326,7 +382,8 @@ class GoLive:
             self._unknown(request_id, RequestState.FLIPPING, str(exc))
             return
         self._flipped(request_id, RequestState.FLIPPING, written, action,
-                      f"🔀 {sentence(action)} at {gm.slack_date(written)} (the host's time). Verifying…")
+                      f"🔀 Approvals complete; checked against {how}. {sentence(action)} at "
+                      f"{gm.slack_date(written)} (the host's time). Verifying…")
 
     def _flipped(self, request_id: int, from_state: RequestState, written: datetime, action: str,
                  say: str) -> None:

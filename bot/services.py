@@ -19,7 +19,7 @@ from bot.clock import Clock, SystemClock
 from bot.cloud import Cloud
 from bot.failover import Failover
 from bot.freezes import Freezes
-from bot.golive import GoLive
+from bot.golive import FRESH_EVERY, GoLive
 from bot.notifier import Notifier, make_slack_client
 from bot.plan import Plan
 from bot.preflight import Preflights
@@ -76,6 +76,8 @@ class Services:
                                    max_instances=1, coalesce=True, replace_existing=True)
             self.scheduler.add_job(self.golive.reconcile, "interval", seconds=RECONCILE_SECONDS,
                                    id="golive-reconcile", max_instances=1, coalesce=True, replace_existing=True)
+            self.scheduler.add_job(self.golive.refresh, "interval", seconds=FRESH_EVERY, id="golive-refresh",
+                                   max_instances=1, coalesce=True, replace_existing=True)
         self.scheduler.start()
 
     def close(self) -> None:

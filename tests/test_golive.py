@@ -432,8 +432,8 @@ def test_status_shows_where_the_last_verified_switch_left_the_floating_ip(slack,
 
 
 def test_an_approval_slack_cannot_confirm_is_from_a_person_is_not_counted(slack, lab, do, bot):
+    slack.fail_next("users.info", status=500, error="internal_error", times=10)  # the look-ahead at the request too
     req, _ = request(slack, bot)
-    slack.fail_next("users.info", status=500, error="internal_error", times=3)
     slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
     slack.wait_for(lambda: any("was not counted" in t for t in ephemerals_for(slack, BOB)), 10, "a note to bob")
     assert approvals(bot, req["id"]) == [] and state(bot, req["id"]) == "open"
@@ -556,3 +556,22 @@ def test_an_approval_never_waits_behind_a_lane_full_of_commands(slack, lab, do, 
     finally:
         slack.method_delay.clear()
         local.stop()
+
+
+def test_the_threshold_confirms_a_fresh_preflight_quickly_and_runs_a_stale_one_again(slack, lab, do, bot,
+                                                                                     monkeypatch):
+    req, _ = request(slack, bot)
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    assert wait_settled(bot.services, req["id"], 60) == "verified"
+    thread = thread_text(slack, req["message_ts"])
+    assert "Approvals complete; checked against the preflight of" in thread, thread
+    assert "confirmed in" in thread and "Running the preflight again" not in thread
+    back, _ = request(slack, bot, kind="rollback")
+    from bot import golive
+
+    monkeypatch.setattr(golive, "FRESH_FOR", 0.0)  # the request's preflight is already too old to lean on
+    slack.react(DAVE, OK, "C0LAUNCH", back["message_ts"])
+    assert wait_settled(bot.services, back["id"], 60) == "verified"
+    thread = thread_text(slack, back["message_ts"])
+    assert "Running the preflight again before the rollback" in thread and "checked against a full preflight" in thread

@@ -1,9 +1,10 @@
 """The bot as a real process, killed (SIGKILL) at each step of a go-live and started again, with and without
 SSH to the old server: the final message, `status`, the audit log and the database agree with the world.
 
-Each step is held open by the world, not by the bot's code: a slow DigitalOcean answer holds the re-check
-and the verification; a `cat` on the old server that stalls (then fails) holds the write after the backup;
-a `date` that stalls holds the read-back after the write has landed.
+Each step is held open by the world, not by the bot's code: an `ip` on the old server that stalls holds the
+re-check at the threshold (its VIP check); a slow DigitalOcean answer holds the verification; a `cat` on the
+old server that stalls (then fails) holds the write after the backup; a `date` that stalls holds the
+read-back after the write has landed.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
                              "the request message")
         ts = row["message_ts"]
         if step == "re-check":
-            do.fail_next("slow", times=10_000, path="_ips/", method="GET", delay=30)
+            stall(lab, "ip", '[ "$1" = -o ]', "exit 1")  # the VIP check at the threshold: `ip -o -4 addr show`
         elif step == "after the backup":
             stall(lab, "cat", '[ $# -eq 0 ]', "exit 1")  # `cat > tmp`: the write itself
         elif step == "after the write":
