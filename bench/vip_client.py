@@ -1,53 +1,69 @@
 """Load client for the failover benchmark; runs inside the lab's client namespace.
 
-WORKERS threads send GETs to http://VIP/ on a shared schedule of RATE per
-second, for at most SECONDS and at most RATE*SECONDS requests, each with a
-short timeout, so one stalled request does not hide the others. Prints one
-JSON line per request: when it was sent, when its answer (or error) came, and
-the server that answered.
+Open loop: request i is sent at start + i/RATE whatever the others are doing
+(a pool of WORKERS threads, more than can be in flight at once), so a stalled
+request never delays the next one and the send times stay evenly spaced. Each
+request has a short TIMEOUT and is recorded with its scheduled time, its send
+time, its end time (milliseconds, on the wall clock the bot also uses) and its
+outcome: the server that answered, or refused / reset / timeout / other.
+Bounded: at most RATE*SECONDS requests and SECONDS (+ TIMEOUT) of sending.
+Prints one JSON line per request, then a summary line.
+
+Usage: vip_client.py VIP RATE SECONDS [TIMEOUT]
 """
 
+import http.client
 import json
+import socket
 import sys
 import threading
 import time
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 vip, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-WORKERS = 8
+timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
+WORKERS = int(rate * timeout) + 32  # enough for every request a full timeout can hold in flight
 interval = 1.0 / rate
 limit = int(rate * seconds)
-start = time.monotonic()
-wall0 = time.time() - start
 lock = threading.Lock()
-slots = iter(range(limit))
+wall0 = time.time() - time.monotonic()
 
 
-def worker() -> None:
-    while True:
-        with lock:
-            i = next(slots, None)
-        if i is None:
-            return
-        due = start + i * interval
-        now = time.monotonic()
-        if now - start > seconds:
-            return
-        if due > now:
-            time.sleep(due - now)
-        sent = time.monotonic()
+def outcome(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+        return "reset"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timeout"
+    return "other:" + exc.__class__.__name__
+
+
+def one(i: int, due: float) -> None:
+    sent = time.monotonic()
+    try:
+        conn = http.client.HTTPConnection(vip, 80, timeout=timeout)
         try:
-            with urllib.request.urlopen(f"http://{vip}/", timeout=0.5) as r:
-                who = r.read(64).decode().split()[0]
-        except Exception as exc:  # every failure is a data point here
-            who = "error:" + exc.__class__.__name__
-        done = time.monotonic()
-        with lock:
-            print(json.dumps({"sent": wall0 + sent, "at": wall0 + done, "who": who}), flush=True)
+            conn.request("GET", "/")
+            who = conn.getresponse().read(64).decode(errors="replace").split()[0]
+        finally:
+            conn.close()
+    except BaseException as exc:  # every failure is a data point here
+        who = outcome(exc)
+    end = time.monotonic()
+    line = json.dumps({"i": i, "due": round(wall0 + due, 4), "sent": round(wall0 + sent, 4),
+                       "end": round(wall0 + end, 4), "who": who})
+    with lock:
+        print(line, flush=True)
 
 
-threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
+start = time.monotonic() + 0.05
+with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    for i in range(limit):
+        due = start + i * interval
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        pool.submit(one, i, due)
+print(json.dumps({"summary": True, "requests": limit, "rate": rate, "timeout_s": timeout, "workers": WORKERS}),
+      flush=True)
