@@ -68,17 +68,23 @@ def _check_response(response: requests.Response, *args: Any, **kwargs: Any) -> N
     raise _HTTPError(response.status_code, error_id, message, retry_after)
 
 
-class _IPs(digitalocean.baseapi.BaseAPI):
-    """Reserved (or floating) IPs through python-digitalocean's own request layer, which has no class for
-    ``/v2/reserved_ips``; our timeout, and our response check on its session."""
+class _OnOurTerms:
+    """A python-digitalocean object with our timeout, and our response check on its own session."""
+
+    _session: requests.Session
 
     def __init__(self, timeout: float, **kwargs: Any) -> None:
         self._cutover_timeout = timeout
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[call-arg]
         self._session.hooks["response"].append(_check_response)
 
     def get_timeout(self) -> float:
         return self._cutover_timeout
+
+
+class _IPs(_OnOurTerms, digitalocean.baseapi.BaseAPI):
+    """Reserved (or floating) IPs through python-digitalocean's own request layer, which has no class for
+    ``/v2/reserved_ips``."""
 
     def assignment(self, endpoint: str, ip: str) -> dict:
         data = self.get_data(f"{endpoint}/{ip}")
@@ -88,16 +94,8 @@ class _IPs(digitalocean.baseapi.BaseAPI):
         return body
 
 
-class _Account(digitalocean.Account):
-    """python-digitalocean's Account with our timeout and response check: whose token this is."""
-
-    def __init__(self, timeout: float, **kwargs: Any) -> None:
-        self._cutover_timeout = timeout
-        super().__init__(**kwargs)
-        self._session.hooks["response"].append(_check_response)
-
-    def get_timeout(self) -> float:
-        return self._cutover_timeout
+class _Account(_OnOurTerms, digitalocean.Account):
+    """Whose token this is."""
 
 
 class Cloud:

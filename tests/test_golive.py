@@ -358,7 +358,8 @@ def test_a_restart_that_cannot_read_the_old_server_says_unknown_until_it_can(sla
     try:
         slack.wait_for(lambda: state(second, req["id"]) == "unknown", 30, "the request to be unknown")
         shown(slack, req["message_ts"], "Unknown whether the switch was made")
-        assert "*unknown*" in thread_text(slack, req["message_ts"])
+        slack.wait_for(lambda: "*unknown*" in thread_text(slack, req["message_ts"]), 10,
+                       "the thread to say unknown")  # posted just after the message is updated
         assert "nothing was changed" not in thread_text(slack, req["message_ts"])
         status = reply_text(slack, slack.command(OUTSIDER, "status"), timeout=30)
         assert "unknown whether the switch was made" in status and "No switch has been made" not in status

@@ -13,27 +13,16 @@ import copy
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from bot.standins.slack import blocks_text
 from bot.store import Store
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
-from tests.helpers import to_toml
+from tests.helpers import start_bot_process, to_toml
 from tests.test_golive import BOB, CAROL, OK
 
 STEPS = ("re-check", "after the backup", "after the write", "verification")
-
-
-def start_bot(slack, env, tmp_path):
-    connections = len(slack.calls_of("apps.connections.open"))
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "bot.log", "ab"))
-    slack.wait_for(lambda: len(slack.calls_of("apps.connections.open")) > connections, 30, "the bot to connect")
-    slack.wait_connected()
-    return proc
 
 
 def kill(proc) -> None:
@@ -85,7 +74,7 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
            "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(db),
            "DIGITALOCEAN_ACCESS_TOKEN": do.token, "DIGITALOCEAN_END_POINT": do.end_point}
 
-    first = start_bot(slack, env, tmp_path)
+    first = start_bot_process(slack, env, tmp_path)
     try:
         reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=40)
         assert reply.startswith("Go-live #1 posted"), reply
@@ -122,7 +111,7 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
 
     if ssh_at_restart == "down":
         lab.ssh_down("old")
-    second = start_bot(slack, env, tmp_path)
+    second = start_bot_process(slack, env, tmp_path)
     try:
         if ssh_at_restart == "down" and step in ("after the backup", "after the write"):
             slack.wait_for(lambda: request_row(db)["state"] == "unknown", 40, "the request to be unknown")

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -251,22 +250,14 @@ def test_a_progress_update_held_by_a_slow_slack_never_lands_after_the_final_stat
 
 def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, sshd, tmp_path):
     from bot.store import Store
-    from tests.helpers import to_toml
+    from tests.helpers import start_bot_process, to_toml
 
     plan_file = tmp_path / "cutover.toml"
     plan_file.write_text(to_toml(stage_plan(sshd, tmp_path)))
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
            "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "bot.db")}
 
-    def start_bot():
-        connections = len(slack.calls_of("apps.connections.open"))
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "bot.log", "ab"))
-        slack.wait_for(lambda: len(slack.calls_of("apps.connections.open")) > connections, 20, "the bot to connect")
-        slack.wait_connected()
-        return proc
-
-    first = start_bot()
+    first = start_bot_process(slack, env, tmp_path)
     try:
         reply_text(slack, slack.command(OPERATOR, "run hold"), timeout=20)
         store = Store(env["CUTOVER_DB"])
@@ -281,7 +272,7 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
     assert "stopping: taking no new commands" in log and "keeps running on new while the bot is away" in log
     assert "the bot stopped (a restart or a deploy); the stage keeps running on `new`" in message_text(slack, ts)
     os.killpg(pgid, 0)  # the stage itself goes on
-    second = start_bot()
+    second = start_bot_process(slack, env, tmp_path)
     try:
         slack.wait_for(lambda: "the bot stopped" not in message_text(slack, ts), 20, "the message brought up to date")
         assert "— *running*" in message_text(slack, ts)

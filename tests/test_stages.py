@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 
@@ -14,7 +13,7 @@ from bot.local import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
 from tests.conftest import OPERATOR, reply_text
-from tests.helpers import rss_kb, start_sshd, to_toml
+from tests.helpers import rss_kb, start_bot_process, start_sshd, to_toml
 from tests.stage_support import SLOW_OUTPUT, finished, group_gone, message_text, stage_plan, uploaded
 
 def test_a_successful_stage_reaches_slack_with_its_exit_code(slack, stage_bot):
@@ -232,11 +231,7 @@ def test_the_bot_killed_and_restarted_mid_stage_resumes_exactly(slack, sshd, tmp
            "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "bot.db")}
 
     def start_bot():
-        connections = len(slack.calls_of("apps.connections.open"))
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "bot.log", "ab"))
-        slack.wait_for(lambda: len(slack.calls_of("apps.connections.open")) > connections, 20, "the bot to connect")
-        slack.wait_connected()
+        proc = start_bot_process(slack, env, tmp_path)
         time.sleep(0.3)
         return proc
 
