@@ -11,6 +11,7 @@ from urllib.error import URLError
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.notifier import slack_error
 from bot.plan import PlanError, load_plan
 from bot.redact import Redactor
 from bot.settings import SettingsError, load_settings
@@ -144,7 +145,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
 def slack_problem(exc: Exception, api_url: str) -> str:
     """What went wrong talking to Slack at start, and what to check; never a token."""
     if isinstance(exc, SlackApiError):
-        error = exc.response.get("error") if exc.response is not None else "unknown"
+        error = slack_error(exc)
         hints = {"invalid_auth": "SLACK_BOT_TOKEN was rejected: check it is this workspace's bot token",
                  "not_authed": "SLACK_BOT_TOKEN is missing",
                  "not_allowed_token_type": "SLACK_APP_TOKEN must be an app-level token (xapp-)",

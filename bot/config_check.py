@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.cloud import Cloud, CloudError
+from bot.notifier import slack_error
 from bot.plan import Plan, PlanError, load_plan
 from bot.settings import Settings
 from bot.ssh import known_hosts_path
@@ -93,7 +94,7 @@ def _slack(report: ConfigReport, variable: str, call, api_url: str) -> bool:  # 
     try:
         call()
     except SlackApiError as exc:
-        error = str(exc.response.get("error") or "unknown") if exc.response is not None else "unknown"
+        error = slack_error(exc)
         report.problems.append(f"{variable} {TOKEN_HINTS.get(error, f'was refused ({error})')}")
         return False
     except (SlackClientError, OSError, ValueError) as exc:

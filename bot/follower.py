@@ -73,7 +73,7 @@ def follow(runner: "StageRunner", run_id: int) -> None:
                         f"{format_duration(RETRY_MOST)}) and picks up the log from byte {run['log_offset']:,}.",
                         thread_ts=run["message_ts"])
                 runner.messages.show(run_id, run["message_ts"], replace(
-                    runner.messages.view_of(run), state=RunState(run["state"]),
+                    runner.messages.view_of(run),
                     connection=f"following stopped: {reason}; trying again in {format_duration(delay)}"))
             said = reason
             if runner.stopping.wait(delay):
@@ -355,11 +355,12 @@ class Follower:
             finished = self.done.wait(UPDATE_INTERVAL)
             if self.grep is not None:
                 self.grep.scan(self.offset if finished else self.line_end)
+            row = self.runner.row(self.run_id)
             if not finished:
-                stopping = stopping_note(self.runner.row(self.run_id))
+                stopping = stopping_note(row)
                 if stopping != self.view.stopping:
                     self._set(stopping=stopping)
-            ts = self.runner.messages.message_of(self.run_id, self.view)
+            ts = self.runner.messages.message_of(row, self.view)
             if ts is None:
                 if finished:
                     return

@@ -38,6 +38,13 @@ def make_slack_client(settings: Settings, max_rate_limit_retries: int = 5) -> We
     )
 
 
+def slack_error(exc: Exception) -> str:
+    """Slack's error code for a refused call, or what kept it from answering."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error") or "unknown") if exc.response is not None else "unknown"
+    return f"no answer ({exc.__class__.__name__})"
+
+
 class Notifier:
     def __init__(self, client: WebClient, channel: str, redactor: Redactor) -> None:
         self.client = client
@@ -70,14 +77,14 @@ class Notifier:
         try:
             return getattr(self.client, method)(**kwargs).data  # type: ignore[no-any-return]
         except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else "unknown"
+            error = slack_error(exc)
             detail = exc.response.get("errors") if exc.response is not None else None
             log.error("Slack %s failed: %s%s (channel %s)", method, error,
                       f" {detail}" if detail else "", kwargs.get("channel") or kwargs.get("channel_id"))
-            self._failure.error = str(error)
+            self._failure.error = error
         except (SlackClientError, OSError) as exc:
             log.error("Slack %s failed: %s", method, exc.__class__.__name__)
-            self._failure.error = f"no answer ({exc.__class__.__name__})"
+            self._failure.error = slack_error(exc)
         return None
 
     def post(self, text: str, blocks: list[dict] | None = None, *, thread_ts: str | None = None,

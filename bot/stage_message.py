@@ -55,12 +55,12 @@ class RunMessages:
                        reason=row["detail"] or "", ended_at=parse_optional_time(row["ended_at"]),
                        bytes=row["log_offset"])
 
-    def message_of(self, run_id: int, view: StageView) -> str | None:
-        """The run's message, posting it now if the start could not (None while Slack still refuses)."""
-        row = self.store.get("stage_runs", run_id)
+    def message_of(self, row: dict, view: StageView) -> str | None:
+        """The run's message (``row`` is the run as just read), posting it now if the start could not (None while
+        Slack still refuses)."""
         if row["message_ts"] or not view.active:
             return row["message_ts"]
-        return self._post(run_id, view)
+        return self._post(row["id"], view)
 
     def show(self, run_id: int, ts: str, view: StageView) -> bool:
         """Update the run's message to ``view``; one update at a time per run, so none lands out of order."""

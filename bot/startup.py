@@ -11,6 +11,7 @@ from __future__ import annotations
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.notifier import slack_error
 from bot.plan import Plan
 
 SCOPE_FOR = {"conversations.info": "channels:read (groups:read for a private channel)", "users.info": "users:read"}
@@ -21,17 +22,11 @@ def startup_problems(slack: WebClient, plan: Plan) -> list[str]:
     return _channel_problems(slack, plan.people.channel) + _people_problems(slack, plan)
 
 
-def _error(exc: Exception) -> str:
-    if isinstance(exc, SlackApiError) and exc.response is not None:
-        return str(exc.response.get("error") or "unknown")
-    return f"no answer ({exc.__class__.__name__})"
-
-
 def _channel_problems(slack: WebClient, channel: str) -> list[str]:
     try:
         info = slack.conversations_info(channel=channel)["channel"]
     except (SlackApiError, SlackClientError) as exc:
-        error = _error(exc)
+        error = slack_error(exc)
         if error == "channel_not_found":
             return [f"[slack] channel = {channel}: Slack knows no channel by that ID that the bot can see "
                     "(channel_not_found). Use the channel's ID (C…, from its details pane); for a private "
@@ -62,7 +57,7 @@ def _people_problems(slack: WebClient, plan: Plan) -> list[str]:
         try:
             info = slack.users_info(user=user)["user"]
         except (SlackApiError, SlackClientError) as exc:
-            error = _error(exc)
+            error = slack_error(exc)
             if error == "user_not_found":
                 problems.append(f"{where}: {user} is not a member of this workspace (user_not_found); use the "
                                 "member ID from their profile (⋮ → Copy member ID).")

@@ -168,19 +168,19 @@ class Router:
             return
         ack()
 
+        def act() -> None:
+            services.audit(caller.user, command.name, text[:AUDIT_TEXT], "accepted")
+            try:
+                reply = command.run(services, caller, parsed)
+            except Refused as exc:
+                services.audit(caller.user, command.name, text[:AUDIT_TEXT], "refused", {"reason": str(exc)})
+                reply = Reply(text=str(exc))
+            respond(text=services.redactor.text(reply.text), blocks=services.redactor.deep(reply.blocks),
+                    response_type="in_channel" if reply.public else "ephemeral")
+
         def work() -> None:
             try:
-                if delivery is not None and not services.store.first_delivery(delivery):
-                    log.info("ignored a repeated delivery (%s)", delivery)
-                    return
-                services.audit(caller.user, command.name, text[:AUDIT_TEXT], "accepted")
-                try:
-                    reply = command.run(services, caller, parsed)
-                except Refused as exc:
-                    services.audit(caller.user, command.name, text[:AUDIT_TEXT], "refused", {"reason": str(exc)})
-                    reply = Reply(text=str(exc))
-                respond(text=services.redactor.text(reply.text), blocks=services.redactor.deep(reply.blocks),
-                        response_type="in_channel" if reply.public else "ephemeral")
+                services.once(delivery, act)
             finally:
                 if command.expensive:
                     self._give_back(caller.user)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.freeze_plan import Freeze, notices_for
+from bot.notable_grep import GrepNotable, grep_available
 from bot.output_scan import NOTABLE_LIMIT, OutputScanner
 from bot.redact import KEEP, LONG_LINE, MARK, Redactor
 from bot.states import FreezeState
@@ -160,12 +161,15 @@ def test_every_command_of_the_router_is_in_the_readme_table():
 
 # -- notable lines found by grep in the local copy ----------------------------------------------------------------
 
-def test_grep_finds_the_default_words_as_whole_words_and_looks_again_at_an_unfinished_line(tmp_path):
-    from bot.notable_grep import GrepNotable, grep_available
-
+@pytest.fixture
+def log(tmp_path):
+    """Where a grep scan reads a run's log; grep itself is needed."""
     if not grep_available():
         pytest.skip("grep is not installed")
-    log = tmp_path / "run.log"
+    return tmp_path / "run.log"
+
+
+def test_grep_finds_the_default_words_as_whole_words_and_looks_again_at_an_unfinished_line(log):
     log.write_bytes(b"ok\nterrorism\nERROR: disk full\n\xff Traceback (most recent call last)\nhalf an err")
     grep = GrepNotable(log, 0)
     complete = log.read_bytes().rfind(b"\n") + 1
@@ -178,12 +182,7 @@ def test_grep_finds_the_default_words_as_whole_words_and_looks_again_at_an_unfin
     assert len(grep.lines[3]) == 300
 
 
-def test_grep_stops_at_the_cap_and_says_so(tmp_path):
-    from bot.notable_grep import GrepNotable, grep_available
-
-    if not grep_available():
-        pytest.skip("grep is not installed")
-    log = tmp_path / "run.log"
+def test_grep_stops_at_the_cap_and_says_so(log):
     log.write_bytes(b"".join(b"failed %d\n" % i for i in range(NOTABLE_LIMIT + 3)))
     grep = GrepNotable(log, 0)
     grep.scan(log.stat().st_size)
@@ -259,12 +258,7 @@ def test_terminal_escape_codes_never_reach_a_post():
     assert scan.last_lines == ("ERROR: disk full",) and scan.notable == ("ERROR: disk full",)
 
 
-def test_grep_finds_a_coloured_error_as_a_word(tmp_path):
-    from bot.notable_grep import GrepNotable, grep_available
-
-    if not grep_available():
-        pytest.skip("grep is not installed")
-    log = tmp_path / "run.log"
+def test_grep_finds_a_coloured_error_as_a_word(log):
     log.write_bytes(b"\x1b[1;31mERROR\x1b[0m: disk full\nterrorism\n")
     grep = GrepNotable(log, 0)
     grep.scan(log.stat().st_size)
