@@ -5,8 +5,9 @@ start, the stages run over SSH with live progress, a go-live is requested,
 the requester's own approval is refused, two people approve, the floating IP
 moves and the bot proves it, then rolls back. Where the machine allows (root,
 network namespaces, keepalived, sshd) the servers are the real keepalived lab;
-elsewhere the demo says plainly what it cannot show. Each step is checked and
-the exit code is 0 only if every step did what it should.
+with sshd alone, the servers run on 127.0.0.1 and a stand-in, labelled as one,
+moves the VIP in keepalived's place. Each step is checked and the exit code is
+0 only if every step did what it should.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from bot.clock import JumpClock
 from bot.local import LocalBot, start_local_bot
 from bot.plan import parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.standins.keepalived_pair import KeepalivedPairStandIn
 from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import Envelope, SlackStandIn
-from bot.standins.sshd import LocalSshd, find_sshd
+from bot.standins.sshd import find_sshd
 from bot.states import RequestState
 from bot.terminal import ChannelView, plain, render_blocks
 from bot.waiting import wait_until
@@ -54,7 +56,7 @@ class Demo:
     view: ChannelView
     clock: JumpClock
     bot: LocalBot | None = None
-    lab: KeepalivedLab | None = None
+    lab: KeepalivedLab | KeepalivedPairStandIn | None = None
     do: DigitalOceanStandIn | None = None
     results: list[tuple[str, bool]] = field(default_factory=list)
 
@@ -136,15 +138,18 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                       "Slack (Web API + Socket Mode on 127.0.0.1) and the DigitalOcean API. The clock jumps ahead to\n"
                       "reach the freeze reminders.")
         elif find_sshd() is not None:
-            sshd = LocalSshd(work / "sshd").start()
-            stack.callback(sshd.stop)
-            plan["hosts"] = {"new": sshd.host_entry()}
-            view.line(f"cutover demo — real: the Bolt app, SQLite, paramiko to an sshd on 127.0.0.1. Stand-in: Slack.\n"
-                      f"The go-live part needs the keepalived lab, which cannot run here ({why_no_lab}); it is skipped.")
+            demo.do = stack.enter_context(DigitalOceanStandIn(action_delay=0.5))
+            demo.lab = stack.enter_context(KeepalivedPairStandIn(work / "pair", demo.do, TUNED))
+            plan = demo.lab.plan(plan)
+            view.line("cutover demo — real: the Bolt app and its services, SQLite, paramiko over SSH to two servers on\n"
+                      "127.0.0.1, each with sshd and a web server. Stand-ins: Slack (Web API + Socket Mode), the\n"
+                      "DigitalOcean API, and KEEPALIVED: the real keepalived lab cannot run here\n"
+                      f"({why_no_lab}), so {KeepalivedPairStandIn.label}.\n"
+                      "The clock jumps ahead to reach the freeze reminders.")
         else:
             stage_host = ""
-            view.line(f"cutover demo — real: the Bolt app and SQLite. Stand-in: Slack. Stages need sshd and the go-live\n"
-                      f"needs the keepalived lab ({why_no_lab}); both are skipped.")
+            view.line(f"cutover demo — real: the Bolt app and SQLite. Stand-in: Slack. Stages and the go-live need sshd\n"
+                      f"(Debian package openssh-server) and {why_no_lab}; both are skipped.")
         if stage_host:
             plan["stages"] = [
                 {"name": "db-import", "host": stage_host, "command": IMPORT, "timeout": "10m",
@@ -161,16 +166,15 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             _freezes(demo)
             if stage_host:
                 _stages(demo)
-            if demo.lab is not None:
-                _golive(demo)
+            if demo.lab is not None and _golive(demo):
                 _rollback(demo)
             _audit(demo)
         except Exception as exc:  # a broken demo must end in a summary, not a traceback
             demo.check(f"the demo ran to the end (stopped by {exc.__class__.__name__}: {exc})", False)
     failed = [w for w, ok in demo.results if not ok]
     out.write(f"\nSummary: {len(demo.results) - len(failed)}/{len(demo.results)} checks passed in "
-              f"{time.monotonic() - started:.0f}s" + ("" if why_no_lab is None else f" (go-live skipped: {why_no_lab})")
-              + ".\n")
+              f"{time.monotonic() - started:.0f}s" + ("" if demo.lab is not None else " (go-live skipped: no sshd)")
+              + (" (keepalived was a stand-in)" if isinstance(demo.lab, KeepalivedPairStandIn) else "") + ".\n")
     for what in failed:
         out.write(f"  ✘ {what}\n")
     return 0 if not failed else 1
@@ -210,10 +214,14 @@ def _stages(d: Demo) -> None:
             and "*content* in effect" in text)
 
 
-def _golive(d: Demo) -> None:
+def _golive(d: Demo) -> bool:
+    """The go-live, approved and verified; False when there is nothing to roll back."""
     assert d.bot is not None and d.lab is not None and d.do is not None
     text = d.reply(d.say("alice", "/cutover golive"))
-    d.check("the preflight passed and the request is posted", "posted; it needs 2 approval(s)" in text)
+    posted = "posted; it needs 2 approval(s)" in text
+    d.check("the preflight passed and the request is posted", posted)
+    if not posted:
+        return False
     request, ts = d.latest_request()
     d.react("alice", ts)
     d.check("the requester's own approval is refused",
@@ -224,8 +232,13 @@ def _golive(d: Demo) -> None:
     state = d.settled(request["id"])
     d.wait("the final message", lambda: "verified" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
     d.check("the switch is verified: probe, keepalived and DigitalOcean agree", state == "verified")
-    d.check("keepalived moved the VIP to the new server", d.lab.vip_holder() == "new")
+    d.check(f"{_keepalived(d)} moved the VIP to the new server", d.lab.vip_holder() == "new")
     d.check("DigitalOcean shows the new droplet", d.do.holder(FLOATING_IP) == d.lab.plan({})["digitalocean"]["new_droplet"])
+    return state == "verified"
+
+
+def _keepalived(d: Demo) -> str:
+    return "the keepalived stand-in" if isinstance(d.lab, KeepalivedPairStandIn) else "keepalived"
 
 
 def _rollback(d: Demo) -> None:

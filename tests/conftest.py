@@ -14,6 +14,7 @@ import pytest
 from bot.local import start_local_bot
 from bot.plan import Plan, parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.standins.keepalived_pair import KeepalivedPairStandIn, pair_unavailable
 from bot.standins.lab import STEADY, KeepalivedLab, lab_unavailable
 from bot.standins.slack import SlackStandIn
 from tests.helpers import start_sshd
@@ -58,12 +59,24 @@ def do():
 
 
 @pytest.fixture
-def lab(tmp_path, do):
-    """Two servers in network namespaces with real keepalived, sshd and web servers (root only)."""
+def lab(request, tmp_path, do):
+    """The two servers: the keepalived lab (network namespaces, real keepalived, sshd and web servers; root only)
+    where it can run, else the keepalived stand-in (``bot.standins.keepalived_pair``: real sshd and web servers on
+    127.0.0.1) unless the test is marked ``vrrp``. ``parametrize("lab", ["stand-in"], indirect=True)`` asks for
+    the stand-in; ``CUTOVER_LAB=stand-in`` gives it to every test that does not need real VRRP."""
+    wanted = getattr(request, "param", os.environ.get("CUTOVER_LAB", "keepalived"))
     why = lab_unavailable()
-    if why:
-        pytest.skip(f"the keepalived lab cannot run here: {why}")
-    with KeepalivedLab(tmp_path / "lab", do, STEADY) as running:
+    needs_vrrp = request.node.get_closest_marker("vrrp") is not None
+    if wanted == "keepalived" and why is None or needs_vrrp:
+        if why:
+            pytest.skip(f"the keepalived lab cannot run here: {why}")
+        with KeepalivedLab(tmp_path / "lab", do, STEADY) as running:
+            yield running
+        return
+    why_no_pair = pair_unavailable()
+    if why_no_pair:
+        pytest.skip(f"the keepalived stand-in cannot run here: {why_no_pair}")
+    with KeepalivedPairStandIn(tmp_path / "pair", do, STEADY) as running:
         yield running
 
 

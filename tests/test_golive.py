@@ -22,6 +22,9 @@ from tests.helpers import FakeClock, wait_settled
 BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
 OK = "white_check_mark"
 
+# Run on the real lab and on the keepalived stand-in, so the stand-in the demo and laptops use stays true.
+ALSO_ON_THE_STAND_IN = pytest.mark.parametrize("lab", ["keepalived", "stand-in"], indirect=True)
+
 
 def lab_plan(lab, **failover) -> dict:
     base = copy.deepcopy(PLAN)
@@ -100,6 +103,7 @@ def test_check_reports_every_item(slack, bot):
         assert expected in text, text.replace("\n", " | ")
 
 
+@ALSO_ON_THE_STAND_IN
 def test_happy_path_then_rollback(slack, lab, do, bot):
     req, reply = request(slack, bot)
     assert reply == "Go-live #1 posted; it needs 2 approval(s) within 15m 00s."
@@ -232,6 +236,7 @@ def test_the_new_server_unhealthy_at_the_threshold_stops_the_flip(slack, lab, bo
     assert lab.servers["old"].health_file.read_text() == "true\n"
 
 
+@ALSO_ON_THE_STAND_IN
 def test_keepalived_not_moving_fails_verification_and_rollback_recovers(slack, lab, do, tmp_path):
     plan = lab_plan(lab, verify_timeout="6s")
     for host in plan["hosts"].values():
@@ -345,6 +350,7 @@ def assert_flip_recorded(bot, request_id, written):
 
 
 @pytest.mark.parametrize("landed", [True, False])
+@ALSO_ON_THE_STAND_IN
 def test_a_restart_that_cannot_read_the_old_server_says_unknown_until_it_can(slack, lab, do, tmp_path, landed):
     first = make_bot(slack, lab, do, tmp_path)
     req, _ = request(slack, first)
@@ -380,6 +386,7 @@ def test_a_restart_that_cannot_read_the_old_server_says_unknown_until_it_can(sla
         second.stop()
 
 
+@pytest.mark.vrrp  # a read-only mount in the old server's own mount namespace
 def test_a_write_refused_by_the_old_server_is_reported_as_itself_and_leaves_nothing(slack, lab, do, bot):
     health_dir = lab.servers["old"].health_file.parent
     req, _ = request(slack, bot)
@@ -455,6 +462,7 @@ def test_removing_a_reaction_after_the_decision_is_answered_plainly(slack, lab, 
 
 
 @pytest.mark.parametrize("role", ["new", "old"])
+@ALSO_ON_THE_STAND_IN
 def test_the_preflight_refuses_when_keepalived_is_not_running(slack, lab, do, bot, role):
     lab.stop_keepalived(role)
     text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
@@ -509,6 +517,7 @@ def test_ssh_lost_right_after_the_write_is_unknown_until_the_old_server_answers(
         lab.ssh_up("old")
 
 
+@ALSO_ON_THE_STAND_IN
 def test_the_preflight_reads_keepalived_states_and_refuses_a_backup_in_fault(slack, lab, do, bot):
     text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
     assert "keepalived is MASTER on `old` and BACKUP on `new`" in text, text

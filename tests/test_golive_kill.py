@@ -60,6 +60,7 @@ def audit_actions(db, request_id):
         store.close()
 
 
+@pytest.mark.vrrp  # its stalls wrap the real tools, the stand-in's `ip` among them
 @pytest.mark.parametrize("ssh_at_restart", ["up", "down"])
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_the_world(

@@ -70,7 +70,7 @@ def lab_unavailable() -> str | None:
 @dataclass
 class Server:
     role: str
-    netns: str
+    netns: str | None  # None: on this machine's own network (the keepalived stand-in)
     dir: Path
     sshd: LocalSshd
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -80,7 +80,47 @@ class Server:
         return self.dir / "health"
 
 
-class KeepalivedLab:
+class ServerPair:
+    """What the lab and the keepalived stand-in share: two servers, each with sshd, a web server and a health file,
+    reached from 127.0.0.1 through forwarders, and the plan that points the bot at them."""
+
+    servers: dict[str, Server]
+    ports: dict[str, int]
+    forwarders: list[Forwarder]
+
+    def set_health(self, role: str, value: str) -> None:
+        self.servers[role].health_file.write_text(value + "\n")
+
+    def ssh_down(self, role: str) -> None:
+        """The bot loses SSH to ``role`` (its connections are cut, new ones refused); the server keeps running."""
+        self._ssh_forwarder(role).pause()
+
+    def ssh_up(self, role: str) -> None:
+        self._ssh_forwarder(role).resume()
+
+    def _ssh_forwarder(self, role: str) -> Forwarder:
+        port = self.servers[role].sshd.address[1]
+        return next(f for f in self.forwarders if f.port == port)
+
+    def plan(self, base: dict) -> dict:
+        """``base`` (the [slack] table and any stages) completed with these servers and the failover."""
+        plan = dict(base)
+        plan["hosts"] = {role: {**self.servers[role].sshd.host_entry(), "health_file": str(s.health_file),
+                                "vrrp_state_file": str(s.dir / "vrrp_state")}
+                         for role, s in self.servers.items()}
+        plan["failover"] = {
+            "floating_ip": FLOATING_IP, "vip": VIP, "old": "old", "new": "new",
+            "health_file": "/var/www/health/state", "healthy": "true", "unhealthy": "false",
+            "probe_url": f"http://127.0.0.1:{self.ports['vip']}/health.php",
+            "new_probe_url": f"http://127.0.0.1:{self.ports['web-new']}/health.php",
+            "old_probe_url": f"http://127.0.0.1:{self.ports['web-old']}/health.php",
+            "new_marker": NAMES["new"], "old_marker": NAMES["old"], "verify_timeout": "30s",
+        }
+        plan["digitalocean"] = {"old_droplet": DROPLETS["old"], "new_droplet": DROPLETS["new"]}
+        return plan
+
+
+class KeepalivedLab(ServerPair):
     def __init__(self, workdir: Path, do: DigitalOceanStandIn, timing: KeepalivedTiming = TUTORIAL,
                  client_key: Path | None = None) -> None:
         self.workdir = Path(workdir)
@@ -259,39 +299,8 @@ vrrp_instance VI_1 {{
         check.write_text("#!/bin/sh\nexit 1\n")
         self._wait(lambda: self._state(role) == "FAULT", 15, f"keepalived on {role} to enter FAULT")
 
-    def set_health(self, role: str, value: str) -> None:
-        self.servers[role].health_file.write_text(value + "\n")
-
-    def ssh_down(self, role: str) -> None:
-        """The bot loses SSH to ``role`` (its connections are cut, new ones refused); the server keeps running."""
-        self._ssh_forwarder(role).pause()
-
-    def ssh_up(self, role: str) -> None:
-        self._ssh_forwarder(role).resume()
-
-    def _ssh_forwarder(self, role: str) -> Forwarder:
-        port = self.servers[role].sshd.address[1]
-        return next(f for f in self.forwarders if f.port == port)
-
     def client_netns(self) -> str:
         return self.ns["cli"]
-
-    def plan(self, base: dict) -> dict:
-        """``base`` (the [slack] table and any stages) completed with this lab's hosts and failover."""
-        plan = dict(base)
-        plan["hosts"] = {role: {**self.servers[role].sshd.host_entry(), "health_file": str(s.health_file),
-                                "vrrp_state_file": str(s.dir / "vrrp_state")}
-                         for role, s in self.servers.items()}
-        plan["failover"] = {
-            "floating_ip": FLOATING_IP, "vip": VIP, "old": "old", "new": "new",
-            "health_file": "/var/www/health/state", "healthy": "true", "unhealthy": "false",
-            "probe_url": f"http://127.0.0.1:{self.ports['vip']}/health.php",
-            "new_probe_url": f"http://127.0.0.1:{self.ports['web-new']}/health.php",
-            "old_probe_url": f"http://127.0.0.1:{self.ports['web-old']}/health.php",
-            "new_marker": NAMES["new"], "old_marker": NAMES["old"], "verify_timeout": "30s",
-        }
-        plan["digitalocean"] = {"old_droplet": DROPLETS["old"], "new_droplet": DROPLETS["new"]}
-        return plan
 
     # -- plumbing ----------------------------------------------------------------------------------
 

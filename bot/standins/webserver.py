@@ -1,6 +1,7 @@
 """The lab's web server: answers every GET with its own name and health, on every address it has.
 
-Run inside a server's namespace: ``python -m bot.standins.webserver --name web-new-01 --health FILE``.
+Run inside a server's namespace: ``python -m bot.standins.webserver --name web-new-01 --health FILE``;
+on a machine without namespaces, ``--host 127.0.0.1 --port 0 --port-file FILE`` says where it listens.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
     parser.add_argument("--health", required=True)
+    parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=80)
+    parser.add_argument("--port-file", help="write the port listened on here (by rename) once listening")
     args = parser.parse_args()
     health = Path(args.health)
 
@@ -36,8 +39,12 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("0.0.0.0", args.port), Handler)
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
+    if args.port_file:
+        tmp = Path(args.port_file + ".tmp")
+        tmp.write_text(str(server.server_address[1]))
+        tmp.rename(args.port_file)
     server.serve_forever()
 
 

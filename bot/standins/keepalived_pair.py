@@ -1,0 +1,395 @@
+"""A stand-in for the two servers' keepalived pair, where the real lab cannot run (no root, no namespaces).
+
+It is labelled as a stand-in wherever it is used. The servers are real: an
+sshd and a web server each, on 127.0.0.1. What stands in is keepalived and
+the network it moves an address on: one process (``python -m
+bot.standins.keepalived_pair CONFIG``) that, like the lab's keepalived,
+
+- runs each server's check script (it reads the health file) every
+  ``interval`` seconds, with ``fall`` and ``rise``;
+- makes the healthy server with the higher priority MASTER (``old``, so a
+  restored old server takes the address back, as keepalived's preemption
+  does), the other BACKUP, an unhealthy one FAULT, and writes each state to
+  the server's ``vrrp_state`` file as the lab's notify script does;
+- carries the VIP as a forwarder on 127.0.0.1 to the MASTER's web server;
+- on becoming MASTER asks the DigitalOcean stand-in to assign the reserved IP
+  to that server's droplet, retrying, as the notify script does.
+
+The bot asks the servers what it asks real ones over SSH. Two tools on each
+server's PATH answer from the stand-in: ``ip -o -4 addr show`` lists the VIP
+on the server that holds it, ``pgrep -x keepalived`` finds the stand-in while
+that server's keepalived is meant to run. Anything else goes to the real tool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.standins.lab import (ADDRESSES, DROPLETS, FLOATING_IP, NAMES, SERVER_PATH, TUNED, VIP, KeepalivedTiming,
+                              Server, ServerPair)
+from bot.standins.netns import Forwarder
+from bot.standins.sshd import LocalSshd, find_sshd
+from bot.waiting import wait_until
+
+ROLES = ("old", "new")
+PRIORITY = {"old": 150, "new": 100}
+
+
+def pair_unavailable() -> str | None:
+    """Why the stand-in pair can't run here, or None: it needs only sshd."""
+    return None if find_sshd() is not None else "sshd is not installed (Debian package openssh-server)"
+
+
+class KeepalivedPairStandIn(ServerPair):
+    """The two servers on 127.0.0.1 and the stand-in for their keepalived; the lab's interface."""
+
+    label = ("one process on this machine runs each server's health check\nand moves a forwarded address, "
+             "as keepalived would move the VIP")
+
+    def __init__(self, workdir: Path, do: DigitalOceanStandIn, timing: KeepalivedTiming = TUNED,
+                 client_key: Path | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.do = do
+        self.timing = timing
+        self.client_key = client_key
+        self.servers: dict[str, Server] = {}
+        self.forwarders: list[Forwarder] = []
+        self.ports: dict[str, int] = {}
+        self.pair: subprocess.Popen | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> "KeepalivedPairStandIn":
+        try:
+            self.do.add_droplet(DROPLETS["old"], NAMES["old"])
+            self.do.add_droplet(DROPLETS["new"], NAMES["new"])
+            self.do.add_ip(FLOATING_IP, DROPLETS["old"])
+            for role in ROLES:
+                self._server(role)
+            self._pair()
+            self._wait(lambda: self.state("old") == "MASTER" and self.state("new") == "BACKUP", timeout,
+                       "the stand-in to make old MASTER and new BACKUP")
+            self._wait(lambda: not self.do.busy(FLOATING_IP) and self.do.holder(FLOATING_IP) == DROPLETS["old"],
+                       timeout, "DigitalOcean to settle on the old droplet")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _server(self, role: str) -> None:
+        d = self.workdir / role
+        (d / "bin").mkdir(parents=True, exist_ok=True)  # first on the PATH of commands run over SSH: tests' tools
+        (d / "tools").mkdir(exist_ok=True)  # then the stand-in's `ip` and `pgrep`
+        (d / "health").write_text("true\n")
+        check = d / "check_health.sh"
+        check.write_text(f"#!/bin/sh\n[ \"$(cat {d / 'health'})\" = true ]\n")
+        check.chmod(0o755)
+        self._tools(role, d)
+        sshd = LocalSshd(d / "sshd", client_key=self.client_key,
+                         env={"PATH": f"{d / 'bin'}:{d / 'tools'}:{SERVER_PATH}"})
+        server = Server(role, None, d, sshd)
+        self.servers[role] = server
+        sshd.start()
+        fwd = Forwarder((None, "127.0.0.1", 0), (None, "127.0.0.1", sshd.port))
+        self.forwarders.append(fwd)
+        sshd.reachable_at("127.0.0.1", fwd.port)
+        port_file = d / "web.port"
+        log = open(d / "web.log", "ab")
+        server.processes["web"] = subprocess.Popen(
+            [sys.executable, "-m", "bot.standins.webserver", "--name", NAMES[role], "--health", str(d / "health"),
+             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)], stdout=log, stderr=log,
+            cwd=Path(__file__).resolve().parents[2])
+        self._wait(port_file.exists, 10, f"the {role} web server")
+        self.ports[f"web-{role}"] = int(port_file.read_text())
+
+    def _tools(self, role: str, d: Path) -> None:
+        real_ip, real_pgrep = shutil.which("ip", path=SERVER_PATH), shutil.which("pgrep", path=SERVER_PATH)
+        here = f"{ADDRESSES[role]}/24 brd {ADDRESSES[role].rsplit('.', 1)[0]}.255 scope global eth0"
+        (d / "tools" / "ip").write_text(
+            "#!/bin/sh\n# keepalived pair stand-in: the addresses this server would have; the VIP while it holds it.\n"
+            'if [ "$1" = -o ] && [ "$2" = -4 ] && [ "$3" = addr ] && [ "$4" = show ]; then\n'
+            f"  echo '2: eth0    inet {here}\\       valid_lft forever preferred_lft forever'\n"
+            f"  if [ \"$(cat {self.workdir / 'vip_holder'} 2>/dev/null)\" = {role} ]; then\n"
+            f"    echo '2: eth0    inet {VIP}/24 scope global secondary eth0\\       valid_lft forever preferred_lft forever'\n"
+            "  fi\n  exit 0\nfi\n"
+            + (f'exec {real_ip} "$@"\n' if real_ip else 'echo "ip: not installed" >&2; exit 127\n'))
+        (d / "tools" / "pgrep").write_text(
+            "#!/bin/sh\n# keepalived pair stand-in: its process, while this server's keepalived is meant to run.\n"
+            'if [ $# -eq 2 ] && [ "$1" = -x ] && [ "$2" = keepalived ]; then\n'
+            f"  cat {d / 'keepalived.pid'} 2>/dev/null || exit 1\n  exit 0\nfi\n"
+            + (f'exec {real_pgrep} "$@"\n' if real_pgrep else 'echo "pgrep: not installed" >&2; exit 127\n'))
+        for tool in ("ip", "pgrep"):
+            (d / "tools" / tool).chmod(0o755)
+
+    def _pair(self) -> None:
+        t = self.timing
+        config = {"dir": str(self.workdir), "interval": t.interval, "fall": t.fall, "rise": t.rise,
+                  "advert_int": t.advert_int,
+                  "web": {role: self.ports[f"web-{role}"] for role in ROLES},
+                  "digitalocean": {"url": self.do.end_point.rstrip("/"), "token": self.do.token,
+                                   "ip": FLOATING_IP, "droplets": DROPLETS}}
+        path = self.workdir / "pair.json"
+        path.write_text(json.dumps(config))
+        log = open(self.workdir / "pair.log", "ab")
+        self.pair = subprocess.Popen([sys.executable, "-m", "bot.standins.keepalived_pair", str(path)],
+                                     stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[2])
+        port_file = self.workdir / "vip.port"
+        self._wait(port_file.exists, 10, "the stand-in's VIP forwarder")
+        self.ports["vip"] = int(port_file.read_text())
+
+    def stop(self) -> None:
+        processes = [p for s in self.servers.values() for p in s.processes.values()]
+        processes += [self.pair] if self.pair is not None else []
+        for proc in processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in processes:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for server in self.servers.values():
+            server.sshd.stop()
+        for fwd in self.forwarders:
+            fwd.close()
+
+    def __enter__(self) -> "KeepalivedPairStandIn":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- looking at it and breaking it ------------------------------------------------------------
+
+    def vip_holder(self) -> str | None:
+        try:
+            holder = (self.workdir / "vip_holder").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return holder or None
+
+    def state(self, role: str) -> str | None:
+        try:
+            return (self.servers[role].dir / "vrrp_state").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def stop_keepalived(self, role: str) -> None:
+        (self.servers[role].dir / "keepalived.stopped").touch()
+        self._wait(lambda: not (self.servers[role].dir / "keepalived.pid").exists(), 10,
+                   f"the stand-in to stop {role}'s keepalived")
+
+    def break_check(self, role: str) -> None:
+        """Make ``role``'s health check fail whatever the health file says: it stays in FAULT."""
+        (self.servers[role].dir / "check_health.sh").write_text("#!/bin/sh\nexit 1\n")
+        self._wait(lambda: self.state(role) == "FAULT", 15, f"the stand-in to put {role} in FAULT")
+
+    def _wait(self, condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        try:
+            wait_until(condition, timeout, what, interval=0.05)
+        except TimeoutError:
+            log = self.workdir / "pair.log"
+            tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+            raise RuntimeError(f"the keepalived stand-in did not come up: timed out after {timeout:.0f}s waiting "
+                               f"for {what}. {tail!r}") from None
+
+
+# -- the stand-in process ---------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
+def _say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+class _Node:
+    """One server's keepalived: its check's run of results and its VRRP state."""
+
+    def __init__(self, role: str, dir: Path, fall: int, rise: int) -> None:
+        self.role = role
+        self.dir = dir
+        self.fall, self.rise = fall, rise
+        self.running = True
+        self.healthy = True  # as keepalived takes a check without init_fail: good until it fails
+        self.streak = 0  # consecutive results that disagree with ``healthy``
+        self.state: str | None = None
+
+    def checked(self, ok: bool) -> None:
+        if ok == self.healthy:
+            self.streak = 0
+            return
+        self.streak += 1
+        if self.streak >= (self.rise if ok else self.fall):
+            self.healthy, self.streak = ok, 0
+            _say(f"{self.role}: check {'succeeded' if ok else 'failed'}; {'healthy' if ok else 'unhealthy'}")
+
+    def check(self) -> bool:
+        try:
+            return subprocess.run([str(self.dir / "check_health.sh")], timeout=5,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def enter(self, state: str) -> None:
+        if state != self.state:
+            _say(f"{self.role}: Entering {state} STATE")
+            self.state = state
+            _write(self.dir / "vrrp_state", state + "\n")
+
+
+class _Pair:
+    def __init__(self, config: dict) -> None:
+        self.dir = Path(config["dir"])
+        self.interval = float(config["interval"])
+        self.advert_int = float(config["advert_int"])
+        self.web = config["web"]
+        self.do = config["digitalocean"]
+        self.nodes = {role: _Node(role, self.dir / role, int(config["fall"]), int(config["rise"])) for role in ROLES}
+        self.master: str | None = None
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+
+    def run(self) -> None:
+        for node in self.nodes.values():
+            _write(node.dir / "keepalived.pid", f"{os.getpid()}\n")
+        threading.Thread(target=self._accept, name="vip", daemon=True).start()
+        _write(self.dir / "vip.port", str(self.listener.getsockname()[1]))
+        next_check = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            for node in self.nodes.values():
+                if node.running and (node.dir / "keepalived.stopped").exists():
+                    node.running = False
+                    (node.dir / "keepalived.pid").unlink(missing_ok=True)
+                    node.enter("STOP")
+            if now >= next_check:
+                for node in self.nodes.values():
+                    if node.running:
+                        node.checked(node.check())
+                next_check = now + self.interval
+            self._elect()
+            self.stopping.wait(0.05)
+        for node in self.nodes.values():
+            (node.dir / "keepalived.pid").unlink(missing_ok=True)
+
+    def _elect(self) -> None:
+        candidates = [r for r in ROLES if self.nodes[r].running and self.nodes[r].healthy]
+        wanted = max(candidates, key=PRIORITY.__getitem__) if candidates else None
+        for node in self.nodes.values():
+            if node.running and not node.healthy:
+                node.enter("FAULT")
+        if wanted == self.master:
+            for role in candidates:
+                self.nodes[role].enter("MASTER" if role == wanted else "BACKUP")
+            return
+        if self.master is not None and self.master != wanted:
+            _say(f"{self.master}: releasing the VIP")
+            if self.nodes[self.master].running and self.nodes[self.master].healthy:
+                self.nodes[self.master].enter("BACKUP")
+            self._hold(None)
+        if wanted is not None:
+            self.stopping.wait(self.advert_int)  # the backup takes over after an advert's time
+            self._hold(wanted)
+            self.nodes[wanted].enter("MASTER")
+            threading.Thread(target=self._assign, args=(wanted,), name=f"notify-{wanted}", daemon=True).start()
+
+    def _hold(self, role: str | None) -> None:
+        with self.lock:
+            self.master = role
+        _write(self.dir / "vip_holder", (role or "") + "\n")
+        _say(f"VIP {VIP} on {role or 'neither server'}")
+
+    def _assign(self, role: str) -> None:
+        """notify_master: ask DigitalOcean to assign the reserved IP to this droplet, with retries."""
+        body = json.dumps({"type": "assign", "droplet_id": self.do["droplets"][role]}).encode()
+        for attempt in range(1, 11):
+            with self.lock:
+                if self.master != role:
+                    return  # no longer MASTER: a later notify speaks for the address
+            request = urllib.request.Request(
+                f"{self.do['url']}/reserved_ips/{self.do['ip']}/actions", data=body, method="POST",
+                headers={"Authorization": f"Bearer {self.do['token']}", "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    _say(f"{role}: notify_master: assign attempt {attempt}: HTTP {answer.status}")
+                    return
+            except urllib.error.HTTPError as exc:
+                _say(f"{role}: notify_master: assign attempt {attempt}: HTTP {exc.code}")
+            except (urllib.error.URLError, OSError) as exc:
+                _say(f"{role}: notify_master: assign attempt {attempt}: {exc}")
+            if self.stopping.wait(1):
+                return
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        with self.lock:
+            holder = self.master
+        if holder is None:
+            client.close()  # nobody holds the address: the connection goes nowhere
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.web[holder]), timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        pump = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
+        pump.start()
+        _pump(upstream, client)
+        pump.join()
+        client.close()
+        upstream.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    pair = _Pair(json.loads(Path(argv[0]).read_text()))
+    signal.signal(signal.SIGTERM, lambda *_: pair.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: pair.stopping.set())
+    _say(f"keepalived pair stand-in: VIP {VIP} on 127.0.0.1:{pair.listener.getsockname()[1]}")
+    pair.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
