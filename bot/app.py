@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from socketserver import ThreadingMixIn
 from typing import Any, Callable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.deliveries import RecentDeliveries, delivery_key
+from bot.health import Readiness
+from bot.http_front import HttpServer, SlackFront
 from bot.services import Services
 from commands import ROUTER, Router
 
@@ -78,21 +77,13 @@ def serve_socket_mode(app: App, services: Services) -> SocketModeHandler:
     return handler
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s", format % args)
-
-
-def serve_http(app: App, port: int, host: str = "0.0.0.0") -> WSGIServer:
-    """Serve ``/slack/events`` with signing-secret verification (Bolt's middleware)."""
-    wsgi = SlackRequestHandler(app, path="/slack/events")
-    server = make_server(host, port, wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="cutover-http", daemon=True).start()
-    log.info("serving /slack/events on %s:%d", host, server.server_port)
+def serve_http(app: App, services: Services, port: int, host: str = "0.0.0.0",
+               readiness: Readiness | None = None) -> HttpServer:
+    """Serve ``/slack/events`` (signed requests only), ``/healthz`` and ``/readyz`` on waitress."""
+    front = SlackFront(app, services.settings.slack_signing_secret or "",
+                       readiness or Readiness(services.settings, services.scheduler))
+    server = HttpServer(front, host, port)
+    log.info("serving /slack/events, /healthz and /readyz on %s:%d", host, server.server_port)
     return server
 
 

@@ -6,11 +6,14 @@ import argparse
 import logging
 import sys
 import threading
+from datetime import datetime, timezone
+from pathlib import Path
 from urllib.error import URLError
 
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.health import WRITE_EVERY, Readiness, health_file, write_health
 from bot.notifier import slack_error
 from bot.plan import PlanError, load_plan
 from bot.redact import Redactor
@@ -21,6 +24,7 @@ log = logging.getLogger("cutover")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutover", description="Run a planned server cutover from Slack.")
+    parser.add_argument("--version", action="version", version=f"cutover {version()}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="connect to Slack and serve /cutover (Socket Mode by default)")
     run.add_argument("--http", action="store_true", help="serve /slack/events over HTTP instead of Socket Mode")
@@ -32,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--online", action="store_true",
                        help="also ask Slack and DigitalOcean whether they accept the tokens, and check the channel "
                             "and the plan's people")
+    status = sub.add_parser("status", help="with --local: whether the bot running on this machine is ready")
+    status.add_argument("--local", action="store_true",
+                        help="read the running bot's health file (beside $CUTOVER_DB); exit 0 only when ready")
     sub.add_parser("demo", help="run the launch flow against local stand-ins, offline")
     console = sub.add_parser("console", help="talk to the bot from a terminal through a local Slack stand-in")
     console.add_argument("--plan", required=True, help="the plan file to rehearse")
@@ -42,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.plan, http=args.http, online=args.online)
     if args.cmd == "run":
         return run_bot(args.plan, http=args.http, port=args.port)
+    if args.cmd == "status":
+        return local_status(args.local)
     if args.cmd == "demo":
         from bot.demo import run_demo
 
@@ -53,6 +62,29 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return run_console(args.plan, args.db)
     return 2
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("cutover-bot")
+    except PackageNotFoundError:
+        return "(not installed: run from a source tree)"
+
+
+def local_status(local: bool) -> int:
+    from bot.health import health_file, read_health
+
+    if not local:
+        print("`cutover status` reads the bot running on this machine: add `--local`. The cutover's own status is "
+              "`/cutover status` in Slack.", file=sys.stderr)
+        return 2
+    ready, lines = read_health(health_file(load_settings()))
+    for line in lines:
+        print(line)
+    return 0 if ready else 1
 
 
 def check_config(path: str | None, *, http: bool = False, online: bool = False) -> int:
@@ -121,8 +153,9 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
             services.close()
             return 2
         app = build_app(services)
+        readiness = Readiness(settings, services.scheduler)
         if http:
-            server = serve_http(app, port)
+            server = serve_http(app, services, port, readiness=readiness)
         else:
             handler = serve_socket_mode(app, services)
     except (SlackApiError, SlackClientError, BoltError, URLError, OSError) as exc:
@@ -130,16 +163,28 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         services.close()
         return 2
     services.start()
+    mode, health = ("http" if http else "socket"), health_file(settings)
+    services.scheduler.add_job(_write_health, "interval", args=[health, readiness, mode], seconds=WRITE_EVERY,
+                               id="health", next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
     wait_for_signal()
     log.info("stopping: taking no new commands; running stages keep running on their hosts")
+    _write_health(health, None, mode, "the bot is stopping")
     # Stop taking work first; the Socket Mode client's close can wait out its socket timeout, so it runs aside.
     closing = threading.Thread(target=server.shutdown if http else handler.close, name="stop-serving", daemon=True)
     closing.start()
     closing.join(2)
     services.close()
+    _write_health(health, None, mode, "the bot has stopped")
     hold.release()
     log.info("stopped")
     return 0
+
+
+def _write_health(path: Path, readiness: Readiness | None, mode: str, note: str | None = None) -> None:
+    try:
+        write_health(path, readiness.check() if readiness is not None else [], mode, note)
+    except OSError as exc:
+        log.warning("cannot write the health file %s: %s", path, exc.strerror or exc)
 
 
 def slack_problem(exc: Exception, api_url: str) -> str:

@@ -15,7 +15,7 @@ from tests.conftest import OPERATOR, OUTSIDER, reply_text
 @pytest.fixture
 def http_bot(slack, plan, tmp_path):
     services = build_services(local_settings(slack, str(tmp_path / "cutover.db")), plan)
-    server = serve_http(build_app(services), 0, host="127.0.0.1")
+    server = serve_http(build_app(services), services, 0, host="127.0.0.1")
     slack.use_http(f"http://127.0.0.1:{server.server_port}/slack/events")
     yield services
     server.shutdown()

@@ -1,0 +1,129 @@
+"""Whether the bot can do its job now: readiness for ``/readyz``, the health file and ``cutover status --local``.
+
+Ready means: Slack's Web API answers the bot's token, the database takes a
+write, and the scheduler (freezes, reminders, go-live expiry) runs. Each is
+asked with a short deadline of its own, so a readiness probe is never stuck
+behind the thing it checks. The running bot writes the answer to a health file
+every ``WRITE_EVERY`` seconds from its scheduler, so a file older than
+``STALE_AFTER`` means the bot (or its scheduler) is not running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.settings import Settings
+
+SLACK_DEADLINE = 3.0
+DB_DEADLINE = 2.0
+CACHE_FOR = 5.0  # a flood of /readyz asks Slack once per this many seconds
+WRITE_EVERY = 15
+STALE_AFTER = 60
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    ok: bool
+    detail: str
+
+
+class Readiness:
+    def __init__(self, settings: Settings, scheduler: Any) -> None:
+        self.settings = settings
+        self.scheduler = scheduler
+        self.slack = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
+                               timeout=int(SLACK_DEADLINE))
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Item]] | None = None
+
+    def check(self) -> list[Item]:
+        with self._lock:
+            if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_FOR:
+                return self._cached[1]
+            items = [self._slack(), database_writable(self.settings.db_path), self._scheduler()]
+            self._cached = (time.monotonic(), items)
+            return items
+
+    def _slack(self) -> Item:
+        try:
+            self.slack.auth_test()
+            return Item("slack", True, "Slack's Web API accepts the bot token")
+        except SlackApiError as exc:
+            return Item("slack", False, f"Slack answered `{exc.response.get('error', 'an error')}` to auth.test")
+        except (SlackClientError, OSError) as exc:
+            return Item("slack", False, f"Slack's Web API did not answer within {SLACK_DEADLINE:g}s "
+                                        f"({exc.__class__.__name__})")
+
+    def _scheduler(self) -> Item:
+        thread = getattr(self.scheduler, "_thread", None)
+        if self.scheduler.running and (thread is None or thread.is_alive()):
+            return Item("scheduler", True, "the scheduler runs (freezes, reminders, go-live expiry)")
+        return Item("scheduler", False, "the scheduler is not running: freezes, reminders and go-live expiry "
+                                        "would not happen")
+
+
+def database_writable(path: str) -> Item:
+    """Whether the database takes a write now: a write lock and a change, rolled back, on a connection of its own."""
+    try:
+        conn = sqlite3.connect(path, timeout=DB_DEADLINE, isolation_level=None)
+    except sqlite3.Error as exc:
+        return Item("database", False, f"{path} cannot be opened: {exc}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE schema_version SET version = version")
+        conn.execute("ROLLBACK")
+        return Item("database", True, f"{path} takes writes")
+    except sqlite3.Error as exc:
+        return Item("database", False, f"{path} does not take writes: {exc}")
+    finally:
+        conn.close()
+
+
+def health_file(settings: Settings) -> Path:
+    return Path(f"{settings.db_path}.health.json")
+
+
+def write_health(path: Path, items: list[Item], mode: str, note: str | None = None) -> None:
+    """The state of readiness, for ``cutover status --local`` and a container's HEALTHCHECK; by rename."""
+    ready = note is None and all(item.ok for item in items)
+    body = {"ready": ready, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
+            "mode": mode, "note": note, "checks": [asdict(item) for item in items]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(body, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read_health(path: Path, now: datetime | None = None) -> tuple[bool, list[str]]:
+    """What the health file says, as lines for a person, and whether the bot is ready by it."""
+    try:
+        body = json.loads(path.read_text())
+        at = datetime.fromisoformat(body["at"])
+    except FileNotFoundError:
+        return False, [f"✘ no health file at {path}: the bot is not running here, or has not finished starting "
+                       "(it is beside CUTOVER_DB)"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return False, [f"✘ the health file {path} cannot be read: {exc.__class__.__name__}"]
+    age = ((now or datetime.now(timezone.utc)) - at).total_seconds()
+    lines = [f"{'✔' if c.get('ok') else '✘'} {c.get('name')}: {c.get('detail')}" for c in body.get("checks", [])]
+    if body.get("note"):
+        lines.append(f"✘ {body['note']}")
+    if age > STALE_AFTER:
+        lines.append(f"✘ the health file is {age:.0f}s old (written every {WRITE_EVERY}s): the bot (pid "
+                     f"{body.get('pid')}) has stopped, or its scheduler has")
+        return False, lines
+    ready = bool(body.get("ready"))
+    lines.append(f"{'ready' if ready else 'NOT ready'} ({body.get('mode')} mode, pid {body.get('pid')}, "
+                 f"checked {age:.0f}s ago)")
+    return ready, lines
