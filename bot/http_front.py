@@ -126,7 +126,8 @@ class HttpServer:
     def __init__(self, front: SlackFront, host: str, port: int) -> None:
         self.server = create_server(
             front, host=host, port=port, threads=THREADS, connection_limit=CONNECTIONS,
-            channel_timeout=IDLE_TIMEOUT, max_request_body_size=BODY_LIMIT, max_request_header_size=HEADER_LIMIT,
+            channel_timeout=IDLE_TIMEOUT, cleanup_interval=2, max_request_body_size=BODY_LIMIT,
+            max_request_header_size=HEADER_LIMIT,
             backlog=1024, ident="cutover", expose_tracebacks=False, asyncore_use_poll=True,
             clear_untrusted_proxy_headers=True)
         self.server_port = int(self.server.effective_port)  # type: ignore[union-attr]

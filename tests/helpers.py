@@ -95,13 +95,15 @@ def rss_kb(pid: int | None = None) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
 
 
-def start_bot_process(slack, env: dict, cwd: Path, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    """`cutover run` as a real process against the Slack stand-in, once it has connected; its log in cwd/bot.log."""
+def start_bot_process(slack, env: dict, cwd: Path, timeout: float = 30.0,  # type: ignore[no-untyped-def]
+                      argv: list[str] | None = None):
+    """`cutover run` (or ``argv``) as a real process against the Slack stand-in, once it has connected; its log in
+    cwd/bot.log."""
     import subprocess
     import sys
 
     connections = len(slack.calls_of("apps.connections.open"))
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=cwd,
+    proc = subprocess.Popen(argv or [sys.executable, "-m", "bot.cli", "run"], env=env, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=open(Path(cwd) / "bot.log", "ab"))
     slack.wait_for(lambda: len(slack.calls_of("apps.connections.open")) > connections, timeout, "the bot to connect")
     slack.wait_connected()
