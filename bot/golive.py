@@ -390,10 +390,9 @@ class GoLive:
         """The switch is known to have been made at ``written`` (the host's time): record it, then prove it."""
         kind = self._row(request_id)["kind"]
         if not self._move(request_id, from_state, RequestState.FLIPPED,
-                          {"flipped_at": written.isoformat(), "action": action}):
+                          {"flipped_at": written.isoformat(), "action": action},
+                          (f"{kind}-flipped", "ok", {"action": action, "written_at": written.isoformat()})):
             return
-        self.store.audit("cutover", f"{kind}-flipped", f"#{request_id}", "ok",
-                         {"action": action, "written_at": written.isoformat()})
         self._thread(request_id, say)
         self._post(request_id)
         self._verify(request_id)
@@ -458,9 +457,9 @@ class GoLive:
 
         result = self.failover.verify(target, self.failover.config.verify_timeout.total_seconds(), report)
         state = RequestState.VERIFIED if result.ok else RequestState.UNVERIFIED
-        self._move(request_id, RequestState.FLIPPED, state, {"verification": result.to_json()})
-        self.store.audit("cutover", f"{request['kind']}-{state}", f"#{request_id}", "ok" if result.ok else state,
-                            {"failed": [w.name for w in result.failed]})
+        self._move(request_id, RequestState.FLIPPED, state, {"verification": result.to_json()},
+                   (f"{request['kind']}-{state}", "ok" if result.ok else state,
+                    {"failed": [w.name for w in result.failed]}))
         self._post(request_id)
         if not result.ok and request["kind"] == "golive":
             self._thread(request_id, "Verification failed: " + "; ".join(w.detail for w in result.failed).rstrip(".")
@@ -544,13 +543,17 @@ class GoLive:
         return RequestState(self._row(request_id)["state"])
 
     def _move(self, request_id: int, from_state: RequestState, to_state: RequestState,
-              result: dict | None = None) -> bool:
-        """One step of the state machine; False if another thread took it first."""
+              result: dict | None = None, audit: tuple[str, str, dict] | None = None) -> bool:
+        """One step of the state machine; False if another thread took it first. ``audit`` (action, outcome,
+        detail) is recorded in the same transaction, so the audit log never lags the state."""
         with self.store.transaction() as db:
             row = db["golive_requests"].get(request_id)
             merged = {**json.loads(row["result"] or "{}"), **(result or {})}
-            return db.execute("UPDATE golive_requests SET state = ?, result = ? WHERE id = ? AND state = ?",
-                              [to_state.value, json.dumps(merged), request_id, from_state.value]).rowcount == 1
+            moved = db.execute("UPDATE golive_requests SET state = ?, result = ? WHERE id = ? AND state = ?",
+                               [to_state.value, json.dumps(merged), request_id, from_state.value]).rowcount == 1
+            if moved and audit is not None:
+                self.store.audit("cutover", audit[0], f"#{request_id}", audit[1], audit[2], db=db)
+            return moved
 
     def _post(self, request_id: int, preflight: Preflight | None = None) -> str | None:
         """Post the request message the first time, update it in place after that."""

@@ -214,15 +214,19 @@ class Store:
     # -- audit --------------------------------------------------------------------
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
-              detail: dict | str | None = None) -> int:
+              detail: dict | str | None = None, db: sqlite_utils.Database | None = None) -> int:
+        """Append to the audit log; inside ``db``'s open transaction when given, so that a state change and its
+        audit entry are seen together or not at all."""
         if isinstance(detail, dict):
             detail = json.dumps(detail, sort_keys=True, default=str)
         shown = target if len(target) <= 80 else target[:80] + "…"
         log.info("%s: %s %s → %s", actor, action, shown, outcome)  # one line per command, stage and go-live step
-        with self.transaction() as db:
-            return db["audit"].insert(
-                {"at": self._now(), "actor": actor, "action": action, "target": target,
-                 "outcome": outcome, "detail": detail}).last_pk
+        row = {"at": self._now(), "actor": actor, "action": action, "target": target, "outcome": outcome,
+               "detail": detail}
+        if db is not None:
+            return db["audit"].insert(row).last_pk
+        with self.transaction() as tx:
+            return tx["audit"].insert(row).last_pk
 
     def recent_audit(self, limit: int = 20) -> list[dict]:
         rows = self.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit])
