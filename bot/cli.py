@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--online", action="store_true",
                        help="also ask Slack and DigitalOcean whether they accept the tokens, and check the channel "
                             "and the plan's people")
+    wiring = sub.add_parser("keepalived", help="write the keepalived configuration, check and notify scripts for the "
+                                               "plan's old and new servers")
+    wiring.add_argument("--plan", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
+    wiring.add_argument("--out", default="keepalived", help="directory to write old/ and new/ into (default "
+                                                            "./keepalived)")
+    wiring.add_argument("--router-id", type=int, default=51, help="VRRP virtual_router_id, 1-255 (default 51); "
+                                                                  "unique among VRRP pairs on the network")
     status = sub.add_parser("status", help="with --local: whether the bot running on this machine is ready")
     status.add_argument("--local", action="store_true",
                         help="read the running bot's health file (beside $CUTOVER_DB); exit 0 only when ready")
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.plan, http=args.http, online=args.online)
     if args.cmd == "run":
         return run_bot(args.plan, http=args.http, port=args.port)
+    if args.cmd == "keepalived":
+        return keepalived_wiring(args.plan, Path(args.out), args.router_id)
     if args.cmd == "status":
         return local_status(args.local)
     if args.cmd == "demo":
@@ -72,6 +81,35 @@ def version() -> str:
         return installed("cutover-bot")
     except PackageNotFoundError:
         return "(not installed: run from a source tree)"
+
+
+def keepalived_wiring(plan_path: str | None, out: Path, router_id: int) -> int:
+    from bot.keepalived_wiring import DIGITALOCEAN_API, Options, WiringError, write
+
+    settings = load_settings()
+    path = plan_path or settings.plan_path
+    try:
+        plan = load_plan(path)
+        if not 1 <= router_id <= 255:
+            raise WiringError([f"--router-id: expected 1 to 255 (got {router_id})"])
+        options = Options(digitalocean_api=settings.digitalocean_end_point or DIGITALOCEAN_API,
+                          virtual_router_id=router_id)
+        written = write(plan, out, options)
+    except (PlanError, WiringError) as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 2
+    assert plan.failover is not None
+    for role, host in (("old", plan.failover.old), ("new", plan.failover.new)):
+        print(f"{out / role}/ for `{host}`: " + ", ".join(p.name for p in written if p.parent.name == role))
+    print(f"""
+On each server, as root (keepalived 2.2 or later, and curl):
+  install -m 0644 keepalived.conf /etc/keepalived/keepalived.conf
+  install -m 0755 cutover-check.sh cutover-notify.sh /etc/keepalived/
+  install -m 0600 /dev/stdin {options.token_file}   # paste a DigitalOcean token that may assign reserved IPs
+  systemctl restart keepalived
+Then `/cutover check` verifies the wiring over SSH on both servers.""")
+    return 0
 
 
 def local_status(local: bool) -> int:

@@ -98,6 +98,10 @@ class _Account(_OnOurTerms, digitalocean.Account):
     """Whose token this is."""
 
 
+class _Droplet(_OnOurTerms, digitalocean.Droplet):
+    """One droplet, as the token sees it."""
+
+
 class Cloud:
     def __init__(self, token: str | None, end_point: str | None, timeout: float = 10.0) -> None:
         self.token = token
@@ -145,6 +149,15 @@ class Cloud:
             return str(getattr(account, "email", "") or getattr(account, "uuid", "") or "an account")
 
         return self._call("account", load)
+
+    def droplet(self, droplet_id: int) -> str:
+        """The droplet's name, if the token can see it; CloudError (404) if it cannot."""
+        def load() -> str:
+            droplet = _Droplet(self.timeout, id=droplet_id, **self._options())
+            droplet.load()
+            return str(getattr(droplet, "name", "") or droplet_id)
+
+        return self._call(f"droplet {droplet_id}", load)
 
     def holder(self, ip: str, timeout: float | None = None) -> int | None:
         """The droplet the reserved (formerly floating) IP is assigned to now, or None when it is unassigned.

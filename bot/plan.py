@@ -48,6 +48,8 @@ class Host:
     jump: str | None = None
     health_file: str | None = None
     vrrp_state_file: str | None = None
+    keepalived_conf: str | None = None
+    private_address: str | None = None  # where keepalived speaks VRRP (unicast), for `cutover keepalived`
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class FailoverPlan:
     new_probe_url: str = ""
     old_probe_url: str = ""
     vrrp_state_file: str | None = None  # written by a keepalived notify script: MASTER, BACKUP, FAULT
+    keepalived_conf: str = "/etc/keepalived/keepalived.conf"
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ class Plan:
         """Where keepalived's notify script on ``host`` writes its VRRP state, if the plan says."""
         assert self.failover is not None
         return self.hosts[host].vrrp_state_file or self.failover.vrrp_state_file
+
+    def keepalived_conf(self, host: str) -> str:
+        """keepalived's configuration file on ``host``: its own, or the failover default."""
+        assert self.failover is not None
+        return self.hosts[host].keepalived_conf or self.failover.keepalived_conf
 
     def health_file(self, host: str) -> str:
         """The health file keepalived's check reads on ``host``: its own, or the failover default."""
@@ -360,7 +368,7 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
             c.error(key, h, "a table")
             continue
         c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file",
-                              "vrrp_state_file"})
+                              "vrrp_state_file", "keepalived_conf", "private_address"})
         address = c.string(h, f"{key}.address", "address", expected="a host name or IP address")
         user = c.string(h, f"{key}.user", "user", expected="a login name")
         port = c.integer(h, f"{key}.port", "port", required=False, default=22, low=1, high=65535)
@@ -374,7 +382,9 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
         if address and user:
             hosts[name] = Host(name=name, address=address, user=user, port=port or 22,
                                key_file=key_file, known_hosts=known, jump=jump, health_file=health,
-                               vrrp_state_file=_absolute(c, h, key, "vrrp_state_file"))
+                               vrrp_state_file=_absolute(c, h, key, "vrrp_state_file"),
+                               keepalived_conf=_absolute(c, h, key, "keepalived_conf"),
+                               private_address=_ipv4(c, h, "private_address", required=False, table=key))
     for name, h in hosts.items():
         if h.jump is not None and h.jump not in t:
             c.error(f"hosts.{name}.jump", h.jump, "the name of another [hosts.*] entry"
@@ -453,7 +463,7 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
     c.only(t, "failover.", {"floating_ip", "vip", "old", "new", "health_file", "healthy", "unhealthy",
                             "probe_url", "new_probe_url", "old_probe_url", "new_marker", "old_marker",
                             "verify_timeout", "interface", "require_freezes", "rollback_approvals",
-                            "vrrp_state_file"})
+                            "vrrp_state_file", "keepalived_conf"})
     ip = _ipv4(c, t, "floating_ip", required=True)
     vip = _ipv4(c, t, "vip", required=False)
     names = ", ".join(sorted(data.get("hosts") or {}))
@@ -485,6 +495,7 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
     rollback = c.integer(t, "failover.rollback_approvals", "rollback_approvals", required=False, default=1,
                          low=0, high=10)
     vrrp_state = _absolute(c, t, "failover", "vrrp_state_file")
+    keepalived_conf = _absolute(c, t, "failover", "keepalived_conf")
     if None in (ip, old, new, health_file, probe, marker) or old not in hosts or new not in hosts:
         return None
     return FailoverPlan(floating_ip=ip, old=old, new=new, health_file=health_file, healthy=healthy or "true",
@@ -493,7 +504,8 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
                     interface=interface, require_freezes=require, rollback_approvals=rollback,
                     vip=vip or ip, new_probe_url=new_probe or _on_host(probe, hosts[new].address),
                     old_probe_url=old_probe or _on_host(probe, hosts[old].address),
-                    vrrp_state_file=vrrp_state)
+                    vrrp_state_file=vrrp_state,
+                    keepalived_conf=keepalived_conf or FailoverPlan.keepalived_conf)
 
 
 def _absolute(c: _Checker, t: dict, table: str, name: str) -> str | None:
@@ -504,14 +516,14 @@ def _absolute(c: _Checker, t: dict, table: str, name: str) -> str | None:
     return value
 
 
-def _ipv4(c: _Checker, t: dict, name: str, required: bool) -> str | None:
-    value = c.string(t, f"failover.{name}", name, required=required, expected="an IPv4 address")
+def _ipv4(c: _Checker, t: dict, name: str, required: bool, table: str = "failover") -> str | None:
+    value = c.string(t, f"{table}.{name}", name, required=required, expected="an IPv4 address")
     if value is None:
         return None
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
-        c.error(f"failover.{name}", value, "an IPv4 address")
+        c.error(f"{table}.{name}", value, "an IPv4 address")
         return None
     return value
 

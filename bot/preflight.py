@@ -78,7 +78,10 @@ class Preflights:
                                   blocking=self.plan.vrrp_state_file(cfg.old) is not None),
                    lambda: _check("vip", self.witnesses.vip(current), golive),
                    lambda: _check("digitalocean", self.witnesses.cloud(current, CLOUD_PATIENCE),
-                                  golive)]
+                                  golive),
+                   lambda: _check(f"wiring {cfg.old}", self.witnesses.wiring(cfg.old), True),
+                   lambda: _check(f"wiring {cfg.new}", self.witnesses.wiring(cfg.new), True),
+                   lambda: _check("droplets", self.witnesses.droplets_seen(), golive)]
         if golive:
             checks += [self._stages, self._freezes]
         checks.append(lambda: self._no_other_request(ignore_request))

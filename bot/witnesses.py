@@ -8,6 +8,7 @@ needs to act on it.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,13 @@ KEEPALIVED_PIDS = ('me=$(readlink /proc/self/ns/net); for p in $(pgrep -x keepal
                    '[ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; exit 0')
 CLOUD_RETRY_FIRST = 0.5
 CLOUD_RETRY_MAX = 4.0
+
+
+def _uncommented(raw: bytes, marks: str = "#") -> str:
+    """A shell script (``#``) or keepalived configuration (``#!``) without its comments: a path that is only
+    mentioned in a comment is not read."""
+    pattern = re.compile(rf"(^|\s)[{marks}].*$")
+    return "\n".join(pattern.sub("", line) for line in raw.decode("utf-8", "replace").splitlines())
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,44 @@ class Witnesses:
         return Reading("keepalived", False, f"keepalived is not running on `{host}`: without it the VIP cannot "
                                             f"move; start it there (`systemctl start keepalived`)")
 
+    def wiring(self, host: str) -> Reading:
+        """keepalived's configuration on ``host`` reads the plan's health file and has an executable notify script.
+
+        The health file's path must appear in the configuration or in a check script it names (as in what
+        `cutover keepalived` writes); every notify script it names must exist and be executable.
+        """
+        conf_path, health = self.plan.keepalived_conf(host), self.plan.health_file(host)
+        regenerate = "generate it with `cutover keepalived` and install it"
+        try:
+            raw = self.ssh.read_file(host, conf_path)
+            if raw is None:
+                return Reading("wiring", False, f"`{conf_path}` is not on `{host}`: keepalived there is not "
+                                                f"configured where the plan says (`keepalived_conf`); {regenerate}")
+            conf = _uncommented(raw, "#!")
+            scripts = re.findall(r'^\s*script\s+"?([^"\s]+)', conf, re.M)
+            notifies = re.findall(r'^\s*notify(?:_master)?\s+"?([^"\s]+)', conf, re.M)
+            read = conf + "".join(_uncommented(self.ssh.read_file(host, path) or b"")
+                                  for path in scripts if path.startswith("/"))
+            missing = [path for path in notifies
+                       if self.ssh.run(host, f"test -x {quote(path)}", timeout=10).exit_code != 0]
+        except SSHError as exc:
+            return Reading("wiring", False, f"cannot read keepalived's configuration on `{host}`: {exc}")
+        problems = []
+        if health not in read:
+            checks = ", ".join(f"`{p}`" for p in scripts) or "no check script"
+            problems.append(f"keepalived on `{host}` does not read the health file `{health}` (its checks: "
+                            f"{checks}), so the flip would not move it; {regenerate}")
+        if not notifies:
+            problems.append(f"keepalived on `{host}` has no notify script in `{conf_path}`: nothing would ask "
+                            f"DigitalOcean to move the reserved IP or record the VRRP state; {regenerate}")
+        for path in missing:
+            problems.append(f"keepalived's notify script `{path}` on `{host}` is missing or not executable "
+                            f"(`chmod 0755` it, or {regenerate})")
+        if problems:
+            return Reading("wiring", False, "; ".join(problems))
+        return Reading("wiring", True, f"keepalived on `{host}` reads `{health}` and notifies through "
+                                       + ", ".join(f"`{p}`" for p in notifies), self.clock.now())
+
     def vrrp(self, master: str, backup: str, backup_may_fault: bool = False) -> Reading:
         """keepalived's own VRRP states, as its notify script records them: ``master`` MASTER, ``backup`` BACKUP.
 
@@ -132,6 +178,21 @@ class Witnesses:
             time.sleep(0.3)
 
     # -- DigitalOcean ----------------------------------------------------------------------------
+
+    def droplets_seen(self) -> Reading:
+        """DigitalOcean's token sees both droplets (the reserved IP itself is the ``cloud`` reading)."""
+        seen, problems = [], []
+        for host in (self.config.old, self.config.new):
+            droplet = self.droplet_of(host)
+            try:
+                seen.append(f"{droplet} `{self.cloud_client.droplet(droplet)}` (`{host}`)")
+            except CloudError as exc:
+                hint = (" — the token cannot see it: give it droplet:read, or check [digitalocean] "
+                        f"{'old' if host == self.config.old else 'new'}_droplet") if exc.status == 404 else ""
+                problems.append(f"droplet {droplet} (`{host}`): {exc}{hint}")
+        if problems:
+            return Reading("droplets", False, "; ".join(problems))
+        return Reading("droplets", True, "DigitalOcean's token sees droplets " + " and ".join(seen), self.clock.now())
 
     def droplet_of(self, host: str) -> int:
         return self.droplets.old_droplet if host == self.config.old else self.droplets.new_droplet

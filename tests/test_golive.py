@@ -99,6 +99,8 @@ def test_check_reports_every_item(slack, bot):
     for expected in ("SSH to `old` works", "SSH to `new` works", "holds `true`", "answers from `new`",
                      "keepalived holds VIP 10.213.7.100 on `old`", "DigitalOcean has 203.0.113.10 on droplet 3164444",
                      "every required stage has succeeded", "no other request is open",
+                     "keepalived on `old` reads", "keepalived on `new` reads", "cutover-notify.sh`",
+                     "DigitalOcean's token sees droplets 3164444 `web-old-01` (`old`) and 3164494 `web-new-01`",
                      "A go-live would find everything ready"):
         assert expected in text, text.replace("\n", " | ")
 
@@ -469,6 +471,30 @@ def test_the_preflight_refuses_when_keepalived_is_not_running(slack, lab, do, bo
     assert f"keepalived is not running on `{role}`" in text and "A go-live would stop here" in text, text
     other = "old" if role == "new" else "new"
     assert f"keepalived runs on `{other}`" in text
+    reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
+    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+
+
+@ALSO_ON_THE_STAND_IN
+def test_the_preflight_refuses_keepalived_wired_to_another_file_or_without_its_notify_script(slack, lab, do, bot):
+    old_dir, new_dir = lab.servers["old"].dir, lab.servers["new"].dir
+    check = old_dir / "cutover-check.sh"
+    check.write_text(check.read_text().replace(str(lab.servers["old"].health_file), "/var/www/other/state"))
+    (new_dir / "cutover-notify.sh").unlink()
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    assert f"keepalived on `old` does not read the health file `{lab.servers['old'].health_file}`" in text, text
+    assert f"keepalived's notify script `{new_dir / 'cutover-notify.sh'}` on `new` is missing or not executable" \
+        in text, text
+    assert "A go-live would stop here" in text
+    reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
+    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+
+
+def test_the_preflight_refuses_a_token_that_cannot_see_the_droplets(slack, lab, do, bot):
+    do.hidden_droplets.add(DROPLETS["new"])
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    assert f"droplet {DROPLETS['new']} (`new`): DigitalOcean: droplet {DROPLETS['new']}: " in text, text
+    assert "the token cannot see it: give it droplet:read" in text and "A go-live would stop here" in text
     reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
     assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
 

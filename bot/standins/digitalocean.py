@@ -53,6 +53,7 @@ class DigitalOceanStandIn:
         self.action_delay = action_delay
         self.region = region
         self.droplets: dict[int, str] = {}
+        self.hidden_droplets: set[int] = set()  # answered 404, as to a token whose scopes do not reach them
         self.ips: dict[str, int | None] = {}
         self.actions: dict[int, Action] = {}
         self.requests: list[dict] = []
@@ -196,6 +197,13 @@ class DigitalOceanStandIn:
                     return self._error(req, 404)
                 key = "floating_ip" if parts[1] == "floating_ips" else "reserved_ip"
                 return self._json(req, 200, {key: self._ip_body(parts[2])})
+            if len(parts) == 3 and parts[1] == "droplets" and method == "GET":
+                droplet_id = int(parts[2]) if parts[2].isdigit() else None
+                if droplet_id not in self.droplets or droplet_id in self.hidden_droplets:
+                    return self._error(req, 404)
+                return self._json(req, 200, {"droplet": {
+                    "id": droplet_id, "name": self.droplets[droplet_id], "status": "active", "features": [],
+                    "region": {"slug": self.region}, "networks": {"v4": [], "v6": []}, "tags": []}})
             if len(parts) == 4 and parts[1] in ("floating_ips", "reserved_ips") and parts[3] == "actions" \
                     and method == "POST":
                 return self._new_action(req, parts[2], body)

@@ -1,19 +1,20 @@
 """A stand-in for the two servers' keepalived pair, where the real lab cannot run (no root, no namespaces).
 
 It is labelled as a stand-in wherever it is used. The servers are real: an
-sshd and a web server each, on 127.0.0.1. What stands in is keepalived and
-the network it moves an address on: one process (``python -m
-bot.standins.keepalived_pair CONFIG``) that, like the lab's keepalived,
+sshd and a web server each, on 127.0.0.1, with the files ``cutover
+keepalived`` generates for them. What stands in is keepalived and the network
+it moves an address on: one process (``python -m
+bot.standins.keepalived_pair CONFIG``) that, like keepalived on those files,
 
-- runs each server's check script (it reads the health file) every
+- runs each server's generated check script (it reads the health file) every
   ``interval`` seconds, with ``fall`` and ``rise``;
 - makes the healthy server with the higher priority MASTER (``old``, so a
   restored old server takes the address back, as keepalived's preemption
-  does), the other BACKUP, an unhealthy one FAULT, and writes each state to
-  the server's ``vrrp_state`` file as the lab's notify script does;
-- carries the VIP as a forwarder on 127.0.0.1 to the MASTER's web server;
-- on becoming MASTER asks the DigitalOcean stand-in to assign the reserved IP
-  to that server's droplet, retrying, as the notify script does.
+  does), the other BACKUP, an unhealthy one FAULT, and tells each change to
+  the server's generated notify script as keepalived does: the script records
+  the state and, on MASTER, asks the DigitalOcean stand-in to assign the
+  reserved IP to that server's droplet;
+- carries the VIP as a forwarder on 127.0.0.1 to the MASTER's web server.
 
 The bot asks the servers what it asks real ones over SSH. Two tools on each
 server's PATH answer from the stand-in: ``ip -o -4 addr show`` lists the VIP
@@ -32,8 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from bot.standins.digitalocean import DigitalOceanStandIn
@@ -48,8 +47,12 @@ PRIORITY = {"old": 150, "new": 100}
 
 
 def pair_unavailable() -> str | None:
-    """Why the stand-in pair can't run here, or None: it needs only sshd."""
-    return None if find_sshd() is not None else "sshd is not installed (Debian package openssh-server)"
+    """Why the stand-in pair can't run here, or None: it needs sshd, and curl for the generated notify script."""
+    if find_sshd() is None:
+        return "sshd is not installed (Debian package openssh-server)"
+    if shutil.which("curl") is None:
+        return "curl is not installed (Debian package curl): the generated notify script uses it"
+    return None
 
 
 class KeepalivedPairStandIn(ServerPair):
@@ -68,6 +71,7 @@ class KeepalivedPairStandIn(ServerPair):
         self.forwarders: list[Forwarder] = []
         self.ports: dict[str, int] = {}
         self.pair: subprocess.Popen | None = None
+        self.vip_socket: socket.socket | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -78,6 +82,13 @@ class KeepalivedPairStandIn(ServerPair):
             self.do.add_ip(FLOATING_IP, DROPLETS["old"])
             for role in ROLES:
                 self._server(role)
+            # The VIP's socket is made here and handed to the stand-in, so the plan knows its port up front.
+            self.vip_socket = socket.socket()
+            self.vip_socket.bind(("127.0.0.1", 0))
+            self.vip_socket.listen(128)
+            self.ports["vip"] = self.vip_socket.getsockname()[1]
+            for role in ROLES:
+                self._write_wiring(role, self.do, self.timing, self.do.end_point)
             self._pair()
             self._wait(lambda: self.state("old") == "MASTER" and self.state("new") == "BACKUP", timeout,
                        "the stand-in to make old MASTER and new BACKUP")
@@ -93,9 +104,6 @@ class KeepalivedPairStandIn(ServerPair):
         (d / "bin").mkdir(parents=True, exist_ok=True)  # first on the PATH of commands run over SSH: tests' tools
         (d / "tools").mkdir(exist_ok=True)  # then the stand-in's `ip` and `pgrep`
         (d / "health").write_text("true\n")
-        check = d / "check_health.sh"
-        check.write_text(f"#!/bin/sh\n[ \"$(cat {d / 'health'})\" = true ]\n")
-        check.chmod(0o755)
         self._tools(role, d)
         sshd = LocalSshd(d / "sshd", client_key=self.client_key,
                          env={"PATH": f"{d / 'bin'}:{d / 'tools'}:{SERVER_PATH}"})
@@ -134,20 +142,18 @@ class KeepalivedPairStandIn(ServerPair):
             (d / "tools" / tool).chmod(0o755)
 
     def _pair(self) -> None:
+        assert self.vip_socket is not None
         t = self.timing
         config = {"dir": str(self.workdir), "interval": t.interval, "fall": t.fall, "rise": t.rise,
-                  "advert_int": t.advert_int,
-                  "web": {role: self.ports[f"web-{role}"] for role in ROLES},
-                  "digitalocean": {"url": self.do.end_point.rstrip("/"), "token": self.do.token,
-                                   "ip": FLOATING_IP, "droplets": DROPLETS}}
+                  "advert_int": t.advert_int, "web": {role: self.ports[f"web-{role}"] for role in ROLES},
+                  "vip_fd": self.vip_socket.fileno()}
         path = self.workdir / "pair.json"
         path.write_text(json.dumps(config))
         log = open(self.workdir / "pair.log", "ab")
         self.pair = subprocess.Popen([sys.executable, "-m", "bot.standins.keepalived_pair", str(path)],
-                                     stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[2])
-        port_file = self.workdir / "vip.port"
-        self._wait(port_file.exists, 10, "the stand-in's VIP forwarder")
-        self.ports["vip"] = int(port_file.read_text())
+                                     stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[2],
+                                     pass_fds=[self.vip_socket.fileno()])
+        self.vip_socket.close()  # the stand-in has it now
 
     def stop(self) -> None:
         processes = [p for s in self.servers.values() for p in s.processes.values()]
@@ -194,7 +200,7 @@ class KeepalivedPairStandIn(ServerPair):
 
     def break_check(self, role: str) -> None:
         """Make ``role``'s health check fail whatever the health file says: it stays in FAULT."""
-        (self.servers[role].dir / "check_health.sh").write_text("#!/bin/sh\nexit 1\n")
+        self.servers[role].break_check()
         self._wait(lambda: self.state(role) == "FAULT", 15, f"the stand-in to put {role} in FAULT")
 
     def _wait(self, condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -242,17 +248,27 @@ class _Node:
             _say(f"{self.role}: check {'succeeded' if ok else 'failed'}; {'healthy' if ok else 'unhealthy'}")
 
     def check(self) -> bool:
+        """The generated check script, as keepalived's vrrp_script runs it."""
         try:
-            return subprocess.run([str(self.dir / "check_health.sh")], timeout=5,
+            return subprocess.run([str(self.dir / "cutover-check.sh")], timeout=2,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
 
     def enter(self, state: str) -> None:
-        if state != self.state:
-            _say(f"{self.role}: Entering {state} STATE")
-            self.state = state
-            _write(self.dir / "vrrp_state", state + "\n")
+        """A new VRRP state, told to the generated notify script as keepalived tells it (TYPE NAME STATE PRIO):
+        it records the state and, on MASTER, asks DigitalOcean to assign the reserved IP."""
+        if state == self.state:
+            return
+        _say(f"{self.role}: Entering {state} STATE")
+        self.state = state
+        try:
+            done = subprocess.run([str(self.dir / "cutover-notify.sh"), "INSTANCE", "cutover", state,
+                                   str(PRIORITY[self.role])], timeout=5, capture_output=True, text=True)
+            if done.returncode != 0:
+                _say(f"{self.role}: notify exited {done.returncode}: {done.stderr.strip()[-200:]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _say(f"{self.role}: notify failed: {exc}")
 
 
 class _Pair:
@@ -261,21 +277,16 @@ class _Pair:
         self.interval = float(config["interval"])
         self.advert_int = float(config["advert_int"])
         self.web = config["web"]
-        self.do = config["digitalocean"]
         self.nodes = {role: _Node(role, self.dir / role, int(config["fall"]), int(config["rise"])) for role in ROLES}
         self.master: str | None = None
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(128)
+        self.listener = socket.socket(fileno=int(config["vip_fd"]))
 
     def run(self) -> None:
         for node in self.nodes.values():
             _write(node.dir / "keepalived.pid", f"{os.getpid()}\n")
         threading.Thread(target=self._accept, name="vip", daemon=True).start()
-        _write(self.dir / "vip.port", str(self.listener.getsockname()[1]))
         next_check = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
@@ -313,34 +324,12 @@ class _Pair:
             self.stopping.wait(self.advert_int)  # the backup takes over after an advert's time
             self._hold(wanted)
             self.nodes[wanted].enter("MASTER")
-            threading.Thread(target=self._assign, args=(wanted,), name=f"notify-{wanted}", daemon=True).start()
 
     def _hold(self, role: str | None) -> None:
         with self.lock:
             self.master = role
         _write(self.dir / "vip_holder", (role or "") + "\n")
         _say(f"VIP {VIP} on {role or 'neither server'}")
-
-    def _assign(self, role: str) -> None:
-        """notify_master: ask DigitalOcean to assign the reserved IP to this droplet, with retries."""
-        body = json.dumps({"type": "assign", "droplet_id": self.do["droplets"][role]}).encode()
-        for attempt in range(1, 11):
-            with self.lock:
-                if self.master != role:
-                    return  # no longer MASTER: a later notify speaks for the address
-            request = urllib.request.Request(
-                f"{self.do['url']}/reserved_ips/{self.do['ip']}/actions", data=body, method="POST",
-                headers={"Authorization": f"Bearer {self.do['token']}", "Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as answer:
-                    _say(f"{role}: notify_master: assign attempt {attempt}: HTTP {answer.status}")
-                    return
-            except urllib.error.HTTPError as exc:
-                _say(f"{role}: notify_master: assign attempt {attempt}: HTTP {exc.code}")
-            except (urllib.error.URLError, OSError) as exc:
-                _say(f"{role}: notify_master: assign attempt {attempt}: {exc}")
-            if self.stopping.wait(1):
-                return
 
     def _accept(self) -> None:
         while not self.stopping.is_set():

@@ -1,9 +1,10 @@
 """The keepalived lab: two web servers and a client in network namespaces, on one bridge.
 
-Each server runs a real keepalived (unicast VRRP, a ``vrrp_script`` that reads
-the server's health file, ``notify_master`` asking the DigitalOcean stand-in
-to assign the floating IP to its droplet), a real sshd and an HTTP server that
-answers with its own name on the VIP and on its own address. The bot stays on
+Each server runs a real keepalived on exactly the files ``cutover keepalived``
+generates (unicast VRRP, a check script that reads the server's health file,
+a notify script that records the VRRP state and asks the DigitalOcean
+stand-in to assign the reserved IP to its droplet), a real sshd and an HTTP
+server that answers with its own name on the VIP and on its own address. The bot stays on
 the host's loopback and reaches the lab through forwarders; the lab uses only
 addresses inside the namespaces it made.
 """
@@ -18,6 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.keepalived_wiring import RECOMMENDED, TUTORIAL, KeepalivedTiming, Options, generate
+from bot.plan import parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.netns import Forwarder, connect_in, ip, netns_available
 from bot.standins.sshd import LocalSshd, find_sshd
@@ -34,21 +37,7 @@ NAMES = {"old": "web-old-01", "new": "web-new-01"}
 _counter = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class KeepalivedTiming:
-    """The knobs that decide how fast keepalived notices the flip and moves the VIP."""
-
-    interval: int = 2
-    fall: int = 2
-    rise: int = 2
-    advert_int: float = 1
-
-    def label(self) -> str:
-        return f"interval {self.interval}, fall {self.fall}, rise {self.rise}, advert_int {self.advert_int:g}"
-
-
-TUTORIAL = KeepalivedTiming(interval=2, fall=2, rise=2, advert_int=1)
-TUNED = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=0.2)
+TUNED = RECOMMENDED  # what `cutover keepalived` writes
 # The tests' lab: the tuned check, with adverts once a second. A deliberate flip moves just as fast (the old
 # server in FAULT advertises priority 0 at once), but a backup waits ~3.6 s, not ~0.7 s, before it decides
 # the master is gone: a busy test machine that delays one advert does not split the pair.
@@ -79,6 +68,10 @@ class Server:
     def health_file(self) -> Path:
         return self.dir / "health"
 
+    def break_check(self) -> None:
+        """The check still reads the health file, then fails whatever it holds (a broken dependency, say)."""
+        (self.dir / "cutover-check.sh").write_text(f"#!/bin/sh\ncat {self.health_file} >/dev/null\nexit 1\n")
+
 
 class ServerPair:
     """What the lab and the keepalived stand-in share: two servers, each with sshd, a web server and a health file,
@@ -102,11 +95,25 @@ class ServerPair:
         port = self.servers[role].sshd.address[1]
         return next(f for f in self.forwarders if f.port == port)
 
+    def _write_wiring(self, role: str, do: DigitalOceanStandIn, timing: KeepalivedTiming, api: str) -> None:
+        """Exactly the files `cutover keepalived` generates for this plan, in ``role``'s directory."""
+        d = self.servers[role].dir
+        (d / "do-token").write_text(do.token + "\n")
+        (d / "do-token").chmod(0o600)
+        options = Options(install_dir=str(d), timing=timing, digitalocean_api=api, token_file=str(d / "do-token"),
+                          notify_log=str(d / "notify.log"),
+                          script_security=False)  # these files live under /tmp, which anyone may write to
+        for name, content in generate(parse_plan(self.plan(_WIRING_BASE), "lab plan"), options)[role].items():
+            (d / name).write_text(content)
+            (d / name).chmod(0o755 if name.endswith(".sh") else 0o644)
+
     def plan(self, base: dict) -> dict:
         """``base`` (the [slack] table and any stages) completed with these servers and the failover."""
         plan = dict(base)
         plan["hosts"] = {role: {**self.servers[role].sshd.host_entry(), "health_file": str(s.health_file),
-                                "vrrp_state_file": str(s.dir / "vrrp_state")}
+                                "vrrp_state_file": str(s.dir / "vrrp_state"),
+                                "keepalived_conf": str(s.dir / "keepalived.conf"),
+                                "private_address": ADDRESSES[role]}
                          for role, s in self.servers.items()}
         plan["failover"] = {
             "floating_ip": FLOATING_IP, "vip": VIP, "old": "old", "new": "new",
@@ -192,56 +199,12 @@ class KeepalivedLab(ServerPair):
         self._forward((self.ns[role], "127.0.0.1", 8080), (None, "127.0.0.1", self.do.port))
 
     def _keepalived(self, role: str) -> None:
+        """keepalived on ``role`` with exactly the files `cutover keepalived` generates for this lab's plan."""
         server = self.servers[role]
         d = server.dir
-        peer = "new" if role == "old" else "old"
-        check = d / "check_health.sh"
-        check.write_text(f"#!/bin/sh\n[ \"$(cat {d / 'health'})\" = true ]\n")
-        check.chmod(0o755)
-        state = d / "notify_state.sh"
-        state.write_text(f'#!/bin/sh\n# keepalived notify: TYPE NAME STATE PRIORITY\necho "$3" > {d}/vrrp_state.tmp '
-                         f'&& mv {d}/vrrp_state.tmp {d}/vrrp_state\n')
-        state.chmod(0o755)
-        notify = d / "notify_master.py"
-        notify.write_text(_NOTIFY.format(python=sys.executable, ip=FLOATING_IP, droplet=DROPLETS[role],
-                                         token=self.do.token))
-        notify.chmod(0o755)
-        t = self.timing
-        version = "version 3\n    " if t.advert_int < 1 else ""
+        # The server reaches the DigitalOcean stand-in at 127.0.0.1:8080 in its own namespace (a forwarder).
+        self._write_wiring(role, self.do, self.timing, "http://127.0.0.1:8080/v2/")
         conf = d / "keepalived.conf"
-        conf.write_text(f"""global_defs {{
-    router_id {NAMES[role]}
-    script_user root
-    vrrp_garp_master_delay 1
-    vrrp_garp_master_refresh 5
-}}
-vrrp_script chk_health {{
-    script "{check}"
-    interval {t.interval}
-    timeout 5
-    fall {t.fall}
-    rise {t.rise}
-}}
-vrrp_instance VI_1 {{
-    {version}interface eth0
-    state BACKUP
-    priority {150 if role == "old" else 100}
-    virtual_router_id 51
-    advert_int {t.advert_int:g}
-    unicast_src_ip {ADDRESSES[role]}
-    unicast_peer {{
-        {ADDRESSES[peer]}
-    }}
-    virtual_ipaddress {{
-        {VIP}/24 dev eth0
-    }}
-    track_script {{
-        chk_health
-    }}
-    notify_master "{notify}"
-    notify "{state}"
-}}
-""")
         log = open(d / "keepalived.log", "ab")
         server.processes["keepalived"] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns[role], "keepalived", "--dont-fork", "--log-console", "--log-detail",
@@ -293,10 +256,9 @@ vrrp_instance VI_1 {{
         proc.wait(10)
 
     def break_check(self, role: str) -> None:
-        """Make ``role``'s keepalived health check fail whatever the health file says (a wiring fault the
-        health file does not show): its keepalived keeps running, in FAULT, and never takes the VIP."""
-        check = self.servers[role].dir / "check_health.sh"
-        check.write_text("#!/bin/sh\nexit 1\n")
+        """Make ``role``'s keepalived health check fail whatever the health file says (a fault the health file
+        and the wiring check do not show): its keepalived keeps running, in FAULT, and never takes the VIP."""
+        self.servers[role].break_check()
         self._wait(lambda: self._state(role) == "FAULT", 15, f"keepalived on {role} to enter FAULT")
 
     def client_netns(self) -> str:
@@ -328,18 +290,7 @@ vrrp_instance VI_1 {{
         raise RuntimeError(f"the lab did not come up: timed out after {timeout:.0f}s waiting for {what}. {logs}")
 
 
-_NOTIFY = '''#!{python}
-"""keepalived notify_master: ask DigitalOcean to assign the floating IP to this droplet."""
-import json, time, urllib.error, urllib.request
 
-body = json.dumps({{"type": "assign", "droplet_id": {droplet}}}).encode()
-for attempt in range(10):
-    request = urllib.request.Request(
-        "http://127.0.0.1:8080/v2/floating_ips/{ip}/actions", data=body, method="POST",
-        headers={{"Authorization": "Bearer {token}", "Content-Type": "application/json"}})
-    try:
-        urllib.request.urlopen(request, timeout=5).read()
-        break
-    except (urllib.error.URLError, OSError):
-        time.sleep(1)
-'''
+# The least plan that `cutover keepalived` needs beside the lab's servers and failover.
+_WIRING_BASE = {"slack": {"channel": "C0LAB", "operators": ["U0LAB"], "approvers": ["U0LAB2"],
+                          "required_approvals": 1}}

@@ -1,0 +1,215 @@
+"""``cutover keepalived``: the keepalived wiring of the two servers, generated from the plan.
+
+For each of the plan's ``old`` and ``new`` servers it writes:
+
+- ``keepalived.conf``: one VRRP instance over unicast between the two
+  servers' private addresses, both starting as BACKUP so priority alone
+  decides (old 150, new 100, so a restored old server takes the address
+  back); a check script run every ``interval`` seconds that fails the
+  instance when the health file does not hold the healthy value;
+- ``cutover-check.sh``: that check, reading the plan's health file;
+- ``cutover-notify.sh``: keepalived's notify script. It records the VRRP
+  state where the plan's ``vrrp_state_file`` says (the preflight reads it),
+  and on MASTER asks the DigitalOcean API to assign the reserved IP to this
+  droplet (``/v2/reserved_ips``, ``/v2/floating_ips`` where that is not
+  found), retrying, with a log line per attempt.
+
+The keepalived lab runs exactly these files, so what the tests and the
+benchmark measure is what a user installs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.plan import Plan
+
+INSTALL_DIR = "/etc/keepalived"
+TOKEN_FILE = "/etc/keepalived/cutover-digitalocean-token"
+NOTIFY_LOG = "/var/log/cutover-notify.log"
+DIGITALOCEAN_API = "https://api.digitalocean.com/v2/"
+PRIORITY = {"old": 150, "new": 100}
+FILES = ("keepalived.conf", "cutover-check.sh", "cutover-notify.sh")
+
+
+@dataclass(frozen=True)
+class KeepalivedTiming:
+    """The knobs that decide how fast keepalived notices the flip and moves the VIP."""
+
+    interval: int = 1  # keepalived 2.2 runs a check script every whole number of seconds
+    fall: int = 1
+    rise: int = 2
+    advert_int: float = 0.2
+
+    def label(self) -> str:
+        return f"interval {self.interval}, fall {self.fall}, rise {self.rise}, advert_int {self.advert_int:g}"
+
+
+# DigitalOcean's tutorial: a check every 2 s, two failures to act, adverts once a second.
+TUTORIAL = KeepalivedTiming(interval=2, fall=2, rise=2, advert_int=1)
+# What `cutover keepalived` writes: one failed check is a deliberate flip, so act on it; adverts every 0.2 s
+# (VRRPv3) so the backup hears the old master step down at once; two good checks before taking the address back.
+RECOMMENDED = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=0.2)
+
+
+class WiringError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@dataclass(frozen=True)
+class Options:
+    install_dir: str = INSTALL_DIR
+    timing: KeepalivedTiming = RECOMMENDED
+    digitalocean_api: str = DIGITALOCEAN_API
+    token_file: str = TOKEN_FILE
+    notify_log: str = NOTIFY_LOG
+    virtual_router_id: int = 51
+    script_security: bool = True  # keepalived refuses scripts a non-root user could change
+
+
+def generate(plan: Plan, options: Options = Options()) -> dict[str, dict[str, str]]:
+    """For ``old`` and ``new`` (the plan's roles): file name → content. WiringError names what the plan lacks."""
+    failover, droplets = plan.failover, plan.digitalocean
+    errors = []
+    if failover is None or droplets is None:
+        raise WiringError([f"{plan.path}: `cutover keepalived` needs the plan's [failover] and [digitalocean] tables"])
+    hosts = {"old": failover.old, "new": failover.new}
+    for role, host in hosts.items():
+        if not plan.hosts[host].private_address:
+            errors.append(f"{plan.path}: hosts.{host}.private_address: expected the address keepalived speaks VRRP "
+                          f"on for `{host}` (on DigitalOcean, the droplet's VPC address)")
+    if errors:
+        raise WiringError(errors)
+    out = {}
+    for role, host in hosts.items():
+        peer = hosts["new" if role == "old" else "old"]
+        droplet = droplets.old_droplet if role == "old" else droplets.new_droplet
+        d = options.install_dir.rstrip("/")
+        state_file = plan.vrrp_state_file(host) or f"{d}/cutover-vrrp-state"
+        out[role] = {
+            "keepalived.conf": _conf(plan, role, host, peer, options),
+            "cutover-check.sh": _check(plan, role, host),
+            "cutover-notify.sh": _notify(role, host, state_file, failover.floating_ip, droplet, options),
+        }
+    return out
+
+
+def write(plan: Plan, out_dir: Path, options: Options = Options()) -> list[Path]:
+    """The generated files under ``out_dir/old`` and ``out_dir/new``; the scripts executable."""
+    written = []
+    for role, files in generate(plan, options).items():
+        (out_dir / role).mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            path = out_dir / role / name
+            path.write_text(content)
+            path.chmod(0o755 if name.endswith(".sh") else 0o644)
+            written.append(path)
+    return written
+
+
+def _conf(plan: Plan, role: str, host: str, peer: str, o: Options) -> str:
+    assert plan.failover is not None
+    t = o.timing
+    d = o.install_dir.rstrip("/")
+    interface = plan.failover.interface or "eth0"
+    version = "    version 3  # sub-second adverts need VRRPv3\n" if t.advert_int < 1 else ""
+    security = "    enable_script_security\n" if o.script_security else ""
+    return f"""# keepalived for `{host}` ({role}), generated by `cutover keepalived` from {plan.path}.
+# Regenerate rather than edit: the bot's preflight checks that this wiring reads the plan's health file.
+global_defs {{
+    router_id cutover_{role}
+    script_user root
+{security}    vrrp_garp_master_delay 1  # a second round of gratuitous ARP 1 s after taking the address
+    vrrp_garp_master_refresh 5
+}}
+
+vrrp_script cutover_health {{
+    script "{d}/cutover-check.sh"  # reads {plan.health_file(host)}
+    interval {t.interval}
+    timeout 2
+    fall {t.fall}  # a failed check is the bot's deliberate flip: act on the first
+    rise {t.rise}  # a restored server takes the address back after this many good checks
+}}
+
+vrrp_instance cutover {{
+{version}    state BACKUP  # both start as BACKUP: priority alone decides, so a restart never grabs the address
+    interface {interface}
+    virtual_router_id {o.virtual_router_id}
+    priority {PRIORITY[role]}
+    advert_int {t.advert_int:g}
+    unicast_src_ip {plan.hosts[host].private_address}
+    unicast_peer {{
+        {plan.hosts[peer].private_address}
+    }}
+    virtual_ipaddress {{
+        {plan.failover.vip}/32 dev {interface}
+    }}
+    track_script {{
+        cutover_health
+    }}
+    notify "{d}/cutover-notify.sh"
+}}
+"""
+
+
+def _check(plan: Plan, role: str, host: str) -> str:
+    assert plan.failover is not None
+    path = plan.health_file(host)
+    return f"""#!/bin/sh
+# keepalived's check for `{host}` ({role}), generated by `cutover keepalived`: healthy while the health file the
+# site's health page reads holds `{plan.failover.healthy}`. The bot flips by writing `{plan.failover.unhealthy}` there.
+[ "$(cat {shlex.quote(path)} 2>/dev/null)" = {shlex.quote(plan.failover.healthy)} ]
+"""
+
+
+def _notify(role: str, host: str, state_file: str, ip: str, droplet: int, o: Options) -> str:
+    api = o.digitalocean_api.rstrip("/")
+    q = shlex.quote
+    return f"""#!/bin/sh
+# keepalived's notify script for `{host}` ({role}), generated by `cutover keepalived`.
+# keepalived calls it as: cutover-notify.sh TYPE NAME STATE PRIORITY
+# 1. It records the VRRP state in {state_file} (the bot's preflight reads it).
+# 2. On MASTER it asks DigitalOcean to assign reserved IP {ip} to this droplet ({droplet}): public traffic follows
+#    that assignment. It retries for a while, stops if this server is no longer MASTER, and logs each attempt
+#    to {o.notify_log} and syslog. The token is read from {o.token_file} (root only, mode 0600).
+STATE="$3"
+STATE_FILE={q(state_file)}
+LOG={q(o.notify_log)}
+printf '%s\\n' "$STATE" > "$STATE_FILE.tmp" && mv "$STATE_FILE.tmp" "$STATE_FILE"
+[ "$STATE" = MASTER ] || exit 0
+
+log() {{
+    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) cutover-notify {role}: $*" >> "$LOG"
+    logger -t cutover-notify "$*" 2>/dev/null || true
+}}
+token=$(cat {q(o.token_file)} 2>/dev/null) || {{ log "cannot read the DigitalOcean token in {o.token_file}"; exit 1; }}
+(
+    attempt=0
+    while [ "$attempt" -lt 30 ]; do
+        attempt=$((attempt + 1))
+        if [ "$(cat "$STATE_FILE" 2>/dev/null)" != MASTER ]; then
+            log "no longer MASTER: not assigning {ip}"
+            exit 0
+        fi
+        for kind in reserved_ips floating_ips; do
+            code=$(curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 -X POST \\
+                -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \\
+                -d '{{"type": "assign", "droplet_id": {droplet}}}' "{api}/$kind/{ip}/actions" 2>/dev/null) || code=000
+            [ "$code" = 404 ] && [ "$kind" = reserved_ips ] || break  # floating_ips: an API from before the rename
+        done
+        log "assign {ip} to droplet {droplet} ($kind): attempt $attempt: HTTP $code"
+        case "$code" in
+            2??) exit 0 ;;
+            000|429|5??) sleep 1 ;;
+            *) log "DigitalOcean refused the assignment (HTTP $code): not retrying"; exit 1 ;;
+        esac
+    done
+    log "gave up assigning {ip} after $attempt attempts"
+    exit 1
+) </dev/null >/dev/null 2>&1 &
+exit 0
+"""
