@@ -109,7 +109,9 @@ class Failover:
             db["health_backups"].insert({"request_id": request_id, "host": host, "path": path,
                                          "content": previous.decode("utf-8", "replace"),
                                          "saved_at": self.clock.now().isoformat()})
-        return self._replace(host, path, (self.config.unhealthy + "\n").encode())
+        written = self._replace(host, path, (self.config.unhealthy + "\n").encode())
+        self._track(host, "1")
+        return written
 
     def backup(self) -> dict | None:
         rows = self.store.query("SELECT * FROM health_backups ORDER BY id DESC LIMIT 1")
@@ -124,7 +126,26 @@ class Failover:
             self.ssh.ensure_connected(saved["host"])
         except SSHError as exc:
             raise FlipNotMade(str(exc)) from None
-        return saved, self._replace(saved["host"], saved["path"], saved["content"].encode())
+        written = self._replace(saved["host"], saved["path"], saved["content"].encode())
+        self._track(saved["host"], "0")
+        return saved, written
+
+    def _track(self, host: str, value: str) -> None:
+        """Tell keepalived at once through its track file, after the health file (which decides) is written.
+
+        Not writing it changes nothing the health file has not decided: after a flip keepalived's check still
+        fails the old server within its interval; after a rollback the old server stays in FAULT, which the
+        verification then names. Either way the log and the audit say so.
+        """
+        path = self.plan.track_file(host)
+        if path is None:
+            return
+        try:
+            self.ssh.replace_file(host, path, f"{value}\n".encode())
+        except SSHError as exc:
+            log.warning("the track file %s on %s was not written (%s): keepalived %s", path, host, exc,
+                        "notices the flip at its next check" if value == "1" else "keeps the server in FAULT")
+            self.store.audit("cutover", "track-file", f"{host}:{path}", "failed", {"value": value, "error": str(exc)})
 
     def _replace(self, host: str, path: str, content: bytes) -> datetime:
         try:

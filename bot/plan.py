@@ -50,6 +50,7 @@ class Host:
     vrrp_state_file: str | None = None
     keepalived_conf: str | None = None
     private_address: str | None = None  # where keepalived speaks VRRP (unicast), for `cutover keepalived`
+    track_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class FailoverPlan:
     old_probe_url: str = ""
     vrrp_state_file: str | None = None  # written by a keepalived notify script: MASTER, BACKUP, FAULT
     keepalived_conf: str = "/etc/keepalived/keepalived.conf"
+    track_file: str | None = None  # keepalived's vrrp_track_file: the bot writes 1 with the flip, 0 with a rollback
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,11 @@ class Plan:
         """Where keepalived's notify script on ``host`` writes its VRRP state, if the plan says."""
         assert self.failover is not None
         return self.hosts[host].vrrp_state_file or self.failover.vrrp_state_file
+
+    def track_file(self, host: str) -> str | None:
+        """The file keepalived watches (inotify) on ``host`` for an instant flip, if the plan has one."""
+        assert self.failover is not None
+        return self.hosts[host].track_file or self.failover.track_file
 
     def keepalived_conf(self, host: str) -> str:
         """keepalived's configuration file on ``host``: its own, or the failover default."""
@@ -368,7 +375,7 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
             c.error(key, h, "a table")
             continue
         c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file",
-                              "vrrp_state_file", "keepalived_conf", "private_address"})
+                              "vrrp_state_file", "keepalived_conf", "private_address", "track_file"})
         address = c.string(h, f"{key}.address", "address", expected="a host name or IP address")
         user = c.string(h, f"{key}.user", "user", expected="a login name")
         port = c.integer(h, f"{key}.port", "port", required=False, default=22, low=1, high=65535)
@@ -384,6 +391,7 @@ def _hosts(c: _Checker, data: dict) -> dict[str, Host]:
                                key_file=key_file, known_hosts=known, jump=jump, health_file=health,
                                vrrp_state_file=_absolute(c, h, key, "vrrp_state_file"),
                                keepalived_conf=_absolute(c, h, key, "keepalived_conf"),
+                               track_file=_absolute(c, h, key, "track_file"),
                                private_address=_ipv4(c, h, "private_address", required=False, table=key))
     for name, h in hosts.items():
         if h.jump is not None and h.jump not in t:
@@ -463,7 +471,7 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
     c.only(t, "failover.", {"floating_ip", "vip", "old", "new", "health_file", "healthy", "unhealthy",
                             "probe_url", "new_probe_url", "old_probe_url", "new_marker", "old_marker",
                             "verify_timeout", "interface", "require_freezes", "rollback_approvals",
-                            "vrrp_state_file", "keepalived_conf"})
+                            "vrrp_state_file", "keepalived_conf", "track_file"})
     ip = _ipv4(c, t, "floating_ip", required=True)
     vip = _ipv4(c, t, "vip", required=False)
     names = ", ".join(sorted(data.get("hosts") or {}))
@@ -496,6 +504,7 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
                          low=0, high=10)
     vrrp_state = _absolute(c, t, "failover", "vrrp_state_file")
     keepalived_conf = _absolute(c, t, "failover", "keepalived_conf")
+    track_file = _absolute(c, t, "failover", "track_file")
     if None in (ip, old, new, health_file, probe, marker) or old not in hosts or new not in hosts:
         return None
     return FailoverPlan(floating_ip=ip, old=old, new=new, health_file=health_file, healthy=healthy or "true",
@@ -505,7 +514,7 @@ def _failover(c: _Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan |
                     vip=vip or ip, new_probe_url=new_probe or _on_host(probe, hosts[new].address),
                     old_probe_url=old_probe or _on_host(probe, hosts[old].address),
                     vrrp_state_file=vrrp_state,
-                    keepalived_conf=keepalived_conf or FailoverPlan.keepalived_conf)
+                    keepalived_conf=keepalived_conf or FailoverPlan.keepalived_conf, track_file=track_file)
 
 
 def _absolute(c: _Checker, t: dict, table: str, name: str) -> str | None:

@@ -127,6 +127,17 @@ class Preflights:
         except SSHError as exc:
             return Check(f"health {host}", False, f"cannot read `{path}` on `{host}`: {exc}")
         if value == cfg.healthy:
+            track = self.plan.track_file(host)
+            if track is not None:
+                try:
+                    raw = self.ssh.read_file(host, track)
+                except SSHError as exc:
+                    return Check(f"health {host}", False, f"cannot read `{track}` on `{host}`: {exc}")
+                held = None if raw is None else raw.decode("utf-8", "replace").strip()
+                if held not in ("0", None):
+                    return Check(f"health {host}", False, f"keepalived's track file `{track}` on `{host}` holds "
+                                                          f"`{held[:20]}`, which keeps `{host}` in FAULT; write 0 "
+                                                          "there once you know why it is set")
             return Check(f"health {host}", True, f"`{path}` on `{host}` holds `{cfg.healthy}`")
         shown = "is missing" if value is None else f"holds `{value[:40]}`"
         return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`")

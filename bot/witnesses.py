@@ -27,6 +27,11 @@ CLOUD_RETRY_FIRST = 0.5
 CLOUD_RETRY_MAX = 4.0
 
 
+def _mentions(text: str, path: str) -> bool:
+    """``path`` appears in ``text`` as itself, not as the start of a longer name (``state`` in ``state.track``)."""
+    return re.search(rf"(?<![\w./-]){re.escape(path)}(?![\w./-])", text) is not None
+
+
 def _uncommented(raw: bytes, marks: str = "#") -> str:
     """A shell script (``#``) or keepalived configuration (``#!``) without its comments: a path that is only
     mentioned in a comment is not read."""
@@ -122,7 +127,11 @@ class Witnesses:
         except SSHError as exc:
             return Reading("wiring", False, f"cannot read keepalived's configuration on `{host}`: {exc}")
         problems = []
-        if health not in read:
+        track = self.plan.track_file(host)
+        if track is not None and not _mentions(conf, track):
+            problems.append(f"keepalived on `{host}` does not watch the track file `{track}` the plan names, so "
+                            f"the flip would wait for its check; {regenerate}")
+        if not _mentions(read, health):
             checks = ", ".join(f"`{p}`" for p in scripts) or "no check script"
             problems.append(f"keepalived on `{host}` does not read the health file `{health}` (its checks: "
                             f"{checks}), so the flip would not move it; {regenerate}")

@@ -122,6 +122,7 @@ def test_happy_path_then_rollback(slack, lab, do, bot):
     assert lab.vip_holder() == "new"
     assert do.holder(FLOATING_IP) == DROPLETS["new"]
     assert lab.servers["old"].health_file.read_text() == "false\n"
+    assert (lab.servers["old"].dir / "health.track").read_text() == "1\n"  # keepalived told at once
     final = shown(slack, req["message_ts"], "Switched to `new` and verified")
     for line in ("approvals complete", "flipped", "first answer from `new`", "DigitalOcean confirmed",
                  "probes without an answer:"):
@@ -138,6 +139,7 @@ def test_happy_path_then_rollback(slack, lab, do, bot):
     assert wait_settled(bot.services, back["id"], 60) == "verified"
     assert lab.vip_holder() == "old" and do.holder(FLOATING_IP) == DROPLETS["old"]
     assert lab.servers["old"].health_file.read_text() == "true\n"
+    assert (lab.servers["old"].dir / "health.track").read_text() == "0\n"
     shown(slack, back["message_ts"], "Switched to `old` and verified")
 
 
@@ -488,6 +490,40 @@ def test_the_preflight_refuses_keepalived_wired_to_another_file_or_without_its_n
     assert "A go-live would stop here" in text
     reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
     assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+
+
+@ALSO_ON_THE_STAND_IN
+def test_the_preflight_refuses_a_track_file_left_set_and_a_config_that_does_not_watch_it(slack, lab, do, bot):
+    conf = lab.servers["new"].dir / "keepalived.conf"
+    conf.write_text(conf.read_text().replace("vrrp_track_file cutover_flip", "vrrp_track_file other")
+                    .replace(str(lab.servers["new"].dir / "health.track"), "/var/run/elsewhere"))
+    (lab.servers["old"].dir / "health.track").write_text("1\n")
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    track = lab.servers["old"].dir / "health.track"
+    assert f"keepalived's track file `{track}` on `old` holds `1`, which keeps `old` in FAULT" in text, text
+    assert f"keepalived on `new` does not watch the track file `{lab.servers['new'].dir / 'health.track'}`" in text
+    reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
+    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+
+
+@ALSO_ON_THE_STAND_IN
+def test_a_track_file_the_old_server_refuses_costs_only_the_checks_interval(slack, lab, do, bot):
+    # The old server will not take the track file (its `mv` fails for it alone): the health file still decides.
+    refuse = lab.servers["old"].dir / "bin" / "mv"
+    refuse.write_text('#!/bin/sh\ncase "$3" in *health.track) echo "mv: Read-only file system" >&2; exit 1;; esac\n'
+                      'exec /bin/mv "$@"\n')
+    refuse.chmod(0o755)
+    try:
+        req, _ = request(slack, bot)
+        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        assert wait_settled(bot.services, req["id"], 60) == "verified"
+    finally:
+        refuse.unlink()
+    assert lab.vip_holder() == "new" and lab.servers["old"].health_file.read_text() == "false\n"
+    assert (lab.servers["old"].dir / "health.track").read_text().strip() == "0"
+    failed = [e for e in bot.services.store.recent_audit(100) if e["action"] == "track-file"]
+    assert len(failed) == 1 and failed[0]["outcome"] == "failed" and "Read-only file system" in failed[0]["detail"]
 
 
 def test_the_preflight_refuses_a_token_that_cannot_see_the_droplets(slack, lab, do, bot):

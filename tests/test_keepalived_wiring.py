@@ -46,8 +46,10 @@ def test_the_command_writes_both_servers_files_and_says_how_to_install_them(tmp_
             assert (tmp_path / "out" / role / name).exists(), (role, name)
         assert (tmp_path / "out" / role / "cutover-notify.sh").stat().st_mode & 0o111
     conf = (tmp_path / "out" / "old" / "keepalived.conf").read_text()
-    assert "unicast_src_ip 10.110.0.2" in conf and "priority 150" in conf and "advert_int 0.2" in conf
+    assert "unicast_src_ip 10.110.0.2" in conf and "priority 254" in conf and "advert_int 0.2" in conf
     assert "/var/www/health/state" in (tmp_path / "out" / "old" / "cutover-check.sh").read_text()
+    assert 'vrrp_track_file cutover_flip {\n    file "/var/www/health/keepalived-track"' in conf
+    assert "track_file {\n        cutover_flip\n    }" in conf
     assert "/etc/keepalived/cutover-digitalocean-token" in result.stdout and "install" in result.stdout
 
 

@@ -35,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 
+from bot.keepalived_wiring import RECOMMENDED
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.lab import (ADDRESSES, DROPLETS, FLOATING_IP, NAMES, SERVER_PATH, TUNED, VIP, KeepalivedTiming,
                               Server, ServerPair)
@@ -43,7 +44,7 @@ from bot.standins.sshd import LocalSshd, find_sshd
 from bot.waiting import wait_until
 
 ROLES = ("old", "new")
-PRIORITY = {"old": 150, "new": 100}
+PRIORITY = {"old": 2, "new": 1}  # old above new, as in what `cutover keepalived` writes
 
 
 def pair_unavailable() -> str | None:
@@ -89,6 +90,9 @@ class KeepalivedPairStandIn(ServerPair):
             self.ports["vip"] = self.vip_socket.getsockname()[1]
             for role in ROLES:
                 self._write_wiring(role, self.do, self.timing, self.do.end_point)
+                track = self.servers[role].dir / "health.track"
+                if self.track and not track.exists():
+                    track.write_text("0\n")  # as keepalived's init_file does
             self._pair()
             self._wait(lambda: self.state("old") == "MASTER" and self.state("new") == "BACKUP", timeout,
                        "the stand-in to make old MASTER and new BACKUP")
@@ -235,6 +239,7 @@ class _Node:
         self.fall, self.rise = fall, rise
         self.running = True
         self.healthy = True  # as keepalived takes a check without init_fail: good until it fails
+        self.tracked = False  # the track file holds something other than 0: FAULT, at once
         self.streak = 0  # consecutive results that disagree with ``healthy``
         self.state: str | None = None
 
@@ -246,6 +251,21 @@ class _Node:
         if self.streak >= (self.rise if ok else self.fall):
             self.healthy, self.streak = ok, 0
             _say(f"{self.role}: check {'succeeded' if ok else 'failed'}; {'healthy' if ok else 'unhealthy'}")
+
+    @property
+    def ok(self) -> bool:
+        return self.healthy and not self.tracked
+
+    def watch(self) -> None:
+        """The track file, read as often as the loop turns, as keepalived's inotify watch would see it."""
+        try:
+            value = (self.dir / "health.track").read_text().strip()
+        except FileNotFoundError:
+            value = "0"
+        tracked = value not in ("0", "")
+        if tracked != self.tracked:
+            self.tracked = tracked
+            _say(f"{self.role}: track file holds {value!r}")
 
     def check(self) -> bool:
         """The generated check script, as keepalived's vrrp_script runs it."""
@@ -264,7 +284,7 @@ class _Node:
         self.state = state
         try:
             done = subprocess.run([str(self.dir / "cutover-notify.sh"), "INSTANCE", "cutover", state,
-                                   str(PRIORITY[self.role])], timeout=5, capture_output=True, text=True)
+                                   str(RECOMMENDED.priority(self.role))], timeout=5, capture_output=True, text=True)
             if done.returncode != 0:
                 _say(f"{self.role}: notify exited {done.returncode}: {done.stderr.strip()[-200:]}")
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -295,6 +315,8 @@ class _Pair:
                     node.running = False
                     (node.dir / "keepalived.pid").unlink(missing_ok=True)
                     node.enter("STOP")
+            for node in self.nodes.values():
+                node.watch()
             if now >= next_check:
                 for node in self.nodes.values():
                     if node.running:
@@ -306,10 +328,10 @@ class _Pair:
             (node.dir / "keepalived.pid").unlink(missing_ok=True)
 
     def _elect(self) -> None:
-        candidates = [r for r in ROLES if self.nodes[r].running and self.nodes[r].healthy]
+        candidates = [r for r in ROLES if self.nodes[r].running and self.nodes[r].ok]
         wanted = max(candidates, key=PRIORITY.__getitem__) if candidates else None
         for node in self.nodes.values():
-            if node.running and not node.healthy:
+            if node.running and not node.ok:
                 node.enter("FAULT")
         if wanted == self.master:
             for role in candidates:
@@ -317,7 +339,7 @@ class _Pair:
             return
         if self.master is not None and self.master != wanted:
             _say(f"{self.master}: releasing the VIP")
-            if self.nodes[self.master].running and self.nodes[self.master].healthy:
+            if self.nodes[self.master].running and self.nodes[self.master].ok:
                 self.nodes[self.master].enter("BACKUP")
             self._hold(None)
         if wanted is not None:

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ _counter = itertools.count(1)
 
 TUNED = RECOMMENDED  # what `cutover keepalived` writes
 # The tests' lab: the tuned check, with adverts once a second. A deliberate flip moves just as fast (the old
-# server in FAULT advertises priority 0 at once), but a backup waits ~3.6 s, not ~0.7 s, before it decides
+# server in FAULT advertises priority 0 at once), but a backup waits ~3 s, not ~0.6 s, before it decides
 # the master is gone: a busy test machine that delays one advert does not split the pair.
 STEADY = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=1)
 
@@ -80,6 +81,7 @@ class ServerPair:
     servers: dict[str, Server]
     ports: dict[str, int]
     forwarders: list[Forwarder]
+    track: bool = True  # the plan names a track file (what `cutover keepalived` recommends)
 
     def set_health(self, role: str, value: str) -> None:
         self.servers[role].health_file.write_text(value + "\n")
@@ -113,7 +115,8 @@ class ServerPair:
         plan["hosts"] = {role: {**self.servers[role].sshd.host_entry(), "health_file": str(s.health_file),
                                 "vrrp_state_file": str(s.dir / "vrrp_state"),
                                 "keepalived_conf": str(s.dir / "keepalived.conf"),
-                                "private_address": ADDRESSES[role]}
+                                "private_address": ADDRESSES[role],
+                                **({"track_file": str(s.dir / "health.track")} if self.track else {})}
                          for role, s in self.servers.items()}
         plan["failover"] = {
             "floating_ip": FLOATING_IP, "vip": VIP, "old": "old", "new": "new",
@@ -127,13 +130,35 @@ class ServerPair:
         return plan
 
 
+class _Edge(Forwarder):
+    """DigitalOcean's edge for the reserved IP, in the client's namespace: each new connection goes to the droplet
+    the DigitalOcean stand-in says holds the IP, which changes only when an assign action completes."""
+
+    def __init__(self, listen: tuple[str | None, str, int], lab: "KeepalivedLab") -> None:
+        self.lab = lab
+        self.holder: int | None = None
+        super().__init__(listen, (None, "127.0.0.1", 0))
+        threading.Thread(target=self._follow, name="edge", daemon=True).start()
+
+    def _follow(self) -> None:
+        """The assignment, read every 5 ms: a connection never waits on the stand-in's lock."""
+        while not self._closed.is_set():
+            self.holder = self.lab.do.holder(FLOATING_IP)
+            self._closed.wait(0.005)
+
+    def pick_target(self) -> tuple[str | None, str, int] | None:
+        role = next((r for r, d in DROPLETS.items() if d == self.holder), None)
+        return None if role is None else (self.lab.ns["cli"], ADDRESSES[role], 80)
+
+
 class KeepalivedLab(ServerPair):
     def __init__(self, workdir: Path, do: DigitalOceanStandIn, timing: KeepalivedTiming = TUTORIAL,
-                 client_key: Path | None = None) -> None:
+                 client_key: Path | None = None, track: bool = True) -> None:
         self.workdir = Path(workdir)
         self.do = do
         self.timing = timing
         self.client_key = client_key
+        self.track = track
         tag = f"co{os.getpid() % 100000}x{next(_counter)}"
         self.ns = {role: f"{tag}-{role}" for role in ("br", "old", "new", "cli")}
         self.servers: dict[str, Server] = {}
@@ -173,6 +198,9 @@ class KeepalivedLab(ServerPair):
             ip("link", "set", f"p-{role}", "master", "br0", "up", netns=self.ns["br"])
             ip("addr", "add", f"{ADDRESSES[role]}/24", "dev", "eth0", netns=self.ns[role])
             ip("link", "set", "eth0", "up", netns=self.ns[role])
+        # The reserved IP as the public sees it: an edge in the client's namespace routes it to its holder.
+        ip("addr", "add", f"{FLOATING_IP}/32", "dev", "lo", netns=self.ns["cli"])
+        self.forwarders.append(_Edge((self.ns["cli"], FLOATING_IP, 80), self))
 
     def _server(self, role: str) -> None:
         d = self.workdir / role

@@ -120,11 +120,16 @@ class Forwarder:
                 except OSError:
                     pass
 
+    def pick_target(self) -> tuple[str | None, str, int] | None:
+        """Where the next connection goes (None: nowhere, it is closed)."""
+        return self.target
+
     def _relay(self, client: socket.socket) -> None:
-        if self._paused.is_set():
+        target = None if self._paused.is_set() else self.pick_target()
+        if target is None:
             client.close()
             return
-        ns, host, port = self.target
+        ns, host, port = target
         try:
             upstream = connect_in(ns, (host, port))
         except OSError:
