@@ -93,6 +93,8 @@ def one_run(timing, track: bool, rate: float) -> dict:  # type: ignore[no-untype
             approved_at = time.time()
             slack.react("U0CAROL", "white_check_mark", "C0LAUNCH", request["message_ts"])
             state = settled(bot, request["id"])
+            recorded = bot.services.store.query("SELECT approved_at FROM approvals WHERE request_id = ? AND user = ?",
+                                                [request["id"], "U0CAROL"])
             result = json.loads(bot.services.store.get("golive_requests", request["id"])["result"] or "{}")
             for client in clients:
                 client.wait(timeout=CLIENT_SECONDS + 30)
@@ -104,12 +106,18 @@ def one_run(timing, track: bool, rate: float) -> dict:  # type: ignore[no-untype
                 f.close()
             bot.stop()
     written = datetime.fromisoformat(result["flipped_at"]).timestamp() if result.get("flipped_at") else None
+    # Where approval → write goes: Slack delivering the reaction and the bot recording it, then the fast
+    # confirmation and the write itself.
+    counted = datetime.fromisoformat(recorded[0]["approved_at"]).timestamp() if recorded else None
+    breakdown = {"approval_to_recorded_ms": round((counted - approved_at) * 1000, 1) if counted else None,
+                 "recorded_to_health_write_ms": round((written - counted) * 1000, 1) if counted and written
+                 else None}
     out = {}
     for path in PATHS:
         lines = [json.loads(line) for line in (work / f"samples-{path}.jsonl").read_text().splitlines()
                  if line.strip()]
         samples = sorted((s for s in lines if "i" in s), key=lambda s: s["sent"])
-        out[path] = analyse(samples, state, approved_at, written, rate)
+        out[path] = {**analyse(samples, state, approved_at, written, rate), **breakdown}
     return out
 
 
@@ -185,6 +193,7 @@ def main() -> None:
                       **{key: spread([r[path] for r in runs], key)
                          for key in ("gap_ms", "failed", "failed_during_switch", "late_over_200ms",
                                      "p99_ms_around_flip", "approval_to_health_write_ms",
+                                     "approval_to_recorded_ms", "recorded_to_health_write_ms",
                                      "approval_to_first_new_ms")}}
                for path in PATHS},
         })

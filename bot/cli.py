@@ -103,7 +103,8 @@ def keepalived_wiring(plan_path: str | None, out: Path, router_id: int) -> int:
     for role, host in (("old", plan.failover.old), ("new", plan.failover.new)):
         print(f"{out / role}/ for `{host}`: " + ", ".join(p.name for p in written if p.parent.name == role))
     print(f"""
-On each server, as root (keepalived 2.2 or later, and curl):
+On each server, as root, from its directory ({out / 'old'} on `{plan.failover.old}`, {out / 'new'} on \
+`{plan.failover.new}`; keepalived 2.2 or later, and curl):
   install -m 0644 keepalived.conf /etc/keepalived/keepalived.conf
   install -m 0755 cutover-check.sh cutover-notify.sh /etc/keepalived/
   install -m 0600 /dev/stdin {options.token_file}   # paste a DigitalOcean token that may assign reserved IPs

@@ -26,10 +26,10 @@ from bot.clock import JumpClock
 from bot.local import LocalBot, start_local_bot
 from bot.plan import parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
-from bot.standins.keepalived_pair import KeepalivedPairStandIn
+from bot.standins.keepalived_pair import KeepalivedPairStandIn, pair_unavailable
 from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import Envelope, SlackStandIn
-from bot.standins.sshd import find_sshd
+from bot.standins.sshd import LocalSshd, find_sshd
 from bot.states import RequestState
 from bot.terminal import ChannelView, plain, render_blocks
 from bot.waiting import wait_until
@@ -137,7 +137,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                       "servers in network namespaces, each with keepalived (VRRP), sshd and a web server. Stand-ins:\n"
                       "Slack (Web API + Socket Mode on 127.0.0.1) and the DigitalOcean API. The clock jumps ahead to\n"
                       "reach the freeze reminders.")
-        elif find_sshd() is not None:
+        elif (why_no_pair := pair_unavailable()) is None:
             demo.do = stack.enter_context(DigitalOceanStandIn(action_delay=0.5))
             demo.lab = stack.enter_context(KeepalivedPairStandIn(work / "pair", demo.do, TUNED))
             plan = demo.lab.plan(plan)
@@ -146,6 +146,13 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                       "DigitalOcean API, and KEEPALIVED: the real keepalived lab cannot run here\n"
                       f"({why_no_lab}), so {KeepalivedPairStandIn.label}.\n"
                       "The clock jumps ahead to reach the freeze reminders.")
+        elif find_sshd() is not None:
+            sshd = LocalSshd(work / "sshd").start()
+            stack.callback(sshd.stop)
+            plan["hosts"] = {"new": sshd.host_entry()}
+            view.line(f"cutover demo — real: the Bolt app, SQLite, paramiko to an sshd on 127.0.0.1. Stand-in: Slack.\n"
+                      f"The go-live is skipped: the keepalived lab cannot run here ({why_no_lab}), nor its stand-in\n"
+                      f"({why_no_pair}).")
         else:
             stage_host = ""
             view.line(f"cutover demo — real: the Bolt app and SQLite. Stand-in: Slack. Stages and the go-live need sshd\n"
@@ -173,7 +180,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             demo.check(f"the demo ran to the end (stopped by {exc.__class__.__name__}: {exc})", False)
     failed = [w for w, ok in demo.results if not ok]
     out.write(f"\nSummary: {len(demo.results) - len(failed)}/{len(demo.results)} checks passed in "
-              f"{time.monotonic() - started:.0f}s" + ("" if demo.lab is not None else " (go-live skipped: no sshd)")
+              f"{time.monotonic() - started:.0f}s" + ("" if demo.lab is not None else " (go-live skipped)")
               + (" (keepalived was a stand-in)" if isinstance(demo.lab, KeepalivedPairStandIn) else "") + ".\n")
     for what in failed:
         out.write(f"  ✘ {what}\n")

@@ -63,8 +63,8 @@ class Readiness:
         except SlackApiError as exc:
             return Item("slack", False, f"Slack answered `{exc.response.get('error', 'an error')}` to auth.test")
         except (SlackClientError, OSError) as exc:
-            return Item("slack", False, f"Slack's Web API did not answer within {SLACK_DEADLINE:g}s "
-                                        f"({exc.__class__.__name__})")
+            return Item("slack", False, f"Slack's Web API gave no answer ({exc.__class__.__name__}, within a "
+                                        f"{SLACK_DEADLINE:g}s deadline): check SLACK_API_URL and the network")
 
     def _scheduler(self) -> Item:
         thread = getattr(self.scheduler, "_thread", None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
 from slack_bolt import App, BoltRequest
@@ -96,12 +97,15 @@ class SlackFront:
         status = response.status
         out = [(k, v) for k, values in response.headers.items() if k.lower() != "content-length" for v in values]
         body = (response.body or "").encode("utf-8")
-        start_response(f"{status} {_REASONS.get(status, 'Status')}", [*out, ("Content-Length", str(len(body)))])
+        start_response(_status(status), [*out, ("Content-Length", str(len(body)))])
         return [body]
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+def _status(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} Status"
 
 
 def _headers(environ: dict) -> dict[str, str]:
@@ -115,7 +119,7 @@ def _headers(environ: dict) -> dict[str, str]:
 def _answer(start_response: StartResponse, status: int, body: dict,
             extra: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
     data = json.dumps(body).encode()
-    start_response(f"{status} {_REASONS.get(status, 'Status')}",
+    start_response(_status(status),
                    [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *(extra or [])])
     return [data]
 

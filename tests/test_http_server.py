@@ -237,7 +237,7 @@ def test_readiness_names_a_locked_database_and_an_unreachable_slack(slack, plan,
         away = Readiness(type(settings)(**{**settings.__dict__, "slack_api_url": f"http://127.0.0.1:{gone}/api/"}),
                          services.scheduler)
         slack_item = away.check()[0]
-        assert not slack_item.ok and "did not answer" in slack_item.detail
+        assert not slack_item.ok and "gave no answer" in slack_item.detail
     finally:
         services.close()
 

@@ -7,7 +7,8 @@ it moves an address on: one process (``python -m
 bot.standins.keepalived_pair CONFIG``) that, like keepalived on those files,
 
 - runs each server's generated check script (it reads the health file) every
-  ``interval`` seconds, with ``fall`` and ``rise``;
+  ``interval`` seconds, with ``fall`` and ``rise``, and reads its track file
+  every 50 ms (keepalived watches it with inotify): anything but 0 is FAULT;
 - makes the healthy server with the higher priority MASTER (``old``, so a
   restored old server takes the address back, as keepalived's preemption
   does), the other BACKUP, an unhealthy one FAULT, and tells each change to
