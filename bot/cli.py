@@ -114,7 +114,7 @@ Then `/cutover check` verifies the wiring over SSH on both servers.""")
 
 
 def local_status(local: bool) -> int:
-    from bot.health import health_file, read_health
+    from bot.health import read_health
 
     if not local:
         print("`cutover status` reads the bot running on this machine: add `--local`. The cutover's own status is "

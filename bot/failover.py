@@ -109,9 +109,7 @@ class Failover:
             db["health_backups"].insert({"request_id": request_id, "host": host, "path": path,
                                          "content": previous.decode("utf-8", "replace"),
                                          "saved_at": self.clock.now().isoformat()})
-        written = self._replace(host, path, (self.config.unhealthy + "\n").encode())
-        self._track(host, "1")
-        return written
+        return self._replace(host, path, (self.config.unhealthy + "\n").encode())
 
     def backup(self) -> dict | None:
         rows = self.store.query("SELECT * FROM health_backups ORDER BY id DESC LIMIT 1")
@@ -126,26 +124,29 @@ class Failover:
             self.ssh.ensure_connected(saved["host"])
         except SSHError as exc:
             raise FlipNotMade(str(exc)) from None
-        written = self._replace(saved["host"], saved["path"], saved["content"].encode())
-        self._track(saved["host"], "0")
-        return saved, written
+        return saved, self._replace(saved["host"], saved["path"], saved["content"].encode())
 
-    def _track(self, host: str, value: str) -> None:
-        """Tell keepalived at once through its track file, after the health file (which decides) is written.
+    def tell_keepalived(self, kind: str) -> str | None:
+        """Once the health file is known written, say it to keepalived at once through the old server's track
+        file: 1 after a go-live, 0 after a rollback. None when done (or the plan has none); else what it means.
 
-        Not writing it changes nothing the health file has not decided: after a flip keepalived's check still
-        fails the old server within its interval; after a rollback the old server stays in FAULT, which the
-        verification then names. Either way the log and the audit say so.
+        The health file decides: a track file not written after a go-live costs only keepalived's check
+        interval; after a rollback it keeps the old server in FAULT, which the verification then shows.
         """
+        host = self.config.old
         path = self.plan.track_file(host)
         if path is None:
-            return
+            return None
+        value = "1" if kind == "golive" else "0"
         try:
             self.ssh.replace_file(host, path, f"{value}\n".encode())
+            return None
         except SSHError as exc:
-            log.warning("the track file %s on %s was not written (%s): keepalived %s", path, host, exc,
-                        "notices the flip at its next check" if value == "1" else "keeps the server in FAULT")
             self.store.audit("cutover", "track-file", f"{host}:{path}", "failed", {"value": value, "error": str(exc)})
+            consequence = ("keepalived notices the flip at its next check instead" if value == "1" else
+                           f"keepalived keeps `{host}` in FAULT until it holds 0: write 0 there")
+            log.warning("the track file %s on %s was not written (%s): %s", path, host, exc, consequence)
+            return f"keepalived's track file `{path}` on `{host}` was not written ({exc}); {consequence}."
 
     def _replace(self, host: str, path: str, content: bytes) -> datetime:
         try:

@@ -356,9 +356,8 @@ class GoLive:
         kind = request["kind"]
         preflight, how = self._recheck(request_id, kind)
         if not preflight.ok:
-            self._move(request_id, RequestState.DECIDING, RequestState.ABORTED, {"preflight": preflight.to_json()})
-            self.store.audit("cutover", f"{kind}-aborted", f"#{request_id}", "aborted",
-                                {"reason": "; ".join(c.detail for c in preflight.failed)})
+            self._move(request_id, RequestState.DECIDING, RequestState.ABORTED, {"preflight": preflight.to_json()},
+                       (f"{kind}-aborted", "aborted", {"reason": "; ".join(c.detail for c in preflight.failed)}))
             self._post(request_id, preflight=preflight)
             self._thread(request_id, "Not switching: " + "; ".join(c.detail for c in preflight.failed))
             return
@@ -373,8 +372,8 @@ class GoLive:
                 saved, written = self.failover.restore()
                 action = f"restored `{saved['path']}` on `{saved['host']}`"
         except FlipNotMade as exc:
-            self._move(request_id, RequestState.FLIPPING, RequestState.ABORTED, {"error": str(exc)})
-            self.store.audit("cutover", f"{kind}-flip-failed", f"#{request_id}", "error", {"reason": str(exc)})
+            self._move(request_id, RequestState.FLIPPING, RequestState.ABORTED, {"error": str(exc)},
+                       (f"{kind}-flip-failed", "error", {"reason": str(exc)}))
             self._post(request_id)
             self._thread(request_id, f"❌ The {word} could not be made: {exc}. Nothing was changed.")
             return
@@ -389,11 +388,14 @@ class GoLive:
                  say: str) -> None:
         """The switch is known to have been made at ``written`` (the host's time): record it, then prove it."""
         kind = self._row(request_id)["kind"]
+        # Every path that learns the switch was made passes here (after a restart too), and before the request is
+        # recorded as flipped: a bot stopped in between tells keepalived again when it learns it once more.
+        note = self.failover.tell_keepalived(kind)
         if not self._move(request_id, from_state, RequestState.FLIPPED,
                           {"flipped_at": written.isoformat(), "action": action},
                           (f"{kind}-flipped", "ok", {"action": action, "written_at": written.isoformat()})):
             return
-        self._thread(request_id, say)
+        self._thread(request_id, say + (f"\n⚠️ {note}" if note else ""))
         self._post(request_id)
         self._verify(request_id)
 
@@ -401,10 +403,10 @@ class GoLive:
 
     def _unknown(self, request_id: int, from_state: RequestState, reason: str) -> None:
         """The write may or may not have landed: say so, and keep asking the old server until it can tell."""
-        if not self._move(request_id, from_state, RequestState.UNKNOWN, {"unknown": reason}):
-            return
         kind = self._row(request_id)["kind"]
-        self.store.audit("cutover", f"{kind}-flip-unknown", f"#{request_id}", "unknown", {"reason": reason})
+        if not self._move(request_id, from_state, RequestState.UNKNOWN, {"unknown": reason},
+                          (f"{kind}-flip-unknown", "unknown", {"reason": reason})):
+            return
         self._post(request_id)
         self._thread(request_id, f"❓ Whether the {'switch' if kind == 'golive' else 'rollback'} was made is "
                                  f"*unknown*: {reason}. The bot reads the old server's health file every "
@@ -435,9 +437,8 @@ class GoLive:
                               "Verifying…")
                 return
             if self._move(request_id, RequestState.UNKNOWN, RequestState.ABORTED,
-                          {"error": f"the write did not land: `{path}` on `{old}` still holds `{value}`"}):
-                self.store.audit("cutover", f"{kind}-flip-failed", f"#{request_id}", "error",
-                                 {"reason": f"did not land; the health file holds {value}"})
+                          {"error": f"the write did not land: `{path}` on `{old}` still holds `{value}`"},
+                          (f"{kind}-flip-failed", "error", {"reason": f"did not land; the health file holds {value}"})):
                 self._post(request_id)
                 self._thread(request_id, f"✅ Now known: the {'switch' if kind == 'golive' else 'rollback'} was "
                                          f"*not* made. `{path}` on `{old}` still holds `{value}`; nothing was "

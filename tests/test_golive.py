@@ -522,6 +522,9 @@ def test_a_track_file_the_old_server_refuses_costs_only_the_checks_interval(slac
     assert (lab.servers["old"].dir / "health.track").read_text().strip() == "0"
     failed = [e for e in bot.services.store.recent_audit(100) if e["action"] == "track-file"]
     assert len(failed) == 1 and failed[0]["outcome"] == "failed" and "Read-only file system" in failed[0]["detail"]
+    thread = thread_text(slack, req["message_ts"])
+    assert f"keepalived's track file `{lab.servers['old'].dir / 'health.track'}` on `old` was not written" in thread
+    assert "keepalived notices the flip at its next check instead" in thread
 
 
 def test_the_preflight_refuses_a_token_that_cannot_see_the_droplets(slack, lab, do, bot):

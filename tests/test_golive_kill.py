@@ -139,6 +139,7 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
             assert "golive-verified" in actions and "Switched to `new` and verified" in text
             assert "othing was changed" not in thread and "othing was changed" not in text
             assert lab.vip_holder() == "new"
+            assert (lab.servers["old"].dir / "health.track").read_text() == "1\n"  # told after a restart too
             assert "On `new` since" in status and "verified after go-live #1" in status
             written = lab.servers["old"].health_file.stat().st_mtime
             flipped_at = json.loads(final["result"])["flipped_at"]
