@@ -16,8 +16,12 @@ from typing import Any, Callable
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+from sqlite_utils.db import NotFoundError
+
 from bot.deliveries import RecentDeliveries, delivery_key
 from bot.health import Readiness
+from bot.messages import DONE_ACTION
+from bot.refusals import Refused
 from bot.http_front import HttpServer, SlackFront
 from bot.services import Services
 from commands import ROUTER, Router
@@ -61,6 +65,28 @@ def build_app(services: Services, router: Router = ROUTER) -> App:
     def on_reaction(event: dict) -> None:
         if services.golive is not None:
             services.golive.on_reaction(event)
+
+    @app.action(DONE_ACTION)
+    def step_done(ack: Any, body: dict, context: dict) -> None:
+        """The Done button on a person's step: the same as `/cutover done STEP`, for that run only."""
+        ack()
+        user = (body.get("user") or {}).get("id", "")
+        action = (body.get("actions") or [{}])[0]
+        services.events.submit(f"Done by {user}", services.once, context.get("delivery_key"), on_done, user,
+                               action.get("value", ""))
+
+    def on_done(user: str, value: str) -> None:
+        try:
+            run = services.store.get("stage_runs", int(value))
+        except (ValueError, NotFoundError):
+            services.notifier.ephemeral(user, "That button belongs to no step this bot knows.")
+            return
+        services.audit(user, "done", run["stage"], "accepted", {"run": run["id"], "via": "button"})
+        try:
+            services.stages.people.complete(run["stage"], user, ok=True, run_id=run["id"])
+        except Refused as exc:
+            services.audit(user, "done", run["stage"], "refused", {"reason": str(exc)})
+            services.notifier.ephemeral(user, str(exc))
 
     @app.error
     def on_error(error: Exception, body: dict) -> None:

@@ -42,6 +42,15 @@ def context(text: str) -> dict:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_LIMIT]}]}
 
 
+def button(text: str, action_id: str, value: str, style: str | None = None) -> dict:
+    """An actions block with one button; Slack allows 75 characters of label and 2,000 of value."""
+    element = {"type": "button", "text": {"type": "plain_text", "text": text[:75], "emoji": True},
+               "action_id": action_id, "value": value[:2000]}
+    if style:
+        element["style"] = style
+    return {"type": "actions", "elements": [element]}
+
+
 def divider() -> dict:
     return {"type": "divider"}
 

@@ -21,6 +21,8 @@ def delivery_key(body: dict) -> str | None:
         return "event:" + str(body["event_id"])
     if body.get("trigger_id") and body.get("command"):
         return "command:" + str(body["trigger_id"])
+    if body.get("trigger_id") and body.get("type") == "block_actions":
+        return "action:" + str(body["trigger_id"])
     return None
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from bot.blocks import sentence, clamp, code, context, divider, escape, header, section, sections, slack_date
+from bot.blocks import button, sentence, clamp, code, context, divider, escape, header, section, sections, slack_date
 from bot.durations import format_duration
 from bot.status import NOT_RUN, StageLine, StatusReport
 from bot.clock import parse_time
 from bot.stage_view import StageView
+from bot.timetable import LAST_RUN, StepTimes, Timetable
 from bot.states import RequestState, RunState
 
 STATE_ICONS = {
@@ -36,9 +37,59 @@ def help_message(commands: list[tuple[str, str]], *, is_operator: bool, is_appro
     return [header("What you can do with /cutover"), *sections(lines), context(who)]
 
 
+ON_TIME = timedelta(minutes=1)
+
+
+def lateness(delta: timedelta) -> str:
+    """"on time" within a minute either way, else how late or early."""
+    if abs(delta) < ON_TIME:
+        return "on time"
+    return f"{format_duration(abs(delta))} {'late' if delta > timedelta(0) else 'early'}"
+
+
+def _hm(when: datetime) -> str:
+    return slack_date(when, "{time}")
+
+
+def step_times(t: StepTimes | None) -> str:
+    """Planned and actual (or projected) start and end of one step, and how late it is."""
+    if t is None:
+        return ""
+    parts = []
+    if t.planned_start is not None and t.planned_end is not None:
+        parts.append(f"planned {_hm(t.planned_start)}–{_hm(t.planned_end)}")
+    elif t.expected is not None:
+        parts.append(f"expected {format_duration(t.expected)}" + (" (last run)" if t.expected_from == LAST_RUN else ""))
+    if t.started and t.start is not None:
+        end = _hm(t.end) if t.ended and t.end else (f"~{_hm(t.end)}" if t.end else "?")
+        parts.append(f"actual {_hm(t.start)}–{end}")
+    if t.late_by is not None and (t.started or t.late_by >= ON_TIME):
+        parts.append(lateness(t.late_by))
+    return " · ".join(parts)
+
+
+def timetable_lines(t: Timetable) -> list[str]:
+    """The night against its plan: when it starts, how late it is, when the go-live comes."""
+    lines = []
+    if t.start is not None:
+        lines.append(f"The night {'started' if t.start <= t.now else 'starts'} {slack_date(t.start)}.")
+    if t.unknown:
+        names = ", ".join(f"`{n}`" for n in t.unknown[:5]) + (f" and {len(t.unknown) - 5} more" if len(t.unknown) > 5
+                                                             else "")
+        lines.append(f"Go-live projection *unknown*: {names} {'has' if len(t.unknown) == 1 else 'have'} no planned "
+                     "time and no successful run to go by.")
+    elif t.projected_end is not None:
+        line = f"Go-live projected {slack_date(t.projected_end)} (after the last step, along the critical path)"
+        if t.late_by is not None and t.planned_end is not None:
+            line += f": *{lateness(t.late_by)}* against the plan's {slack_date(t.planned_end)}"
+        lines.append(line + ".")
+    return lines
+
+
 def _stage_line(s: StageLine) -> str:
     icon = STATE_ICONS.get(s.state, "•")
-    parts = [f"{icon} *{escape(s.name)}* on `{escape(s.host)}` — {s.state}"]
+    where = f"a step for <@{s.owner}>" if s.owner else f"on `{escape(s.host)}`"
+    parts = [f"{icon} *{escape(s.name)}* {where} — {s.state}"]
     if s.elapsed is not None:
         parts.append(("elapsed " if s.ended_at is None else "took ") + format_duration(s.elapsed))
     if s.exit_code is not None:
@@ -47,13 +98,16 @@ def _stage_line(s: StageLine) -> str:
         parts.append(s.stopping)
     if s.depends_on and s.state == NOT_RUN:
         parts.append("after " + ", ".join(s.depends_on))
-    return ", ".join(parts)
+    times = step_times(s.times)
+    return ", ".join(parts) + (f" · {times}" if times else "")
 
 
 def status_message(report: StatusReport) -> list[dict]:
     blocks = [header("Cutover status")]
     if report.stages:
         blocks += [section("*Stages*"), *sections([_stage_line(s) for s in report.stages], budget=20)]
+        if report.timetable is not None and (lines := timetable_lines(report.timetable)):
+            blocks.append(section("*Timetable*\n" + "\n".join(lines)))
     else:
         blocks.append(section("*Stages*\nThe plan has no stages."))
     blocks.append(divider())
@@ -135,11 +189,50 @@ def _size(n: int) -> str:
 
 def stage_text(view: StageView) -> str:
     """The notification text of a stage message (what a phone shows)."""
+    if view.owner:
+        return f"{STATE_ICONS.get(view.state, '•')} {view.stage}, a step for <@{view.owner}>: {_step_state(view)}"
     return f"{STATE_ICONS.get(view.state, '•')} {view.stage} on {view.host}: {view.state}"
+
+
+DONE_ACTION = "step_done"
+
+
+def _step_state(view: StageView) -> str:
+    """A person's step in words: waiting on its owner while it runs, done when it succeeded."""
+    if view.active:
+        return "waiting for its owner"
+    return "done" if view.state == RunState.SUCCEEDED else str(view.state)
+
+
+def manual_message(view: StageView, now: datetime) -> list[dict]:
+    """A person's step: what to do, for whom, and a Done button while it is open."""
+    elapsed = (view.ended_at or now) - view.started_at
+    head = f"{STATE_ICONS.get(view.state, '•')} *{escape(view.stage)}* — a step for <@{view.owner}> — " \
+           f"*{_step_state(view)}*"
+    if view.active:
+        head += f" · open {format_duration(elapsed)}"
+        if view.previous_duration is not None:
+            head += f" (planned {format_duration(view.previous_duration)})"
+    else:
+        head += f" after {format_duration(elapsed)}"
+        if view.completed_by:
+            head += f" · by <@{view.completed_by}>"
+    blocks = [section(head), section(escape(view.instructions))]
+    if view.reason and not view.active:
+        blocks.append(section(escape(view.reason)))
+    if view.active:
+        blocks.append(button("Done", DONE_ACTION, str(view.run_id), style="primary"))
+        blocks.append(context(f"Only <@{view.owner}> or an operator can complete it: the button, or "
+                              f"`/cutover done {view.stage}`. If it cannot be done: "
+                              f"`/cutover failed {view.stage} REASON`."))
+    blocks.append(context(f"Run {view.run_id} · started by <@{view.started_by}> {slack_date(view.started_at)}"))
+    return blocks
 
 
 def stage_message(view: StageView, now_mono: float, now: datetime) -> list[dict]:
     """The one message a stage run keeps up to date in the launch channel."""
+    if view.owner:
+        return manual_message(view, now)
     state, active = view.state, view.active
     fraction = view.progress.fraction
     eta = view.eta(now_mono, now) if active else None

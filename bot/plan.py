@@ -12,13 +12,14 @@ import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from bot.durations import EXPECTED as DURATION_EXPECTED
 from bot.durations import parse_duration
+from bot.when import WhenError, parse_when
 
 DEFAULT_REMINDERS = ("24h", "1h", "10m")
 BUILTIN_FREEZE_KINDS = ("content", "registration")
@@ -64,6 +65,14 @@ class Stage:
     notable: re.Pattern[str] | None = None
     depends_on: tuple[str, ...] = ()
     required: bool = True
+    owner: str | None = None  # a person's step: the Slack user who does it, by hand
+    instructions: str | None = None  # what they do; a step has these or a command, never both
+    planned: timedelta | None = None  # how long the step should take, for the night's timetable
+
+    @property
+    def manual(self) -> bool:
+        """A person's step (owner and instructions), not a command on a host."""
+        return self.owner is not None
 
 
 @dataclass(frozen=True)
@@ -110,12 +119,21 @@ class FreezeKind:
     name: str
     start_stage: str | None = None
     end_stage: str | None = None
+    announce_to: tuple[str, ...] = ()  # more channels that hear the announcement, reminders, start and end
 
 
 @dataclass(frozen=True)
 class FreezesPlan:
     reminders: tuple[timedelta, ...]
     kinds: dict[str, FreezeKind]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The night's timetable: when it starts, and how many steps ``run all`` runs side by side."""
+
+    start: datetime | None = None
+    max_parallel: int = 1
 
 
 @dataclass(frozen=True)
@@ -128,9 +146,18 @@ class Plan:
     digitalocean: DigitalOcean | None
     freezes: FreezesPlan
     redact: tuple[re.Pattern[str], ...] = field(default_factory=tuple)
+    schedule: Schedule = Schedule()
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    def waits_for(self) -> dict[str, tuple[str, ...]]:
+        """What each step waits for: its dependencies, and with one at a time also the step before it."""
+        out = {}
+        for i, stage in enumerate(self.stages):
+            before = (self.stages[i - 1].name,) if self.schedule.max_parallel == 1 and i else ()
+            out[stage.name] = tuple(dict.fromkeys(stage.depends_on + before))
+        return out
 
     def vrrp_state_file(self, host: str) -> str | None:
         """Where keepalived's notify script on ``host`` writes its VRRP state, if the plan says."""
@@ -293,7 +320,7 @@ def load_plan(path: str | Path) -> Plan:
 
 def parse_plan(data: dict, path: str = "<plan>") -> Plan:
     c = _Checker(path)
-    c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact"})
+    c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact", "schedule"})
 
     people = _people(c, data)
     hosts = _hosts(c, data)
@@ -301,6 +328,7 @@ def parse_plan(data: dict, path: str = "<plan>") -> Plan:
     failover = _failover(c, data, hosts)
     digitalocean = _digitalocean(c, data)
     freezes = _freezes(c, data, stages)
+    schedule = _schedule(c, data)
     redact = tuple(p for p in (
         _compile(c, f"redact[{i}]", v) for i, v in enumerate(
             c.string_list(data, "redact", "redact", expected="a list of regular expressions", required=False))
@@ -319,7 +347,7 @@ def parse_plan(data: dict, path: str = "<plan>") -> Plan:
         raise PlanError(path, c.errors)
     assert people is not None and freezes is not None
     return Plan(path=path, people=people, hosts=hosts, stages=stages, failover=failover,
-                digitalocean=digitalocean, freezes=freezes, redact=redact)
+                digitalocean=digitalocean, freezes=freezes, redact=redact, schedule=schedule)
 
 
 def _compile(c: _Checker, key: str, value: str) -> re.Pattern[str] | None:
@@ -422,16 +450,32 @@ def _stages(c: _Checker, data: dict, hosts: dict[str, Host]) -> tuple[Stage, ...
         before = len(c.errors)
         label = s.get("name") if isinstance(s.get("name"), str) else None
         c.only(s, key + ".", {"name", "host", "command", "workdir", "timeout", "progress", "notable",
-                              "depends_on", "required"})
+                              "depends_on", "required", "owner", "instructions", "planned"})
         name = c.string(s, f"{key}.name", "name", pattern=_NAME,
                         expected="a stage name of lowercase letters, digits, - or _")
         if name in names:
             c.error(f"{key}.name", name, "a name no other stage has")
-        host = c.string(s, f"{key}.host", "host", expected="the name of a [hosts.*] entry")
-        if host is not None and host not in (data.get("hosts") or {}):
-            c.error(f"{key}.host", host, "the name of a [hosts.*] entry" + did_you_mean(host, hosts) + ": "
-                    + ", ".join(sorted(hosts)))
-        command = c.string(s, f"{key}.command", "command", expected="the command to run on the host")
+        manual = "owner" in s or "instructions" in s
+        owner = instructions = None
+        if manual:  # a person's step: who does it and what, no host and no command
+            owner = c.string(s, f"{key}.owner", "owner", pattern=_USER_ID,
+                             expected="the Slack user id of the person who does this step, such as U0ALICE")
+            instructions = c.string(s, f"{key}.instructions", "instructions",
+                                    expected="what the owner is to do, in a sentence or two")
+            for other in ("host", "command", "workdir", "timeout", "progress", "notable"):
+                if other in s:
+                    c.error(f"{key}.{other}", s[other], "nothing: a step with an owner and instructions is done by "
+                            "a person; give a host and a command instead for one the bot runs")
+            host, command = "", "manual"
+        else:
+            host = c.string(s, f"{key}.host", "host", expected="the name of a [hosts.*] entry")
+            if host is not None and host not in (data.get("hosts") or {}):
+                c.error(f"{key}.host", host, "the name of a [hosts.*] entry" + did_you_mean(host, hosts) + ": "
+                        + ", ".join(sorted(hosts)))
+            command = c.string(s, f"{key}.command", "command",
+                               expected="the command to run on the host (or owner and instructions for a "
+                                        "person's step)")
+        planned = c.duration(s, f"{key}.planned", "planned", required=False)
         workdir = c.string(s, f"{key}.workdir", "workdir", required=False, expected="an absolute directory")
         if workdir is not None and not workdir.startswith(("/", "~")):
             c.error(f"{key}.workdir", workdir, "an absolute directory (starting with / or ~)")
@@ -458,9 +502,13 @@ def _stages(c: _Checker, data: dict, hosts: dict[str, Host]) -> tuple[Stage, ...
             c.errors[before:] = [e.replace(f": {key}", f": {key} (`{label}`)", 1) for e in c.errors[before:]]
         if name is not None:
             names.add(name)
-        if name and host and command:
+        if manual and name and owner and instructions:
+            stages.append(Stage(name=name, host="", command="", depends_on=depends, required=required,
+                                owner=owner, instructions=instructions, planned=planned))
+        elif not manual and name and host and command:
             stages.append(Stage(name=name, host=host, command=command, workdir=workdir, timeout=timeout,
-                                progress=progress, notable=notable, depends_on=depends, required=required))
+                                progress=progress, notable=notable, depends_on=depends, required=required,
+                                planned=planned))
     return tuple(stages)
 
 
@@ -588,13 +636,43 @@ def _freezes(c: _Checker, data: dict, stages: tuple[Stage, ...]) -> FreezesPlan:
             continue
         key = f"freezes.{name}"
         if not isinstance(k, dict) or not _NAME.match(name):
-            c.error(key, k, "reminders = [...] or a [freezes.KIND] table with start_stage / end_stage")
+            c.error(key, k, "reminders = [...] or a [freezes.KIND] table with start_stage / end_stage / announce_to")
             continue
-        c.only(k, key + ".", {"start_stage", "end_stage"})
+        c.only(k, key + ".", {"start_stage", "end_stage", "announce_to"})
+        announce_to = c.string_list(k, f"{key}.announce_to", "announce_to", _CHANNEL_ID,
+                                    "a list of Slack channel ids such as C0EDITORS", required=False)
         start = c.string(k, f"{key}.start_stage", "start_stage", required=False, expected="a stage name")
         end = c.string(k, f"{key}.end_stage", "end_stage", required=False, expected="a stage name")
         for sub, v in (("start_stage", start), ("end_stage", end)):
             if v is not None and v not in stage_names:
                 c.error(f"{key}.{sub}", v, "the name of a stage: " + ", ".join(sorted(stage_names)))
-        kinds[name] = FreezeKind(name, start_stage=start, end_stage=end)
+        kinds[name] = FreezeKind(name, start_stage=start, end_stage=end,
+                                 announce_to=tuple(dict.fromkeys(announce_to)))
     return FreezesPlan(reminders=tuple(sorted(reminders, reverse=True)), kinds=kinds)
+
+
+def _schedule(c: _Checker, data: dict) -> Schedule:
+    t = c.table(data, "schedule", "schedule", required=False)
+    if t is None:
+        return Schedule()
+    c.only(t, "schedule.", {"start", "max_parallel"})
+    max_parallel = c.integer(t, "schedule.max_parallel", "max_parallel", required=False, default=1, low=1, high=16)
+    start = t.get("start")
+    expected = ("the night's start as a date, time and zone, such as 2026-12-01T18:00Z or "
+                "\"2026-12-01 18:00 Europe/Berlin\"")
+    if start is None:
+        return Schedule(max_parallel=max_parallel or 1)
+    if isinstance(start, datetime):  # a TOML date-time: it must say its zone
+        if start.tzinfo is None:
+            c.error("schedule.start", start.isoformat(), expected + " (this one has no zone)")
+            start = None
+    elif isinstance(start, str) and not start.strip().lower().startswith("in "):
+        try:
+            start = parse_when(start, datetime.now(timezone.utc))
+        except WhenError as exc:
+            c.error("schedule.start", start, f"{expected} ({exc})")
+            start = None
+    else:
+        c.error("schedule.start", start, expected + " (a time relative to now means nothing in a plan file)")
+        start = None
+    return Schedule(start=start.astimezone(timezone.utc) if start else None, max_parallel=max_parallel or 1)

@@ -1,44 +1,92 @@
-"""``run all``: every stage not yet done, in the plan's order, stopping at the first failure, said in the channel.
+"""``run all``: every step not yet done, side by side up to ``max_parallel``, stopping at the first failure.
 
-It can take hours, longer than a command's response_url lives, so the
-summary is posted in the channel, packed by the length-safe builder.
+A step starts once every step it depends on has succeeded (with
+``max_parallel = 1``, the default, once the step before it in the plan has
+ended too: the plan's order, one at a time). After a failure no new step
+starts; those already running finish. It can take hours, longer than a
+command's response_url lives, so the summary is posted in the channel,
+packed by the length-safe builder, with each step's start and end.
 """
 
 from __future__ import annotations
 
 from bot import messages
-from bot.blocks import sections
+from bot.blocks import sections, slack_date
+from bot.clock import parse_optional_time, parse_time
+from bot.durations import format_duration
 from bot.stages import StageRefused, StageRunner
 from bot.states import RunState
 
 
 def run_all(runner: StageRunner, user: str) -> list[str]:
-    """Run every stage not yet succeeded, in depends_on order; one line of report per stage."""
-    report = []
+    """Run every step not yet succeeded; one line of report per step, in the order they ended."""
+    plan = runner.plan
+    limit = plan.schedule.max_parallel
+    waits_for = plan.waits_for()
+    report: list[str] = []
     runs = runner.store.latest_runs()
-    for stage in runner.plan.stages:
+    done = set()
+    for stage in plan.stages:
         last = runs.get(stage.name)
         if last and last["state"] == RunState.SUCCEEDED:
+            done.add(stage.name)
             report.append(f"⏭️ `{stage.name}` already succeeded; skipped (use `run {stage.name}` to repeat it)")
-            continue
-        try:
-            run_id = runner.start(stage.name, user)
-        except StageRefused as exc:
-            report.append(f"🛑 {exc}")
-            break
-        state = runner.wait(run_id)
-        if state.active:  # the bot is stopping; the stage is not
-            report.append(f"⏸️ the bot stopped while `{stage.name}` was running; it keeps running on its host. "
-                          "Later stages were not started: `run all` again once it has ended.")
-            break
-        report.append(f"{messages.STATE_ICONS.get(state, '•')} `{stage.name}` {state}")
-        if state != RunState.SUCCEEDED:
-            report.append("🛑 stopped: later stages were not started")
-            break
+    pending = [s for s in plan.stages if s.name not in done]
+    running: dict[int, str] = {}
+    ended: set[str] = set(done)
+    stopped_by = ""
+    while pending or running:
+        if not stopped_by and not runner.stopping.is_set():
+            for stage in list(pending):
+                if len(running) >= limit:
+                    break
+                if not all(w in done for w in waits_for[stage.name]):
+                    continue
+                pending.remove(stage)
+                try:
+                    running[runner.start(stage.name, user)] = stage.name
+                except StageRefused as exc:
+                    report.append(f"🛑 {exc}")
+                    stopped_by = stage.name
+                    break
+        if not running:
+            break  # nothing left that can start
+        states = runner.wait_any(list(running))
+        if runner.stopping.is_set() and all(s.active for s in states.values()):
+            names = ", ".join(f"`{n}`" for n in running.values())
+            report.append(f"⏸️ the bot stopped while {names} {'was' if len(running) == 1 else 'were'} running; "
+                          "it keeps running on its host. Later steps were not started: `run all` again once it "
+                          "has ended.")
+            return report
+        for run_id, state in states.items():
+            if state.active:
+                continue
+            name = running.pop(run_id)
+            ended.add(name)
+            report.append(f"{messages.STATE_ICONS.get(state, '•')} `{name}` {state}{_times(runner, run_id)}")
+            if state == RunState.SUCCEEDED:
+                done.add(name)
+            elif not stopped_by:
+                stopped_by = name
+    if stopped_by and pending:
+        report.append(f"🛑 stopped after `{stopped_by}`: " + ", ".join(f"`{s.name}`" for s in pending)
+                      + " not started")
+    elif pending:
+        report.append("🛑 not started, their dependencies did not succeed: "
+                      + ", ".join(f"`{s.name}`" for s in pending))
     return report
+
+
+def _times(runner: StageRunner, run_id: int) -> str:
+    row = runner.row(run_id)
+    start, end = parse_time(row["started_at"]), parse_optional_time(row["ended_at"])
+    if end is None:
+        return ""
+    return f" ({slack_date(start, '{time_secs}')}–{slack_date(end, '{time_secs}')}, {format_duration(end - start)})"
 
 
 def run_all_and_report(runner: StageRunner, user: str) -> None:
     report = run_all(runner, user)
     how = "was interrupted" if runner.stopping.is_set() else "finished"
-    runner.notifier.post(f"`run all` {how}", sections([f"`run all` by <@{user}> {how}:", *report]))
+    side = f", up to {runner.plan.schedule.max_parallel} side by side" if runner.plan.schedule.max_parallel > 1 else ""
+    runner.notifier.post(f"`run all` {how}", sections([f"`run all` by <@{user}> {how}{side}:", *report]))

@@ -21,6 +21,7 @@ from bot.failover import Failover
 from bot.freezes import Freezes
 from bot.golive import FRESH_EVERY, GoLive
 from bot.notifier import Notifier, make_slack_client
+from bot.people_steps import LATE_CHECK_SECONDS
 from bot.plan import Plan
 from bot.preflight import Preflights
 from bot.redact import Redactor
@@ -70,6 +71,8 @@ class Services:
         self.stages.resume()
         self.freezes.tick()
         self.freezes.rebuild_jobs()
+        self.scheduler.add_job(self.stages.people.remind_late, "interval", seconds=LATE_CHECK_SECONDS,
+                               id="steps-late", max_instances=1, coalesce=True, replace_existing=True)
         if self.golive is not None:
             self.golive.resume()
             self.scheduler.add_job(self.golive.expire_due, "interval", seconds=1, id="golive-expiry",

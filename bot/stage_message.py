@@ -16,6 +16,7 @@ from dataclasses import replace
 from bot import messages
 from bot.clock import Clock, parse_optional_time, parse_time
 from bot.notifier import Notifier
+from bot.plan import Plan
 from bot.stage_view import StageView
 from bot.remote_run import CANCEL_GRACE
 from bot.states import RunState, StopState
@@ -28,7 +29,8 @@ FINAL_RETRY_MAX = 60.0
 
 class RunMessages:
     def __init__(self, store: Store, notifier: Notifier, clock: Clock, channel: str,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, plan: Plan) -> None:
+        self.plan = plan
         self.store = store
         self.notifier = notifier
         self.clock = clock
@@ -45,9 +47,14 @@ class RunMessages:
         duration = None
         if previous:
             duration = parse_time(previous[0]["ended_at"]) - parse_time(previous[0]["started_at"])
+        stage = self.plan.stage(run["stage"])
+        if stage is not None and stage.manual and stage.planned is not None:
+            duration = stage.planned  # a person's step is measured against its plan
         return StageView(run_id=run["id"], stage=run["stage"], host=run["host"], started_by=run["started_by"],
                          started_at=parse_time(run["started_at"]), state=RunState(run["state"]),
-                         previous_duration=duration, bytes=run["log_offset"], stopping=stopping_note(run))
+                         previous_duration=duration, bytes=run["log_offset"], stopping=stopping_note(run),
+                         owner=run["owner"], instructions=stage.instructions or "" if stage else "",
+                         completed_by=run["completed_by"])
 
     def final_view(self, row: dict) -> StageView:
         """A run that has ended, as its message shows it, from the store alone."""

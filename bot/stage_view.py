@@ -67,6 +67,9 @@ class StageView:
     reason: str = ""
     stopped_by: str | None = None
     previous_duration: timedelta | None = None
+    owner: str | None = None  # a person's step: who does it (then there is no host, no log)
+    instructions: str = ""
+    completed_by: str | None = None
 
     @property
     def active(self) -> bool:

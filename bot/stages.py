@@ -19,6 +19,7 @@ from bot.clock import Clock
 from bot.durations import format_duration
 from bot.follower import Follower, follow
 from bot.notifier import Notifier
+from bot.people_steps import PeopleSteps
 from bot.plan import Plan, Stage
 from bot.redact import Redactor
 from bot.refusals import Refused
@@ -54,7 +55,9 @@ class StageRunner:
         self.workers = workers
         self.stopping = threading.Event()
         self.logs = StageLogs(log_dir, redactor, notifier)
-        self.messages = RunMessages(store, notifier, clock, plan.people.channel, self.stopping)
+        self.messages = RunMessages(store, notifier, clock, plan.people.channel, self.stopping, plan)
+        self.people = PeopleSteps(self)
+        self._ended = threading.Condition()  # notified whenever a run ends, for those waiting on any of several
         self._followers: dict[int, threading.Thread] = {}
         self.following: dict[int, Follower] = {}  # the Follower of each run being followed now
         self._lock = threading.Lock()
@@ -70,6 +73,9 @@ class StageRunner:
                                                                                   self.clock.now()))
         with self.store.transaction() as db:
             db["stage_runs"].update(run_id, {"message_ts": ts, "channel": self.plan.people.channel})
+        if stage.manual:
+            self.people.open(run_id)
+            return run_id
         try:
             remote_dir = self.remote.prepare(stage, run_id)
             with self.store.transaction() as db:
@@ -84,14 +90,36 @@ class StageRunner:
         return run_id
 
     def wait(self, run_id: int, timeout: float | None = None) -> RunState:
-        thread = self._followers.get(run_id)
-        if thread is not None:
-            thread.join(timeout)
-        return RunState(self.row(run_id)["state"])
+        """The run's state once it has ended, or once the bot stops following it (stopping), or at ``timeout``."""
+        return self.wait_any([run_id], timeout)[run_id]
+
+    def wait_any(self, run_ids: list[int], timeout: float | None = None) -> dict[int, RunState]:
+        """The states of ``run_ids`` once one of them has ended, the bot is stopping, or ``timeout`` passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ended:
+            while True:
+                states = {rid: RunState(self.row(rid)["state"]) for rid in run_ids}
+                if not all(s.active for s in states.values()) or self.stopping.is_set():
+                    return states
+                with self._lock:
+                    followed = any(rid in self._followers for rid in run_ids)
+                if not followed and not any(self.row(rid)["owner"] for rid in run_ids):
+                    return states  # nothing here follows these runs: their end is not coming to this process
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return states
+                self._ended.wait(0.5 if left is None else min(left, 0.5))
+
+    def ended(self) -> None:
+        """A run has ended: wake whoever waits on it."""
+        with self._ended:
+            self._ended.notify_all()
 
     def cancel(self, name: str, user: str) -> str:
         """Ask the host to stop the stage's run; until the host has it, the cancel is pending, not done."""
         stage = self.stage(name)
+        if stage.manual:
+            return self.people.cancel(name, user)
         with self.store.transaction() as db:
             rows = list(db["stage_runs"].rows_where(f"stage = ? AND state IN {sql_in(ACTIVE_RUNS)}", [name]))
             if not rows:
@@ -160,6 +188,8 @@ class StageRunner:
             if self.plan.stage(run["stage"]) is None:
                 self.finish(run["id"], RunState.LOST, None, "the stage is no longer in the plan")
                 continue
+            if run["owner"]:
+                continue  # a person's step: still theirs, nothing to follow on a host
             notes.append(run["stage"])
             self.store.audit("cutover", "reattach", run["stage"], "ok", {"offset": run["log_offset"]})
             if run["message_ts"]:
@@ -241,6 +271,7 @@ class StageRunner:
         with self.store.transaction() as db:
             db["stage_runs"].update(run_id, {"state": state.value, "exit_code": exit_code, "detail": detail or None,
                                              "ended_at": (ended_at or self.clock.now()).isoformat()})
+        self.ended()
 
     def settle_ended(self, run_id: int) -> None:
         """Bring an ended run's message to its final state, then its log to its thread (both retried)."""
@@ -315,7 +346,7 @@ class StageRunner:
                                    f"to have succeeded first: {'; '.join(missing)}.")
             return db["stage_runs"].insert({"stage": stage.name, "host": stage.host,
                                             "state": RunState.STARTING.value, "started_by": user,
-                                            "started_at": now}).last_pk
+                                            "started_at": now, "owner": stage.owner}).last_pk
 
     def _follow(self, run_id: int) -> None:
         thread = threading.Thread(target=self._followed, args=(run_id,), name=f"follow-{run_id}", daemon=True)

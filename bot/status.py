@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.clock import parse_optional_time, parse_time
+from bot.timetable import StepTimes, Timetable, build_timetable, last_durations
 from bot.states import RequestState, RunState, StopState, sql_in
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ class StageLine:
     elapsed: timedelta | None
     depends_on: tuple[str, ...]
     stopping: str = ""  # "cancel pending" (the host has not had it yet) or "stopping", while the run goes on
+    owner: str | None = None  # a person's step
+    times: StepTimes | None = None
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,14 @@ class StatusReport:
     requests: list[RequestLine]
     floating_ip: str | None
     switch: SwitchLine | None = None
+    timetable: Timetable | None = None
 
 
 def build_status(services: "Services") -> StatusReport:
     now = services.clock.now()
     runs = services.store.latest_runs()
+    timetable = build_timetable(services.plan, runs, last_durations(services.store), now)
+    times = {t.name: t for t in timetable.steps}
     stages = []
     for stage in services.plan.stages:
         run = runs.get(stage.name)
@@ -80,7 +86,8 @@ def build_status(services: "Services") -> StatusReport:
         elapsed = (ended or now) - started if started else None
         stages.append(StageLine(name=stage.name, host=stage.host, state=run["state"] if run else NOT_RUN,
                                 started_at=started, ended_at=ended, exit_code=run["exit_code"] if run else None,
-                                elapsed=elapsed, depends_on=stage.depends_on, stopping=_stopping(run)))
+                                elapsed=elapsed, depends_on=stage.depends_on, stopping=_stopping(run),
+                                owner=stage.owner, times=times[stage.name]))
     freezes = [FreezeLine(kind=f["kind"], state=f["state"], start_at=parse_time(f["start_at"]),
                           end_at=parse_optional_time(f["end_at"]), note=f["note"])
                for f in services.store.current_freezes()]
@@ -92,7 +99,8 @@ def build_status(services: "Services") -> StatusReport:
                                     approvals=count, required=r["required"]))
     failover = services.plan.failover
     return StatusReport(now=now, stages=stages, freezes=freezes, requests=requests,
-                        floating_ip=failover.floating_ip if failover else None, switch=_last_switch(services))
+                        floating_ip=failover.floating_ip if failover else None, switch=_last_switch(services),
+                        timetable=timetable)
 
 
 def _stopping(run: dict | None) -> str:

@@ -25,7 +25,7 @@ from bot.states import CURRENT_FREEZES, IN_FLIGHT, sql_in
 
 log = logging.getLogger("cutover.audit")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -130,6 +130,12 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE stage_runs ADD COLUMN stop_state TEXT;
     UPDATE stage_runs SET stop_state = 'sent' WHERE cancel_reason IS NOT NULL;
+    """,
+    # A person's step: who it waits on, who completed it, and whether its one reminder went out.
+    4: """
+    ALTER TABLE stage_runs ADD COLUMN owner TEXT;
+    ALTER TABLE stage_runs ADD COLUMN completed_by TEXT;
+    ALTER TABLE stage_runs ADD COLUMN reminded_at TEXT;
     """,
 }
 

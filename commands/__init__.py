@@ -3,9 +3,9 @@
 from commands.basic import AUDIT, STATUS
 from commands.freezes import FREEZE, UNFREEZE
 from commands.golive import CHECK, GOLIVE, ROLLBACK
-from commands.stages import CANCEL, LOGS, RUN
+from commands.stages import CANCEL, DONE, FAILED, LOGS, RUN
 from commands.router import Caller, Command, Reply, Router, UsageError
 
-ROUTER = Router([STATUS, RUN, CANCEL, LOGS, FREEZE, UNFREEZE, CHECK, GOLIVE, ROLLBACK, AUDIT])
+ROUTER = Router([STATUS, RUN, DONE, FAILED, CANCEL, LOGS, FREEZE, UNFREEZE, CHECK, GOLIVE, ROLLBACK, AUDIT])
 
 __all__ = ["ROUTER", "Caller", "Command", "Reply", "Router", "UsageError"]

@@ -35,10 +35,16 @@ def parse_stage(args: list[str], services: "Services") -> str:
 
 def run_run(services: "Services", caller: Caller, name: str) -> Reply:
     if name == "all":
-        order = " → ".join(f"`{s.name}`" for s in services.plan.stages)
         services.events.submit("run all", run_all_and_report, services.stages, caller.user)
-        return Reply(text=f"Running the stages not yet done, in order ({order}), stopping at the first failure. "
-                          "Each reports in the channel; the summary follows there.")
+        limit = services.plan.schedule.max_parallel
+        if limit == 1:
+            order = " → ".join(f"`{s.name}`" for s in services.plan.stages)
+            how = f"in order ({order}), stopping at the first failure"
+        else:
+            how = (f"up to {limit} side by side, each once what it depends on has succeeded; after a failure no "
+                   "new one starts")
+        return Reply(text=f"Running the stages not yet done, {how}. Each reports in the channel; the summary "
+                          "follows there.")
     run_id = services.stages.start(name, caller.user)
     if services.stages.row(run_id)["message_ts"] is None:
         return Reply(text=f"Started `{name}` (run {run_id}), but its progress message could not be posted in the "
@@ -58,9 +64,34 @@ def run_logs(services: "Services", caller: Caller, name: str) -> Reply:
     return Reply(text=f"The log of `{name}` (run {run['id']}) is in the thread of its progress message.")
 
 
+def parse_done(args: list[str], services: "Services") -> str:
+    return _stage_name(args, services)
+
+
+def parse_failed(args: list[str], services: "Services") -> tuple[str, str]:
+    if len(args) < 2:
+        raise UsageError("Name the step and say why it failed, such as `/cutover failed smoke-test the login page "
+                         "answers 500`.")
+    return _stage_name(args[:1], services), " ".join(args[1:])
+
+
+def run_done(services: "Services", caller: Caller, name: str) -> Reply:
+    return Reply(text=services.stages.people.complete(name, caller.user, ok=True))
+
+
+def run_failed(services: "Services", caller: Caller, parsed: tuple[str, str]) -> Reply:
+    name, reason = parsed
+    return Reply(text=services.stages.people.complete(name, caller.user, ok=False, reason=reason))
+
+
 RUN = Command("run", "run STAGE|all", "start a stage on its host (or every stage not yet done, in order)",
               acts=True, run=run_run, parse=parse_run)
 CANCEL = Command("cancel", "cancel STAGE", "stop a running stage and its whole process group", acts=True,
                  run=run_cancel, parse=parse_stage)
 LOGS = Command("logs", "logs STAGE", "upload the full output of the stage's latest run to its thread",
                acts=True, run=run_logs, parse=parse_stage, expensive=True)
+# A person's step is completed by its owner, who need not be an operator; the service checks owner-or-operator.
+DONE = Command("done", "done STEP", "mark your step (a person's step in the plan) done", acts=False,
+               run=run_done, parse=parse_done)
+FAILED = Command("failed", "failed STEP REASON", "mark your step failed, saying why", acts=False,
+                 run=run_failed, parse=parse_failed)

@@ -66,7 +66,7 @@ def test_run_all_stops_at_the_first_failure(slack, sshd, tmp_path):
                                  "the run all summary")
         text = blocks_text(summary[0]["blocks"])
         assert "`quick` succeeded" in text and "`fails` failed" in text
-        assert "stopped: later stages were not started" in text
+        assert "stopped after `fails`: `after-fails` not started" in text
         assert "after-fails" not in local.services.store.latest_runs()
     finally:
         local.stop()

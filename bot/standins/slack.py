@@ -296,6 +296,26 @@ class SlackStandIn:
         }
         return self._deliver("slash_commands", payload, key=trigger)
 
+    def click(self, user: str, channel: str, ts: str, action_id: str) -> Envelope:
+        """Press the button ``action_id`` on a message, as ``user``: a ``block_actions`` interaction."""
+        with self._lock:
+            msg = self._find(channel, ts)
+            element = next((e for b in msg.get("blocks") or [] if b.get("type") == "actions"
+                            for e in b.get("elements") or [] if e.get("action_id") == action_id), None)
+        if element is None:
+            raise AssertionError(f"no button {action_id!r} on message {ts}")
+        trigger = f"{next(self._ids)}.{int(time.time())}.{secrets.token_hex(8)}"
+        payload = {
+            "type": "block_actions", "token": "standin-verification-token", "api_app_id": self.app_id,
+            "team": {"id": self.team_id, "domain": "cutover"}, "user": {"id": user, "team_id": self.team_id},
+            "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
+            "channel": {"id": channel}, "message": {"ts": ts, "text": msg.get("text", "")},
+            "trigger_id": trigger, "response_url": f"{self.url}/response/{secrets.token_hex(8)}",
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": element["value"],
+                         "text": element["text"], "action_ts": f"{time.time():.6f}"}],
+        }
+        return self._deliver("interactive", payload, key=trigger)
+
     def react(self, user: str, name: str, channel: str, ts: str, *, deliver: bool = True) -> Envelope | None:
         """Add a reaction as ``user``; delivers ``reaction_added`` like Slack does (unless ``deliver`` is
         False: the event a bot that was down, or killed before storing it, never saw)."""
@@ -393,6 +413,9 @@ class SlackStandIn:
     def _deliver_http(self, env: Envelope, reason: str) -> None:
         if env.type == "slash_commands":
             body = urllib.parse.urlencode(env.payload)
+            ctype = "application/x-www-form-urlencoded"
+        elif env.type == "interactive":  # Slack posts interactions as a form with one field, payload=<json>
+            body = urllib.parse.urlencode({"payload": json.dumps(env.payload)})
             ctype = "application/x-www-form-urlencoded"
         else:
             body = json.dumps(env.payload)
