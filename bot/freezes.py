@@ -107,6 +107,10 @@ class Freezes:
         self.store.audit(user, "freeze-cancelled", kind, "ok")
         start = parse_time(rows[0]["start_at"])
         self.notifier.post(*fm.cancelled(kind, start, user))
+        for channel in self.plan.freezes.kinds[kind].announce_to:  # they heard of it: they hear it is off
+            if self.notifier.post(*fm.cancelled(kind, start, user), channel=channel) is None:
+                self.store.audit("cutover", "freeze-cancel-notice", kind, "failed",
+                                 {"channel": channel, "error": self.notifier.last_error()})
         self.rebuild_jobs()
         return f"The {fm.title(kind)} planned for {fm.slack_date(start)} is cancelled."
 
@@ -200,11 +204,33 @@ class Freezes:
             db.execute("UPDATE freeze_notices SET outcome = ?, posted_at = ? WHERE freeze_id = ? AND notice = ?",
                        [outcome, now.isoformat(), freeze_id, notice.name])
         self.store.audit("cutover", f"freeze-{notice.kind}", freeze.kind, outcome, {"notice": notice.name})
+        for channel in self.plan.freezes.kinds[freeze.kind].announce_to:
+            # the same notice for the people outside the launch channel; each channel's notice is its own record
+            with self.store.transaction() as db:
+                claimed = self._claim(db, freeze_id, f"{notice.name}@{channel}", notice.due, now)
+            if claimed:
+                self._post_elsewhere(freeze_id, Notice(f"{notice.name}@{channel}", notice.due, notice.kind), now, by)
         if ts and notice.kind in ("start", "end"):
             stage = getattr(self.plan.freezes.kinds[freeze.kind], f"{notice.kind}_stage")
             if stage:
                 self.workers.submit(f"{notice.kind} stage of the {freeze.kind} freeze",
                                     self._run_stage, freeze.kind, notice.kind, stage)
+
+    def _post_elsewhere(self, freeze_id: int, notice: Notice, now: datetime, by: str | None = None) -> None:
+        """A notice in one of the freeze's ``announce_to`` channels (``notice.name`` is ``NAME@CHANNEL``)."""
+        freeze = self._freeze(freeze_id)
+        channel = notice.name.split("@", 1)[1]
+        late = now - notice.due > LATE_AFTER
+        text, blocks = fm.notice(freeze, notice.kind, notice.name.split("@", 1)[0], now, late=late, due=notice.due,
+                                 by=by, reminders=self.plan.freezes.reminders)
+        ts = self.notifier.post(text, blocks, channel=channel, metadata=_mark(freeze_id, notice.name))
+        outcome = ("late" if late else "posted") if ts else "failed"
+        with self.store.transaction() as db:
+            db.execute("UPDATE freeze_notices SET outcome = ?, posted_at = ? WHERE freeze_id = ? AND notice = ?",
+                       [outcome, now.isoformat(), freeze_id, notice.name])
+        self.store.audit("cutover", f"freeze-{notice.kind}", freeze.kind, outcome,
+                         {"notice": notice.name, "channel": channel,
+                          **({} if ts else {"error": self.notifier.last_error()})})
 
     def _retry_pending(self, now: datetime) -> None:
         """A notice claimed but not confirmed (a failed post, or a bot that died mid-post) is tried again,
@@ -213,7 +239,9 @@ class Freezes:
         cutoff = (now - RETRY_PENDING_AFTER).isoformat()
         for row in self.store.query(
                 "SELECT * FROM freeze_notices WHERE outcome IN ('pending', 'failed') AND posted_at <= ?", [cutoff]):
-            found = self.notifier.find_marked(NOTICE_EVENT, _mark(row["freeze_id"], row["notice"])["event_payload"])
+            name, _, channel = row["notice"].partition("@")
+            found = self.notifier.find_marked(NOTICE_EVENT, _mark(row["freeze_id"], row["notice"])["event_payload"],
+                                              channel=channel or None)
             if found is None:
                 log.warning("cannot tell whether notice %s of freeze %d was posted (Slack's history did not "
                             "answer); asking again later", row["notice"], row["freeze_id"])
@@ -222,13 +250,16 @@ class Freezes:
                 with self.store.transaction() as db:
                     db.execute("UPDATE freeze_notices SET outcome = ? WHERE freeze_id = ? AND notice = ?",
                                ["posted", row["freeze_id"], row["notice"]])
-                self.store.audit("cutover", f"freeze-{row['notice'].split('-')[0]}",
+                self.store.audit("cutover", f"freeze-{name.split('-')[0]}",
                                  self._freeze(row["freeze_id"]).kind, "posted",
                                  {"notice": row["notice"], "reason": "found in the channel after a restart",
                                   "ts": found})
                 continue
-            kind = row["notice"].split("-")[0]
-            self._post_notice(row["freeze_id"], Notice(row["notice"], parse_time(row["due_at"]), kind), now)
+            notice = Notice(row["notice"], parse_time(row["due_at"]), name.split("-")[0])
+            if channel:
+                self._post_elsewhere(row["freeze_id"], notice, now)
+            else:
+                self._post_notice(row["freeze_id"], notice, now)
 
     def _run_stage(self, kind: str, when: str, stage: str) -> None:
         try:

@@ -19,28 +19,32 @@ SCOPE_FOR = {"conversations.info": "channels:read (groups:read for a private cha
 
 def startup_problems(slack: WebClient, plan: Plan) -> list[str]:
     """Every problem found, worded for the person starting the bot; empty when it may start."""
-    return _channel_problems(slack, plan.people.channel) + _people_problems(slack, plan)
+    problems = _channel_problems(slack, plan.people.channel)
+    for kind in plan.freezes.kinds.values():
+        for extra in kind.announce_to:
+            problems += _channel_problems(slack, extra, f"[freezes.{kind.name}] announce_to")
+    return problems + _people_problems(slack, plan)
 
 
-def _channel_problems(slack: WebClient, channel: str) -> list[str]:
+def _channel_problems(slack: WebClient, channel: str, key: str = "[slack] channel") -> list[str]:
     try:
         info = slack.conversations_info(channel=channel)["channel"]
     except (SlackApiError, SlackClientError) as exc:
         error = slack_error(exc)
         if error == "channel_not_found":
-            return [f"[slack] channel = {channel}: Slack knows no channel by that ID that the bot can see "
+            return [f"{key} = {channel}: Slack knows no channel by that ID that the bot can see "
                     "(channel_not_found). Use the channel's ID (C…, from its details pane); for a private "
                     "channel, invite the bot first."]
         if error == "missing_scope":
-            return [f"the Slack app lacks the scope {SCOPE_FOR['conversations.info']} to look at [slack] channel "
+            return [f"the Slack app lacks the scope {SCOPE_FOR['conversations.info']} to look at {key} "
                     f"{channel}; reinstall it from slack-manifest.yml."]
-        return [f"[slack] channel = {channel}: Slack could not tell whether the bot is in it ({error})."]
+        return [f"{key} = {channel}: Slack could not tell whether the bot is in it ({error})."]
     problems = []
     if info.get("is_archived"):
-        problems.append(f"[slack] channel = {channel} (#{info.get('name', '?')}) is archived; nothing can be "
-                        "posted there. Name the launch channel.")
+        problems.append(f"{key} = {channel} (#{info.get('name', '?')}) is archived; nothing can be "
+                        "posted there. Name another channel.")
     elif not info.get("is_member"):
-        problems.append(f"the bot is not a member of [slack] channel {channel} (#{info.get('name', '?')}), so it "
+        problems.append(f"the bot is not a member of {key} {channel} (#{info.get('name', '?')}), so it "
                         "cannot post there: invite it with `/invite @cutover` in that channel.")
     return problems
 
@@ -51,9 +55,12 @@ def _people_problems(slack: WebClient, plan: Plan) -> list[str]:
         roles.setdefault(user, []).append("operators")
     for user in plan.people.approvers:
         roles.setdefault(user, []).append("approvers")
+    for stage in plan.stages:
+        if stage.owner:
+            roles.setdefault(stage.owner, []).append(f"stages `{stage.name}` owner")
     problems = []
     for user, keys in roles.items():
-        where = " and ".join(f"[slack] {k}" for k in keys)
+        where = " and ".join(k if k.startswith("stages ") else f"[slack] {k}" for k in keys)
         try:
             info = slack.users_info(user=user)["user"]
         except (SlackApiError, SlackClientError) as exc:
@@ -70,5 +77,5 @@ def _people_problems(slack: WebClient, plan: Plan) -> list[str]:
         if info.get("deleted"):
             problems.append(f"{where}: {user} is a deactivated account.")
         elif info.get("is_bot"):
-            problems.append(f"{where}: {user} is a bot; operators and approvers must be people.")
+            problems.append(f"{where}: {user} is a bot; operators, approvers and step owners must be people.")
     return problems

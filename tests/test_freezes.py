@@ -288,3 +288,38 @@ def test_a_note_over_the_limit_is_cut_with_a_mark_and_said(slack, tmp_path, cloc
         assert len(stored) <= 500 and stored.endswith("…")
     finally:
         bot.stop()
+
+
+def test_a_freeze_is_also_announced_where_the_editors_are_each_channel_its_own_record(slack, tmp_path, clock):
+    slack.add_channel("C0EDITORS", "editors", bot_is_member=False)  # invited a little late
+    plan = copy.deepcopy(PLAN)
+    plan["freezes"] = {"reminders": ["24h"], "content": {"announce_to": ["C0EDITORS"]}}
+    bot = start(slack, tmp_path, clock, plan)
+    store = bot.services.store
+    try:
+        reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h -- publish before Friday"))
+        slack.wait_for(lambda: channel(slack), 5, "the announcement")
+        failed = [e for e in store.recent_audit(50) if e["action"] == "freeze-announce" and e["outcome"] == "failed"]
+        assert len(failed) == 1 and "C0EDITORS" in failed[0]["detail"] and "not_in_channel" in failed[0]["detail"]
+        assert slack.messages("C0EDITORS") == []
+
+        slack.channels["C0EDITORS"].bot_is_member = True
+        at(bot, clock, timedelta(minutes=2))  # the failed notice is tried again, there only
+        editors = [blocks_text(m.get("blocks")) or m["text"] for m in slack.messages("C0EDITORS")]
+        assert len(editors) == 1 and "*Content freeze* scheduled" in editors[0] and "publish before Friday" in editors[0]
+        assert len(channel(slack)) == 1  # the launch channel heard it once
+
+        at(bot, clock, timedelta(hours=1))
+        at(bot, clock, timedelta(hours=1, minutes=1))
+        assert len(slack.messages("C0EDITORS")) == 2 and len(channel(slack)) == 2
+        assert "(in 24h 00m)" in slack.messages("C0EDITORS")[-1]["text"] + blocks_text(
+            slack.messages("C0EDITORS")[-1].get("blocks"))
+        reply_text(slack, slack.command(OPERATOR, "freeze cancel content"))
+        slack.wait_for(lambda: len(slack.messages("C0EDITORS")) == 3, 5, "the cancel in the editors' channel")
+        assert "cancel" in (blocks_text(slack.messages("C0EDITORS")[-1].get("blocks"))
+                            or slack.messages("C0EDITORS")[-1]["text"]).lower()
+        outcomes = {r["notice"]: r["outcome"] for r in store.query("SELECT * FROM freeze_notices")}
+        assert outcomes == {"announce": "posted", "announce@C0EDITORS": "late", "remind-24h": "posted",
+                            "remind-24h@C0EDITORS": "posted"}, outcomes
+    finally:
+        bot.stop()

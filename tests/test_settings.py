@@ -92,6 +92,10 @@ def test_the_bot_does_not_start_outside_its_channel_or_with_people_slack_does_no
     plan = copy.deepcopy(PLAN)
     plan["slack"]["channel"] = "C0NOTIN"
     plan["slack"]["approvers"] = ["U0BOB", "U0CAROL", "U0TYPO"]
+    slack.add_channel("C0EDITORS", "editors", bot_is_member=False)
+    slack.unknown_users.add("U0GHOST")
+    plan["freezes"] = {"content": {"announce_to": ["C0EDITORS"]}}
+    plan["stages"].append({"name": "smoke-test", "owner": "U0GHOST", "instructions": "Click around."})
     plan_file = tmp_path / "cutover.toml"
     plan_file.write_text(to_toml(plan))
     env = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
@@ -102,6 +106,9 @@ def test_the_bot_does_not_start_outside_its_channel_or_with_people_slack_does_no
     assert ("the bot is not a member of [slack] channel C0NOTIN (#launch-night), so it cannot post there: invite "
             "it with `/invite @cutover` in that channel.") in result.stderr
     assert "[slack] approvers: U0TYPO is not a member of this workspace (user_not_found)" in result.stderr
+    assert ("the bot is not a member of [freezes.content] announce_to C0EDITORS (#editors), so it cannot post "
+            "there") in result.stderr
+    assert "stages `smoke-test` owner: U0GHOST is not a member of this workspace" in result.stderr
     assert "Traceback" not in result.stderr and slack.bot_token not in result.stderr
     plan["slack"]["channel"] = "C0GONE"
     plan["slack"]["approvers"] = ["U0BOB", "U0CAROL", "U0DAVE"]
