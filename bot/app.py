@@ -66,6 +66,13 @@ def build_app(services: Services, router: Router = ROUTER) -> App:
         if services.golive is not None:
             services.golive.on_reaction(event)
 
+    @app.event("app_home_opened")
+    def home_opened(ack: Any, event: dict) -> None:
+        """Someone opened the app's Home tab: the runbook as it stands, published for them."""
+        ack()
+        if event.get("tab", "home") == "home" and event.get("user"):
+            services.events.submit(f"Home tab of {event['user']}", services.home.opened, event["user"])
+
     @app.action(DONE_ACTION)
     def step_done(ack: Any, body: dict, context: dict) -> None:
         """The Done button on a person's step: the same as `/cutover done STEP`, for that run only."""

@@ -6,6 +6,7 @@ from datetime import datetime
 
 SECTION_LIMIT = 3000
 MAX_BLOCKS = 50
+HOME_BLOCKS = 100
 
 
 def slack_date(when: datetime, fmt: str = "{date_short_pretty} {time_secs}") -> str:
@@ -79,11 +80,11 @@ def sections(lines: list[str], budget: int = MAX_BLOCKS) -> list[dict]:
     return blocks
 
 
-def clamp(blocks: list[dict]) -> list[dict]:
-    """Keep a message within Slack's 50-block limit, saying so when something was cut."""
-    if len(blocks) <= MAX_BLOCKS:
+def clamp(blocks: list[dict], limit: int = MAX_BLOCKS) -> list[dict]:
+    """Keep a message within Slack's 50-block limit (a Home tab's: 100), saying so when something was cut."""
+    if len(blocks) <= limit:
         return blocks
-    return blocks[:MAX_BLOCKS - 1] + [context(f"… {len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
+    return blocks[:limit - 1] + [context(f"… {len(blocks) - limit + 1} more blocks not shown")]
 
 
 def sentence(text: str) -> str:

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="with --local: whether the bot running on this machine is ready")
     status.add_argument("--local", action="store_true",
                         help="read the running bot's health file (beside $CUTOVER_DB); exit 0 only when ready")
+    report = sub.add_parser("report", help="write the night's report (Markdown and a PNG timeline) from a database")
+    report.add_argument("--db", required=True, help="the bot's SQLite database (CUTOVER_DB), e.g. a rehearsal's")
+    report.add_argument("--plan", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
+    report.add_argument("--out", default=".", help="directory to write the two files into (default: here)")
     sub.add_parser("demo", help="run the launch flow against local stand-ins, offline")
     console = sub.add_parser("console", help="talk to the bot from a terminal through a local Slack stand-in")
     console.add_argument("--plan", required=True, help="the plan file to rehearse")
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return keepalived_wiring(args.plan, Path(args.out), args.router_id)
     if args.cmd == "status":
         return local_status(args.local)
+    if args.cmd == "report":
+        return write_local_report(args.db, args.plan, Path(args.out))
     if args.cmd == "demo":
         from bot.demo import run_demo
 
@@ -110,6 +116,36 @@ On each server, as root, from its directory ({out / 'old'} on `{plan.failover.ol
   install -m 0600 /dev/stdin {options.token_file}   # paste a DigitalOcean token that may assign reserved IPs
   systemctl restart keepalived
 Then `/cutover check` verifies the wiring over SSH on both servers.""")
+    return 0
+
+
+def write_local_report(db: str, plan_path: str | None, out: Path) -> int:
+    """``cutover report --db``: the same two files ``/cutover report`` uploads, written here; Slack not needed."""
+    from bot.clock import SystemClock
+    from bot.report import write_report
+    from bot.store import Store, StoreError
+
+    path = plan_path or load_settings().plan_path
+    try:
+        plan = load_plan(path)
+    except PlanError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 2
+    if not Path(db).is_file():
+        print(f"{db}: no such database; give the file CUTOVER_DB names (the bot's or a rehearsal's)", file=sys.stderr)
+        return 2
+    try:
+        store = Store(db)
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        md, png, drawn = write_report(plan, store, SystemClock().now(), out)
+    finally:
+        store.close()
+    print(f"{md}: the report ({len(drawn)} steps, {len(md.read_text(encoding='utf-8').splitlines())} lines)")
+    print(f"{png}: the timeline chart")
     return 0
 
 

@@ -62,8 +62,10 @@ class Outcome:
 
 class GoLive:
     def __init__(self, plan: Plan, store: Store, notifier: Notifier, clock: Clock, workers: Workers,
-                 failover: Failover, preflights: Preflights) -> None:
+                 failover: Failover, preflights: Preflights,
+                 after_verified: Callable[[int], None] | None = None) -> None:
         assert plan.failover is not None
+        self.after_verified = after_verified
         self.plan = plan
         self.store = store
         self.notifier = notifier
@@ -462,6 +464,8 @@ class GoLive:
                    (f"{request['kind']}-{state}", "ok" if result.ok else state,
                     {"failed": [w.name for w in result.failed]}))
         self._post(request_id)
+        if result.ok and request["kind"] == "golive" and self.after_verified is not None:
+            self.workers.submit(f"the report after #{request_id}", self.after_verified, request_id)
         if not result.ok and request["kind"] == "golive":
             self._thread(request_id, "Verification failed: " + "; ".join(w.detail for w in result.failed).rstrip(".")
                          + ". `/cutover rollback` switches back to the old server.")

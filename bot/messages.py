@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from bot.blocks import button, sentence, clamp, code, context, divider, escape, header, section, sections, slack_date
+from bot.blocks import HOME_BLOCKS, button, sentence, clamp, code, context, divider, escape, header, section, sections, slack_date
 from bot.durations import format_duration
 from bot.status import NOT_RUN, StageLine, StatusReport
 from bot.clock import parse_time
@@ -103,9 +103,21 @@ def _stage_line(s: StageLine) -> str:
 
 
 def status_message(report: StatusReport) -> list[dict]:
-    blocks = [header("Cutover status")]
+    return clamp([header("Cutover status"), *status_body(report), context(f"As of {slack_date(report.now)}")])
+
+
+def home_view(body: list[dict], now: datetime) -> dict:
+    """The app's Home tab: the runbook as it stands (``status_body``), within a Home tab's 100 blocks."""
+    return {"type": "home", "blocks": clamp([header("Cutover runbook"), *body,
+                                             context(f"Updated {slack_date(now)} as things change · "
+                                                     "`/cutover help` in the launch channel")], HOME_BLOCKS)}
+
+
+def status_body(report: StatusReport, stage_budget: int = 20) -> list[dict]:
+    """Steps, timetable, freezes, floating IP and go-live: what ``status`` and the Home tab show."""
+    blocks = []
     if report.stages:
-        blocks += [section("*Stages*"), *sections([_stage_line(s) for s in report.stages], budget=20)]
+        blocks += [section("*Stages*"), *sections([_stage_line(s) for s in report.stages], budget=stage_budget)]
         if report.timetable is not None and (lines := timetable_lines(report.timetable)):
             blocks.append(section("*Timetable*\n" + "\n".join(lines)))
     else:
@@ -146,8 +158,7 @@ def status_message(report: StatusReport) -> list[dict]:
         blocks.append(section("*Go-live*\n" + "\n".join(lines)))
     else:
         blocks.append(section("*Go-live*\nNo request is open."))
-    blocks.append(context(f"As of {slack_date(report.now)}"))
-    return clamp(blocks)
+    return blocks
 
 
 def _audit_line(event: dict) -> str:

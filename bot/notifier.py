@@ -72,7 +72,7 @@ class Notifier:
         return bool(info.get("is_bot")) or bool(info.get("is_app_user"))
 
     def _call(self, method: str, **kwargs: Any) -> dict | None:
-        kwargs = {k: self.redactor.deep(v) if k in ("text", "blocks", "initial_comment", "title") else v
+        kwargs = {k: self.redactor.deep(v) if k in ("text", "blocks", "initial_comment", "title", "view") else v
                   for k, v in kwargs.items() if v is not None}
         try:
             return getattr(self.client, method)(**kwargs).data  # type: ignore[no-any-return]
@@ -121,6 +121,10 @@ class Notifier:
                   channel: str | None = None) -> bool:
         return self._call("chat_postEphemeral", channel=channel or self.channel, user=user, text=text,
                           blocks=blocks) is not None
+
+    def publish_home(self, user: str, view: dict) -> bool:
+        """Show ``view`` as ``user``'s Home tab of the app (``views.publish``)."""
+        return self._call("views_publish", user_id=user, view=view) is not None
 
     def reactions(self, ts: str, *, channel: str | None = None) -> list[dict] | None:
         """The reactions on a message as Slack has them now (``reactions.get``); None if Slack did not say."""

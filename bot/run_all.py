@@ -14,6 +14,7 @@ from bot import messages
 from bot.blocks import sections, slack_date
 from bot.clock import parse_optional_time, parse_time
 from bot.durations import format_duration
+from bot.plan import Stage
 from bot.stages import StageRefused, StageRunner
 from bot.states import RunState
 
@@ -69,12 +70,16 @@ def run_all(runner: StageRunner, user: str) -> list[str]:
             elif not stopped_by:
                 stopped_by = name
     if stopped_by and pending:
-        report.append(f"🛑 stopped after `{stopped_by}`: " + ", ".join(f"`{s.name}`" for s in pending)
-                      + " not started")
+        report.append(f"🛑 stopped after `{stopped_by}`: {_names(pending)} not started")
     elif pending:
-        report.append("🛑 not started, their dependencies did not succeed: "
-                      + ", ".join(f"`{s.name}`" for s in pending))
+        report.append(f"🛑 not started, their dependencies did not succeed: {_names(pending)}")
     return report
+
+
+def _names(stages: list[Stage], shown: int = 10) -> str:
+    """Step names for one line of the summary: the first few and how many more, so that it fits any plan."""
+    names = ", ".join(f"`{s.name}`" for s in stages[:shown])
+    return names + (f" and {len(stages) - shown} more" if len(stages) > shown else "")
 
 
 def _times(runner: StageRunner, run_id: int) -> str:

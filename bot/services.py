@@ -20,6 +20,8 @@ from bot.cloud import Cloud
 from bot.failover import Failover
 from bot.freezes import Freezes
 from bot.golive import FRESH_EVERY, GoLive
+from bot.home import HomeView
+from bot.night_report import Reports
 from bot.notifier import Notifier, make_slack_client
 from bot.people_steps import LATE_CHECK_SECONDS
 from bot.plan import Plan
@@ -28,6 +30,7 @@ from bot.redact import Redactor
 from bot.settings import Settings
 from bot.ssh import SSHPool
 from bot.stages import StageRunner
+from bot.status import build_status
 from bot.store import Store
 from bot.witnesses import Witnesses
 from bot.workers import Workers
@@ -35,6 +38,7 @@ from bot.workers import Workers
 log = logging.getLogger("cutover.services")
 
 RECONCILE_SECONDS = 15
+HOME_REFRESH_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Services:
     stages: StageRunner
     freezes: Freezes
     golive: GoLive | None
+    reports: Reports
+    home: HomeView
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
@@ -71,6 +77,8 @@ class Services:
         self.stages.resume()
         self.freezes.tick()
         self.freezes.rebuild_jobs()
+        self.scheduler.add_job(self.home.refresh, "interval", seconds=HOME_REFRESH_SECONDS, id="home-tab",
+                               max_instances=1, coalesce=True, replace_existing=True)
         self.scheduler.add_job(self.stages.people.remind_late, "interval", seconds=LATE_CHECK_SECONDS,
                                id="steps-late", max_instances=1, coalesce=True, replace_existing=True)
         if self.golive is not None:
@@ -110,10 +118,14 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     stages = StageRunner(plan, store, notifier, clock, ssh, lane, redactor, settings.log_dir)
     freezes = Freezes(plan, store, notifier, clock, scheduler, lane, stages)
+    reports = Reports(plan, store, notifier, clock, redactor, settings.log_dir / "reports")
     golive = None
     if plan.failover is not None and plan.digitalocean is not None:
         failover = Failover(plan, ssh, store, clock, Witnesses(plan, ssh, cloud, clock))
-        golive = GoLive(plan, store, notifier, clock, lane, failover, Preflights(plan, store, clock, ssh, failover))
-    return Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
-                    workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
-                    stages=stages, freezes=freezes, golive=golive)
+        golive = GoLive(plan, store, notifier, clock, lane, failover, Preflights(plan, store, clock, ssh, failover),
+                        after_verified=reports.after_verified)
+    services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
+                        workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
+                        stages=stages, freezes=freezes, golive=golive, reports=reports,
+                        home=HomeView(notifier, clock, lambda: build_status(services)))
+    return services

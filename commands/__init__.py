@@ -1,11 +1,11 @@
 """The ``/cutover`` subcommands. Each module parses its arguments and calls one service."""
 
-from commands.basic import AUDIT, STATUS
+from commands.basic import AUDIT, REPORT, STATUS
 from commands.freezes import FREEZE, UNFREEZE
 from commands.golive import CHECK, GOLIVE, ROLLBACK
 from commands.stages import CANCEL, DONE, FAILED, LOGS, RUN
 from commands.router import Caller, Command, Reply, Router, UsageError
 
-ROUTER = Router([STATUS, RUN, DONE, FAILED, CANCEL, LOGS, FREEZE, UNFREEZE, CHECK, GOLIVE, ROLLBACK, AUDIT])
+ROUTER = Router([STATUS, RUN, DONE, FAILED, CANCEL, LOGS, FREEZE, UNFREEZE, CHECK, GOLIVE, ROLLBACK, AUDIT, REPORT])
 
 __all__ = ["ROUTER", "Caller", "Command", "Reply", "Router", "UsageError"]

@@ -38,3 +38,13 @@ STATUS = Command("status", "status", "stages, freezes, floating IP and go-live a
                  run=run_status, parse=no_args, anywhere=True)
 AUDIT = Command("audit", "audit [N]", f"the last N events (default {AUDIT_DEFAULT}): who did what, when",
                 acts=False, run=run_audit, parse=parse_audit)
+
+
+def run_report(services: "Services", caller: Caller, _: None) -> Reply:
+    return Reply(text=services.reports.post(caller.user, f"asked by <@{caller.user}>")[1])
+
+
+# Posts two files in the channel: an operator's act, and one at a time per person (it draws a chart).
+REPORT = Command("report", "report", "upload the night's report: Markdown (steps planned against actual, freezes, "
+                 "approvals, the switch, the audit log) and a PNG timeline", acts=True, run=run_report,
+                 parse=no_args, expensive=True)

@@ -131,6 +131,11 @@ def test_happy_path_then_rollback(slack, lab, do, bot):
     thread = thread_text(slack, req["message_ts"])
     assert "answers from `new`" in thread and "on `new` only" in thread and "droplet 3164494" in thread
     assert len(flips(bot)) == 1
+    report = slack.wait_for(lambda: [f for f in slack.files.values() if f.get("completed")
+                                     and f["name"] == "cutover-report.md"], 30, "the report after the go-live")
+    text = report[0]["content"].decode()
+    assert "### Go-live #1: verified" in text and "- Approvals: U0BOB at" in text and "U0CAROL at" in text
+    assert "- Verification (passed), towards `new`:" in text and "- Data window:" not in text  # no stage ran
 
     back, reply = request(slack, bot, kind="rollback")
     assert "needs 1 approval(s)" in reply

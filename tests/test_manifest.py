@@ -23,10 +23,21 @@ SCOPES = {
     "reactions.add": {"reactions:write"},
     "reactions.get": {"reactions:read"},
     "users.info": {"users:read"},
+    "views.publish": set(),  # the Home tab; no scope beyond the bot token
     "event:reaction_added": {"reactions:read"},
     "event:reaction_removed": {"reactions:read"},
     "command:/cutover": {"commands"},
+    "event:app_home_opened": set(),
 }
+
+
+def test_the_manifest_subscribes_to_every_event_the_app_listens_to_and_enables_what_it_needs():
+    text = (ROOT / "slack-manifest.yml").read_text()
+    events = set(re.findall(r"^\s+- ([a-z_]+)", text.split("bot_events:", 1)[1].split("interactivity:", 1)[0], re.M))
+    listened = set(re.findall(r"@app\.event\(\"([a-z_]+)\"\)", (ROOT / "bot/app.py").read_text()))
+    assert events == listened, (events, listened)
+    assert "home_tab_enabled: true" in text  # the Home tab
+    assert re.search(r"interactivity:\n\s+is_enabled: true", text)  # the Done button
 
 
 def manifest_scopes() -> set[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import io
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,7 +17,7 @@ from bot.plan import PlanError, parse_plan
 from bot.standins.slack import blocks_text
 from bot.timetable import build_timetable
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, to_toml
 
 STRANGER = "U0FRED"  # neither an operator nor the owner of any step
 NIGHT_START = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
@@ -177,3 +180,157 @@ def test_the_projection_follows_the_critical_path_and_says_when_it_cannot():
     assert table.unknown == ["search-reindex"] and table.projected_end is None
     table = build_timetable(unplanned, {}, {"search-reindex": timedelta(minutes=40)}, now)  # a rehearsal counts
     assert table.unknown == [] and table.projected_end == NIGHT_START + timedelta(minutes=55)
+
+
+def _bands(image, colour, run: int = 12) -> int:
+    """How many separate horizontal bands the image has where ``colour`` fills at least ``run`` pixels side by
+    side: one per bar row (a letter's edge in that shade is narrower)."""
+    width, height = image.size
+    pixels = image.load()
+
+    def filled(y: int) -> bool:
+        streak = 0
+        for x in range(width):
+            streak = streak + 1 if pixels[x, y] == colour else 0
+            if streak >= run:
+                return True
+        return False
+
+    rows = [filled(y) for y in range(height)]
+    return sum(1 for y in range(height) if rows[y] and (y == 0 or not rows[y - 1]))
+
+
+def test_the_report_matches_the_audit_log_and_draws_one_bar_per_step(slack, tmp_path):
+    from PIL import Image
+
+    from bot.report import CHART_NAME, MARKDOWN_NAME, write_report
+
+    clock = FakeClock(NIGHT_START)
+    plan = night_plan()
+    plan["stages"] = [plan["stages"][0], {**plan["stages"][3], "depends_on": ["content-check"]}]
+    bot = start_local_bot(slack, parse_plan(plan, "night.toml"), str(tmp_path / "n.db"), clock=clock)
+    store = bot.services.store
+    try:
+        reply_text(slack, slack.command(OPERATOR, "freeze content at in 1m until in 2h -- editors: hold"))
+        reply_text(slack, slack.command(OPERATOR, "run all"))
+        step_message(slack, bot, "content-check")
+        clock.advance(timedelta(minutes=12))
+        bot.services.freezes.tick()
+        reply_text(slack, slack.command(OUTSIDER, "done content-check"))
+        step_message(slack, bot, "smoke-test")
+        clock.advance(timedelta(minutes=4))
+        reply_text(slack, slack.command("U0BOB", "failed smoke-test search finds nothing"))
+        slack.wait_for(lambda: [m for m in slack.messages() if m["text"] == "`run all` finished"], 10, "the summary")
+
+        assert reply_text(slack, slack.command(OUTSIDER, "report")).startswith("Only operators")
+        assert reply_text(slack, slack.command(OPERATOR, "report"), timeout=60) == \
+            "The report (Markdown) and its timeline chart (PNG) are in the channel."
+        files = {f["name"]: f for f in slack.files.values() if f.get("completed") and f.get("channel") == "C0LAUNCH"}
+        assert set(files) == {MARKDOWN_NAME, CHART_NAME}
+
+        text = files[MARKDOWN_NAME]["content"].decode()
+        audit = store.query("SELECT * FROM audit ORDER BY id")
+        before = [e for e in audit if e["id"] < next(e["id"] for e in audit if e["action"] == "report"
+                                                     and e["outcome"] == "posted")]
+        logged = text.split("## Audit log", 1)[1].splitlines()
+        logged = [line for line in logged if line.startswith("- `")]
+        assert len(logged) == len(before) and len(before) > 10
+        for line, event in zip(logged, before):  # line by line, every field
+            assert line.startswith(f"- `{event['at']}` · {event['actor']} · {event['action']} · ")
+            assert f" · {event['outcome']}" in line
+        assert "| content-check | for U0EVE | succeeded | 2026-12-01 18:00:00 UTC | 2026-12-01 18:10:00 UTC" in text
+        assert "| 12m 00s | 2m 00s late | U0ALICE | done by @U0EVE |" in text
+        assert "| smoke-test | for U0EVE | failed |" in text and "search finds nothing" in text
+        assert "| content | active |" in text and "editors: hold" in text
+        assert "No go-live was requested." in text
+
+        image = Image.open(io.BytesIO(files[CHART_NAME]["content"]))
+        assert image.format == "PNG" and image.size[0] >= 800 and image.size[1] >= 200
+        assert len(image.convert("L").getcolors(maxcolors=1 << 16) or []) > 10, "the chart is blank"
+        assert _bands(image.convert("RGB"), (0xd9, 0xd9, 0xd9)) == 2  # a planned bar per step
+        assert _bands(image.convert("RGB"), (0x2a, 0x9d, 0x8f)) == 1  # content-check succeeded
+        assert _bands(image.convert("RGB"), (0xe6, 0x39, 0x46)) == 1  # smoke-test failed
+
+        md, png, drawn = write_report(bot.services.plan, store, clock.now(), tmp_path / "again")
+        assert drawn == ["content-check", "smoke-test"] and png.stat().st_size > 1000
+    finally:
+        bot.stop()
+
+    plan_file = tmp_path / "night.toml"  # a rehearsal's report, read without Slack
+    plan_file.write_text(to_toml(plan))
+    cli = [sys.executable, "-m", "bot.cli", "report", "--plan", str(plan_file), "--out", str(tmp_path / "local")]
+    done = subprocess.run(cli + ["--db", str(tmp_path / "n.db")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    local = (tmp_path / "local" / MARKDOWN_NAME).read_text()
+    assert "| smoke-test | for U0EVE | failed |" in local and local.count("\n- `") == len(before) + 1
+    assert Image.open(tmp_path / "local" / CHART_NAME).size == image.size
+    missing = subprocess.run(cli + ["--db", str(tmp_path / "nothing.db")], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "nothing.db: no such database" in missing.stderr
+    assert not (tmp_path / "nothing.db").exists()
+
+
+def home_text(slack, user):
+    view = slack.home_views.get(user)
+    return blocks_text(view["blocks"]) if view else ""
+
+
+def test_the_home_tab_shows_the_runbook_and_follows_each_change(slack, tmp_path):
+    plan = night_plan()
+    plan["stages"] = [plan["stages"][0], {**plan["stages"][3], "depends_on": ["content-check"]}]
+    bot = start_local_bot(slack, parse_plan(plan, "night"), str(tmp_path / "n.db"))
+    try:
+        slack.open_home(OUTSIDER)
+        slack.wait_for(lambda: "content-check" in home_text(slack, OUTSIDER), 10, "the Home tab")
+        text = home_text(slack, OUTSIDER)
+        assert "Cutover runbook" in text and f"*content-check* a step for <@{OUTSIDER}> — not run" in text
+        assert "planned" in text and "Go-live projected" in text and "*Freezes*" in text
+        published = len(slack.calls_of("views.publish"))
+
+        reply_text(slack, slack.command(OPERATOR, "run all"))
+        slack.wait_for(lambda: "content-check* a step for <@U0EVE> — running" in home_text(slack, OUTSIDER), 15,
+                       "the Home tab to show the open step")
+        reply_text(slack, slack.command(OPERATOR, "freeze content at in 1h"))
+        slack.wait_for(lambda: "*content* from" in home_text(slack, OUTSIDER), 15, "the freeze on the Home tab")
+        reply_text(slack, slack.command(OUTSIDER, "done content-check"))
+        slack.wait_for(lambda: "content-check* a step for <@U0EVE> — succeeded" in home_text(slack, OUTSIDER), 15,
+                       "the Home tab to show the step done")
+        calls = len(slack.calls_of("views.publish")) - published
+        assert 3 <= calls <= 12, calls  # each change, not every tick of the refresh job
+    finally:
+        bot.stop()
+
+
+def test_slack_limits_hold_for_a_100_step_plan(slack, tmp_path):
+    from bot import messages
+    from bot.standins.slack import SlackStandIn
+    from bot.status import build_status
+
+    plan = night_plan()
+    long = "Check " + "every listed page by hand and note anything odd " * 80  # about 4,000 characters
+    plan["stages"] = [
+        {"name": f"step-{i:03d}-" + "x" * 30, "owner": OUTSIDER, "instructions": long, "planned": "5m",
+         **({"depends_on": [f"step-{i - 1:03d}-" + "x" * 30]} if i else {})} for i in range(100)]
+    bot = start_local_bot(slack, parse_plan(plan, "hundred"), str(tmp_path / "h.db"))
+    try:
+        status = slack.command(OPERATOR, "status")
+        text = reply_text(slack, status)  # the stand-in refuses a response over Slack's block limits
+        assert "step-099-" in text and "Go-live projected" in text
+        slack.open_home(OPERATOR)
+        slack.wait_for(lambda: "step-099-" in home_text(slack, OPERATOR), 10, "the Home tab")
+        assert len(slack.home_views[OPERATOR]["blocks"]) <= 100
+        reply_text(slack, slack.command(OPERATOR, "run all"))
+        ts = step_message(slack, bot, plan["stages"][0]["name"])
+        msg = slack.message("C0LAUNCH", ts)
+        assert len(msg["blocks"]) <= 50 and all(len(b.get("text", {}).get("text", "")) <= 3000 for b in msg["blocks"])
+        assert reply_text(slack, slack.command(OPERATOR, f"cancel {plan['stages'][0]['name']}")).endswith(
+            "nothing ran on any host.")
+        summary = slack.wait_for(lambda: [m for m in slack.messages() if m["text"] == "`run all` finished"], 10,
+                                 "the summary")
+        assert "`step-010-" in blocks_text(summary[0]["blocks"]) and "and 89 more not started" in \
+            blocks_text(summary[0]["blocks"])
+        report = build_status(bot.services)
+        SlackStandIn._blocks({"blocks": messages.status_message(report)})
+        SlackStandIn._blocks({"blocks": messages.home_view(messages.status_body(report, 80), report.now)["blocks"]},
+                             limit=100)
+    finally:
+        bot.stop()

@@ -36,6 +36,7 @@ log = logging.getLogger("cutover.standin.slack")
 
 SECTION_TEXT_LIMIT = 3000
 BLOCKS_LIMIT = 50
+HOME_BLOCKS_LIMIT = 100
 
 
 @dataclass
@@ -108,6 +109,7 @@ class SlackStandIn:
         self.unknown_users: set[str] = set()  # IDs users.info says no such user for
         self.responses: list[dict] = []
         self.files: dict[str, dict] = {}
+        self.home_views: dict[str, dict] = {}  # user -> the Home tab the app last published for them
         self.calls: list[dict] = []
         self.envelopes: list[Envelope] = []
         self.scopes_missing: dict[str, str] = {}
@@ -574,7 +576,7 @@ class SlackStandIn:
         return f"{int(time.time())}.{next(self._ts):06d}"
 
     @staticmethod
-    def _blocks(params: dict) -> list | None:
+    def _blocks(params: dict, limit: int = BLOCKS_LIMIT) -> list | None:
         blocks = params.get("blocks")
         if blocks is None or blocks == "":
             return None
@@ -585,8 +587,8 @@ class SlackStandIn:
                 raise SlackError("invalid_blocks_format") from None
         if not isinstance(blocks, list):
             raise SlackError("invalid_blocks_format")
-        if len(blocks) > BLOCKS_LIMIT:
-            raise SlackError("invalid_blocks", errors=[f"no more than {BLOCKS_LIMIT} items allowed [json-pointer:/blocks]"])
+        if len(blocks) > limit:
+            raise SlackError("invalid_blocks", errors=[f"no more than {limit} items allowed [json-pointer:/blocks]"])
         for i, block in enumerate(blocks):
             texts = []
             if isinstance(block.get("text"), dict):
@@ -608,6 +610,33 @@ class SlackStandIn:
                 listener(kind, dict(record))
             except Exception:  # a listener is a display aid; it must not break the API
                 log.exception("stand-in listener failed")
+
+    def _m_views_publish(self, params: dict) -> dict:
+        """A user's Home tab: a view of type home, at most 100 blocks, each held to the message limits."""
+        user = params.get("user_id")
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except json.JSONDecodeError:
+                raise SlackError("invalid_arguments") from None
+        if not user or not isinstance(view, dict):
+            raise SlackError("invalid_arguments")
+        if view.get("type") != "home":
+            raise SlackError("invalid_arguments", errors=["view type must be home [json-pointer:/view/type]"])
+        blocks = self._blocks({"blocks": view.get("blocks")}, HOME_BLOCKS_LIMIT) or []
+        record = {"id": f"V{next(self._ids):08d}", "type": "home", "blocks": blocks, "user": user}
+        with self._lock:
+            self.home_views[user] = record
+        return {"view": record}
+
+    def open_home(self, user: str) -> Envelope:
+        """``user`` opens the app's Home tab: ``app_home_opened``, as Slack sends it."""
+        event = {"type": "app_home_opened", "user": user, "channel": "D0" + user[2:], "tab": "home",
+                 "event_ts": f"{time.time():.6f}"}
+        if user in self.home_views:
+            event["view"] = self.home_views[user]
+        return self.deliver_event(event)
 
     def _m_auth_test(self, params: dict) -> dict:
         return {"url": "https://cutover.slack.com/", "team": "cutover", "user": "cutover",
@@ -850,6 +879,10 @@ class SlackStandIn:
             body = await request.json()
         except json.JSONDecodeError:
             return web.Response(status=400, text="invalid_payload")
+        try:  # held to the same block limits as a message
+            self._blocks({"blocks": body.get("blocks")})
+        except SlackError as exc:
+            return web.Response(status=400, text=exc.error)
         self._record_response(str(request.url), body, via="response_url")
         return web.Response(text="ok")
 
