@@ -20,8 +20,8 @@ class SystemClock:
 class JumpClock:
     """Real time plus an offset the demo can jump forward, to reach a freeze's reminders in seconds."""
 
-    def __init__(self) -> None:
-        self._offset = timedelta(0)
+    def __init__(self, offset: timedelta = timedelta(0)) -> None:
+        self._offset = offset
         self._lock = threading.Lock()
 
     def now(self) -> datetime:

@@ -31,6 +31,8 @@ from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.slack import Envelope, SlackStandIn
 from bot.standins.sshd import LocalSshd, find_sshd
 from bot.states import RequestState
+from bot.messages import DONE_ACTION
+from bot.report import write_report
 from bot.terminal import ChannelView, plain, render_blocks
 from bot.waiting import wait_until
 
@@ -41,6 +43,11 @@ OK = "white_check_mark"
 IMPORT = ("total=600; i=0; while [ $i -le $total ]; do echo \"Processed $i/$total rows of node_revision\"; "
           "i=$((i+60)); sleep 0.5; done; echo 'import complete'")
 REINDEX = "echo 'reindexing 1200 documents'; sleep 1; echo 'WARNING: 2 documents skipped'; echo done"
+SYNC = "echo 'syncing sites/default/files'; sleep 2; echo '4,812 files, 1.2 GB'"
+FREEZES_IN = timedelta(hours=25)
+CONTENT_CHECK = {"name": "content-check", "owner": "U0EVE", "planned": "2s",
+                 "instructions": "Editors' lead: confirm in the CMS that nobody has published since the content "
+                                 "freeze began, then press Done."}
 
 BASE_PLAN = {
     "slack": {"channel": "C0LAUNCH", "operators": ["U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"],
@@ -126,7 +133,9 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         slack = stack.enter_context(SlackStandIn())
         view = ChannelView(out, started, PEOPLE)
         slack.on_post(view)
-        demo = Demo(slack, view, JumpClock())
+        # The clock starts a day and an hour back and jumps to the freezes' reminders and start, which arrive at
+        # the real time: from then on the bot's clock and the servers' agree, as they do on a real night.
+        demo = Demo(slack, view, JumpClock(-FREEZES_IN))
         plan = copy.deepcopy(BASE_PLAN)
         stage_host = "new"
         if why_no_lab is None:
@@ -157,12 +166,17 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             stage_host = ""
             view.line(f"cutover demo — real: the Bolt app and SQLite. Stand-in: Slack. Stages and the go-live need sshd\n"
                       f"(Debian package openssh-server) and {why_no_lab}; both are skipped.")
+        # The night starts when the freezes do (the clock jumps 25 h to them); two steps may run side by side.
+        plan["schedule"] = {"start": (demo.clock.now() + FREEZES_IN).strftime("%Y-%m-%dT%H:%M:%SZ"), "max_parallel": 2}
+        plan["stages"] = [CONTENT_CHECK]
         if stage_host:
-            plan["stages"] = [
-                {"name": "db-import", "host": stage_host, "command": IMPORT, "timeout": "10m",
-                 "progress": r"Processed (?P<done>\d+)/(?P<total>\d+)"},
+            plan["stages"] += [
+                {"name": "db-import", "host": stage_host, "command": IMPORT, "timeout": "10m", "planned": "4s",
+                 "progress": r"Processed (?P<done>\d+)/(?P<total>\d+)", "depends_on": ["content-check"]},
+                {"name": "files-sync", "host": stage_host, "command": SYNC, "planned": "3s",
+                 "depends_on": ["content-check"]},
                 {"name": "solr-reindex", "host": stage_host, "command": REINDEX, "depends_on": ["db-import"],
-                 "notable": r"WARNING|ERROR"},
+                 "notable": r"WARNING|ERROR", "planned": "2s"},
             ]
         if demo.lab is not None:
             plan["failover"]["require_freezes"] = ["content", "registration"]
@@ -171,11 +185,12 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         stack.callback(demo.bot.stop)
         try:
             _freezes(demo)
-            if stage_host:
-                _stages(demo)
+            _stages(demo, bool(stage_host))
+            _home(demo)
             if demo.lab is not None and _golive(demo):
                 _rollback(demo)
             _audit(demo)
+            _report(demo, work)
         except Exception as exc:  # a broken demo must end in a summary, not a traceback
             demo.check(f"the demo ran to the end (stopped by {exc.__class__.__name__}: {exc})", False)
     failed = [w for w, ok in demo.results if not ok]
@@ -204,21 +219,67 @@ def _freezes(d: Demo) -> None:
     d.check("both freezes are in effect", d.channel_text().count("is now in effect") == 2)
 
 
-def _stages(d: Demo) -> None:
-    text = d.reply(d.say("bob", "/cutover run solr-reindex"))
-    d.check("a stage whose dependency has not run refuses to start", "needs `db-import`" in text)
+def _stages(d: Demo, on_hosts: bool) -> None:
+    assert d.bot is not None
+    store = d.bot.services.store
+    if on_hosts:
+        text = d.reply(d.say("bob", "/cutover run solr-reindex"))
+        d.check("a stage whose dependency has not run refuses to start", "needs `db-import`" in text)
     d.reply(d.say("alice", "/cutover run all"))
+    ts = d.slack.wait_for(lambda: (store.latest_runs().get("content-check") or {}).get("message_ts"), 10,
+                          "the person's step")
+    d.wait("its Done button", lambda: "[ Done ]" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")), 5)
+    time.sleep(0.5)
+    d.check("run all waits for eve's step before anything that depends on it",
+            store.latest_runs()["content-check"]["state"] == "running" and "db-import" not in store.latest_runs())
+    d.view.line("\n▸ eve presses Done on content-check")
+    d.slack.click("U0EVE", "C0LAUNCH", ts, DONE_ACTION)
     d.wait("the run all summary", lambda: "`run all` by @alice finished" in d.channel_text(), 120)
-    runs = d.bot.services.store.latest_runs()  # type: ignore[union-attr]
-    d.check("db-import and solr-reindex succeeded over SSH",
-            all(runs.get(s, {}).get("state") == "succeeded" for s in ("db-import", "solr-reindex")))
+    runs = store.latest_runs()
+    d.check("eve's step is done, by eve", runs["content-check"]["state"] == "succeeded"
+            and runs["content-check"]["completed_by"] == "U0EVE")
+    if not on_hosts:
+        return
+    d.check("db-import, files-sync and solr-reindex succeeded over SSH",
+            all(runs.get(s, {}).get("state") == "succeeded" for s in ("db-import", "files-sync", "solr-reindex")))
+    a, b = runs["db-import"], runs["files-sync"]
+    d.check("db-import and files-sync ran side by side",
+            a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"])
     d.check("progress and an ETA were shown while db-import ran",
             d.wait("progress", lambda: any("left" in u and "%" in u for u in d.view.updates), 5))
     d.check("the full logs were uploaded to the threads",
-            d.wait("uploads", lambda: len([f for f in d.slack.files.values() if f.get("completed")]) >= 2, 10))
+            d.wait("uploads", lambda: len([f for f in d.slack.files.values() if f.get("completed")]) >= 3, 10))
     text = d.reply(d.say("eve", "/cutover status"))
-    d.check("status tells the truth", "*db-import* on `new` — succeeded" in text and "exit 0" in text
-            and "*content* in effect" in text)
+    d.check("status tells the truth, against the plan's times",
+            "*db-import* on `new` — succeeded" in text and "exit 0" in text and "*content* in effect" in text
+            and "a step for @eve — succeeded" in text and "planned" in text and "Go-live projected" in text)
+
+
+def _home(d: Demo) -> None:
+    """eve opens the app's Home tab: the runbook as it stands."""
+    d.view.line("\n▸ eve opens the cutover app's Home tab")
+    d.slack.open_home("U0EVE")
+    shown = d.wait("the Home tab", lambda: "U0EVE" in d.slack.home_views, 10)
+    if shown:
+        d.view.line(indent_home(render_blocks(d.slack.home_views["U0EVE"]["blocks"], "", PEOPLE)))
+    d.check("the Home tab shows the runbook: steps, times, freezes, go-live",
+            shown and "content-check" in render_blocks(d.slack.home_views["U0EVE"]["blocks"]))
+
+
+def indent_home(text: str) -> str:
+    return "\n".join("  │ " + line for line in text.splitlines())
+
+
+def _report(d: Demo, work: Path) -> None:
+    text = d.reply(d.say("alice", "/cutover report"), 60)
+    d.check("the report (Markdown) and its timeline (PNG) are uploaded",
+            text.startswith("The report (Markdown) and its timeline chart (PNG) are in the channel"))
+    assert d.bot is not None
+    md, png, drawn = write_report(d.bot.services.plan, d.bot.services.store, d.clock.now(), work / "report")
+    d.view.line(f"\nThe report is also written here: {md}\n  and its chart: {png}")
+    d.check("the report has every step and the whole audit log",
+            all(f"| {name} |" in md.read_text() for name in drawn)
+            and md.read_text().count("\n- `") == len(d.bot.services.store.query("SELECT id FROM audit")))
 
 
 def _golive(d: Demo) -> bool:

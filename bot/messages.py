@@ -229,8 +229,8 @@ def manual_message(view: StageView, now: datetime) -> list[dict]:
         if view.completed_by:
             head += f" · by <@{view.completed_by}>"
     blocks = [section(head), section(escape(view.instructions))]
-    if view.reason and not view.active:
-        blocks.append(section(escape(view.reason)))
+    if view.reason and not view.active:  # why it failed, as its owner or an operator typed it
+        blocks.append(section("Why: " + escape(view.reason)))
     if view.active:
         blocks.append(button("Done", DONE_ACTION, str(view.run_id), style="primary"))
         blocks.append(context(f"Only <@{view.owner}> or an operator can complete it: the button, or "

@@ -61,7 +61,7 @@ class PeopleSteps:
         if not ok and not reason.strip():
             raise StepRefused(f"Say why `{name}` failed: `/cutover failed {name} REASON`.")
         state = RunState.SUCCEEDED if ok else RunState.FAILED
-        detail = f"done by <@{user}>" if ok else f"failed by <@{user}>: {reason.strip()[:REASON_LIMIT]}"
+        detail = None if ok else reason.strip()[:REASON_LIMIT]  # who is in completed_by
         now = runner.clock.now()
         with runner.store.transaction() as db:
             rows = list(db["stage_runs"].rows_where(f"stage = ? AND state IN {sql_in(ACTIVE_RUNS)}", [name]))
@@ -98,8 +98,7 @@ class PeopleSteps:
                 raise StepRefused(f"`{name}` is not open.")
             run = rows[0]
             db["stage_runs"].update(run["id"], {"state": RunState.CANCELLED.value, "ended_at": now.isoformat(),
-                                                "completed_by": user, "detail": f"cancelled by <@{user}>",
-                                                "cancelled_by": user})
+                                                "completed_by": user, "cancelled_by": user})
             runner.store.audit(user, "step-cancelled", run["stage"], "ok", {"run": run["id"]}, db=db)
         runner.ended()
         runner.workers.submit(f"final message of step {name}", runner.messages.show_final, run["id"],

@@ -141,7 +141,7 @@ def markdown(data: ReportData) -> str:
         plan_t = times[s.name]
         took = format_duration(s.ended_at - s.started_at) if s.started_at and s.ended_at else "—"
         late = _late(s.ended_at - plan_t.planned_end) if s.ended_at and plan_t.planned_end else "—"
-        done = s.detail or s.completed_by or "—"
+        done = ": ".join(filter(None, [s.completed_by, s.detail])) or "—"
         out.append(f"| {_cell(s.name)} | {_cell(s.who)} | {_cell(s.state)} | {_t(plan_t.planned_start)} | "
                    f"{_t(plan_t.planned_end)} | {_t(s.started_at)} | {_t(s.ended_at)} | {took} | {late} | "
                    f"{_cell(s.started_by)} | {_cell(done)} |")
@@ -229,21 +229,21 @@ def chart(data: ReportData, path: Path) -> list[str]:
                         color=_STATE_COLOURS.get(s.state, "#457b9d"),
                         hatch=None if s.ended_at else "//")
                 span += [s.started_at, end]
-        for f in data.freezes:
+        shown = [f for f in data.freezes if f["state"] != "cancelled"]
+        for n, f in enumerate(shown):
             start, end = parse_time(f["start_at"]), parse_optional_time(f["end_at"])
-            if f["state"] == "cancelled":
-                continue
             right = end or max(span + [start]) + timedelta(minutes=1)
             ax.axvspan(start, right, color="#a8dadc", alpha=0.25, zorder=0)
-            ax.text(start, rows - 0.45, f" {f['kind']} freeze", fontsize=8, va="bottom", color="#1d3557")
+            ax.text(start, rows - 0.45 - 0.28 * (n % 3), f" {f['kind']} freeze", fontsize=8, va="bottom",
+                    color="#1d3557")  # stacked: freezes that start together stay legible
             span += [start]
-        for sw in data.switches:
-            if sw.flipped_at:
-                colour = "#1d3557" if sw.kind == "golive" else "#e76f51"
-                ax.axvline(sw.flipped_at, color=colour, linewidth=2)
-                ax.text(sw.flipped_at, -0.9, f" {'go-live' if sw.kind == 'golive' else 'rollback'} #{sw.id}",
-                        fontsize=8, color=colour, va="bottom")
-                span.append(sw.flipped_at)
+        flips = [sw for sw in data.switches if sw.flipped_at]
+        for n, sw in enumerate(flips):
+            colour = "#1d3557" if sw.kind == "golive" else "#e76f51"
+            ax.axvline(sw.flipped_at, color=colour, linewidth=2)
+            ax.text(sw.flipped_at, -0.95 + 0.3 * (n % 2), f" {'go-live' if sw.kind == 'golive' else 'rollback'} "
+                    f"#{sw.id}", fontsize=8, color=colour, va="bottom")  # alternate heights: close flips stay legible
+            span.append(sw.flipped_at)
         ax.set_yticks(range(rows))
         ax.set_yticklabels(list(reversed(names)) or ["(no steps)"], fontsize=9)
         ax.set_ylim(-1, rows)
@@ -253,7 +253,9 @@ def chart(data: ReportData, path: Path) -> list[str]:
             ax.set_xlim(lo - pad, hi + pad)
         else:
             ax.text(0.5, 0.5, "nothing has run yet", transform=ax.transAxes, ha="center", va="center")
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=data.now.tzinfo))
+        locator = mdates.AutoDateLocator(tz=data.now.tzinfo)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=data.now.tzinfo))
         ax.set_xlabel("UTC")
         ax.grid(axis="x", color="#eeeeee")
         ax.set_axisbelow(True)

@@ -56,8 +56,8 @@ def run_all(runner: StageRunner, user: str) -> list[str]:
         if runner.stopping.is_set() and all(s.active for s in states.values()):
             names = ", ".join(f"`{n}`" for n in running.values())
             report.append(f"⏸️ the bot stopped while {names} {'was' if len(running) == 1 else 'were'} running; "
-                          "it keeps running on its host. Later steps were not started: `run all` again once it "
-                          "has ended.")
+                          "a stage keeps running on its host, a person's step stays open for its owner. Later "
+                          "steps were not started: `run all` again once they have ended.")
             return report
         for run_id, state in states.items():
             if state.active:

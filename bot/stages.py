@@ -188,8 +188,10 @@ class StageRunner:
             if self.plan.stage(run["stage"]) is None:
                 self.finish(run["id"], RunState.LOST, None, "the stage is no longer in the plan")
                 continue
-            if run["owner"]:
-                continue  # a person's step: still theirs, nothing to follow on a host
+            if run["owner"]:  # a person's step: still theirs, nothing to follow on a host
+                if run["state"] == RunState.STARTING:
+                    self.people.open(run["id"])  # the bot stopped between claiming it and opening it
+                continue
             notes.append(run["stage"])
             self.store.audit("cutover", "reattach", run["stage"], "ok", {"offset": run["log_offset"]})
             if run["message_ts"]:

@@ -46,6 +46,9 @@ def render_blocks(blocks: list[dict] | None, fallback: str = "", names: dict[str
             out.append("  " + " ".join(e.get("text", "") for e in block.get("elements", []) if isinstance(e, dict)))
         elif kind == "divider":
             out.append("-" * 40)
+        elif kind == "actions":
+            out.append("  ".join(f"[ {e['text']['text']} ]" for e in block.get("elements", [])
+                                 if isinstance(e, dict) and e.get("type") == "button"))
     return plain("\n".join(out), names)
 
 
@@ -83,8 +86,10 @@ class ChannelView:
         elif kind == "ephemeral":
             self.line(indent(f"{stamp}   (only @{self.names.get(record['user'], record['user'])} sees) ", text))
         elif kind == "file":
+            where = "to the thread" if record.get("thread_ts") else "in the channel"
             for f in record.get("files", []):
-                self.line(f"{stamp}   ↳ 📎 {f['name']} ({f['size']:,} bytes) uploaded to the thread")
+                self.line(f"{stamp}   {'↳ ' if record.get('thread_ts') else ''}📎 {f['name']} ({f['size']:,} "
+                          f"bytes) uploaded {where}")
         elif kind == "response":
             self.line(indent(f"{stamp}   → reply: ", text))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.people_steps import LATE_CHECK_SECONDS
 from bot.run_all import run_all_and_report
 from commands.router import Caller, Command, Reply, UsageError
 
@@ -46,6 +47,14 @@ def run_run(services: "Services", caller: Caller, name: str) -> Reply:
         return Reply(text=f"Running the stages not yet done, {how}. Each reports in the channel; the summary "
                           "follows there.")
     run_id = services.stages.start(name, caller.user)
+    stage = services.plan.stage(name)
+    if stage is not None and stage.manual:
+        if services.stages.row(run_id)["message_ts"] is None:
+            return Reply(text=f"`{name}` is open for <@{stage.owner}>, but its message could not be posted "
+                              f"(Slack said `{services.notifier.last_error()}`); the bot tries again every "
+                              f"{LATE_CHECK_SECONDS} s. `/cutover done {name}` completes it meanwhile.")
+        return Reply(text=f"`{name}` is open: <@{stage.owner}> has its instructions and a Done button in the "
+                          "channel.")
     if services.stages.row(run_id)["message_ts"] is None:
         return Reply(text=f"Started `{name}` (run {run_id}), but its progress message could not be posted in the "
                           f"channel (Slack said `{services.notifier.last_error()}`); the bot keeps trying, and "

@@ -82,3 +82,30 @@ def test_url_verification_challenge(slack, http_bot):
     body = json.dumps({"type": "url_verification", "challenge": "abc123", "token": "t"})
     status, text = slack.post_http(body, "application/json", slack.signed_headers(body))
     assert status == 200 and "abc123" in text
+
+
+def test_the_done_button_and_the_home_tab_work_over_http(slack, tmp_path):
+    from bot.messages import DONE_ACTION
+    from bot.plan import parse_plan
+    from bot.standins.slack import blocks_text
+    from tests.test_runbook import night_plan
+
+    plan = night_plan()
+    plan["stages"] = [plan["stages"][0]]
+    services = build_services(local_settings(slack, str(tmp_path / "h.db")), parse_plan(plan, "night"))
+    server = serve_http(build_app(services), services, 0, host="127.0.0.1")
+    slack.use_http(f"http://127.0.0.1:{server.server_port}/slack/events")
+    try:
+        assert reply_text(slack, slack.command(OPERATOR, "run content-check")).startswith("`content-check` is open")
+        ts = slack.wait_for(lambda: services.store.latest_runs()["content-check"]["message_ts"], 10, "the step")
+        slack.wait_for(lambda: services.store.latest_runs()["content-check"]["state"] == "running", 10, "open")
+        click = slack.click(OUTSIDER, "C0LAUNCH", ts, DONE_ACTION)  # a signed form with payload=<json>
+        assert click.http_status == 200
+        slack.wait_for(lambda: services.store.latest_runs()["content-check"]["state"] == "succeeded", 10, "done")
+        slack.wait_for(lambda: "*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 10, "shown")
+        assert slack.open_home(OUTSIDER).http_status == 200
+        slack.wait_for(lambda: "content-check" in blocks_text(slack.home_views.get(OUTSIDER, {}).get("blocks")),
+                       10, "the Home tab")
+    finally:
+        server.shutdown()
+        services.close()

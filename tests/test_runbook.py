@@ -84,7 +84,8 @@ def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd
         assert "files-sync" not in store.latest_runs()  # nothing that waits for the person has started
 
         slack.click(OUTSIDER, "C0LAUNCH", ts, DONE_ACTION)
-        slack.wait_for(lambda: "done by" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 10, "done")
+        slack.wait_for(lambda: f"*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 10, "done")
+        assert f"· by <@{OUTSIDER}>" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"])
         assert not any(b["type"] == "actions" for b in slack.message("C0LAUNCH", ts)["blocks"])
 
         smoke = step_message(slack, bot, "smoke-test")
@@ -129,7 +130,9 @@ def test_a_failed_step_stops_run_all_and_says_why(slack, tmp_path):
         text = blocks_text(summary[0]["blocks"])
         assert "`content-check` failed" in text and "stopped after `content-check`: `smoke-test` not started" in text
         run = bot.services.store.latest_runs()["content-check"]
-        assert run["completed_by"] == OUTSIDER and "someone published at 18:02" in run["detail"]
+        assert run["completed_by"] == OUTSIDER and run["detail"] == "someone published at 18:02"
+        text = blocks_text(slack.message("C0LAUNCH", run["message_ts"])["blocks"])
+        assert "*failed* after" in text and f"by <@{OUTSIDER}>" in text and "Why: someone published at 18:02" in text
     finally:
         bot.stop()
 
@@ -239,7 +242,7 @@ def test_the_report_matches_the_audit_log_and_draws_one_bar_per_step(slack, tmp_
             assert line.startswith(f"- `{event['at']}` · {event['actor']} · {event['action']} · ")
             assert f" · {event['outcome']}" in line
         assert "| content-check | for U0EVE | succeeded | 2026-12-01 18:00:00 UTC | 2026-12-01 18:10:00 UTC" in text
-        assert "| 12m 00s | 2m 00s late | U0ALICE | done by @U0EVE |" in text
+        assert "| 12m 00s | 2m 00s late | U0ALICE | U0EVE |" in text
         assert "| smoke-test | for U0EVE | failed |" in text and "search finds nothing" in text
         assert "| content | active |" in text and "editors: hold" in text
         assert "No go-live was requested." in text
@@ -334,3 +337,58 @@ def test_slack_limits_hold_for_a_100_step_plan(slack, tmp_path):
                              limit=100)
     finally:
         bot.stop()
+
+
+def test_a_step_whose_message_slack_refused_is_posted_later_and_the_reply_says_so(slack, tmp_path):
+    plan = night_plan()
+    plan["stages"] = [plan["stages"][0]]
+    bot = start_local_bot(slack, parse_plan(plan, "night"), str(tmp_path / "n.db"))
+    try:
+        slack.fail_next("chat.postMessage", status=500, error="internal_error", times=1)
+        reply = reply_text(slack, slack.command(OPERATOR, "run content-check"))
+        assert reply.startswith(f"`content-check` is open for <@{OUTSIDER}>, but its message could not be posted")
+        assert "`/cutover done content-check` completes it meanwhile" in reply
+        assert bot.services.store.latest_runs()["content-check"]["message_ts"] is None
+        bot.services.stages.people.remind_late()  # the job's next pass posts it
+        step_message(slack, bot, "content-check")
+    finally:
+        bot.stop()
+
+
+def test_a_step_survives_the_bot_killed_while_it_is_open(slack, tmp_path):
+    import os
+    import signal
+
+    from bot.store import Store
+    from tests.helpers import start_bot_process
+
+    plan = night_plan()
+    plan["stages"] = [plan["stages"][0], {**plan["stages"][3], "depends_on": ["content-check"]}]
+    plan_file = tmp_path / "night.toml"
+    plan_file.write_text(to_toml(plan))
+    env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "bot.db")}
+    first = start_bot_process(slack, env, tmp_path)
+    try:
+        assert reply_text(slack, slack.command(OPERATOR, "run content-check"), timeout=20).startswith(
+            "`content-check` is open")
+        store = Store(env["CUTOVER_DB"])
+        ts = slack.wait_for(lambda: (store.latest_runs().get("content-check") or {}).get("message_ts"), 10, "posted")
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    second = start_bot_process(slack, env, tmp_path)
+    try:
+        assert store.latest_runs()["content-check"]["state"] == "running"  # still the owner's, not lost
+        status = reply_text(slack, slack.command(OPERATOR, "status"), timeout=15)
+        assert f"*content-check* a step for <@{OUTSIDER}> — running" in status
+        slack.click(OUTSIDER, "C0LAUNCH", ts, DONE_ACTION)
+        slack.wait_for(lambda: store.latest_runs()["content-check"]["state"] == "succeeded", 15, "done")
+        slack.wait_for(lambda: "*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 15, "message")
+        status = reply_text(slack, slack.command(OPERATOR, "status"), timeout=15)
+        assert f"*content-check* a step for <@{OUTSIDER}> — succeeded" in status
+        done = [e for e in store.recent_audit(50) if e["action"] == "step-done"]
+        assert len(done) == 1 and done[0]["actor"] == OUTSIDER
+    finally:
+        second.terminate()
+        second.wait(10)

@@ -614,12 +614,7 @@ class SlackStandIn:
     def _m_views_publish(self, params: dict) -> dict:
         """A user's Home tab: a view of type home, at most 100 blocks, each held to the message limits."""
         user = params.get("user_id")
-        view = params.get("view")
-        if isinstance(view, str):
-            try:
-                view = json.loads(view)
-            except json.JSONDecodeError:
-                raise SlackError("invalid_arguments") from None
+        view = _json_param(params, "view")
         if not user or not isinstance(view, dict):
             raise SlackError("invalid_arguments")
         if view.get("type") != "home":
@@ -837,12 +832,7 @@ class SlackStandIn:
         return web.Response(text=f"OK - {size}")
 
     def _m_files_completeUploadExternal(self, params: dict) -> dict:
-        files = params.get("files")
-        if isinstance(files, str):
-            try:
-                files = json.loads(files)
-            except json.JSONDecodeError:
-                raise SlackError("invalid_arguments") from None
+        files = _json_param(params, "files")
         if not files:
             raise SlackError("invalid_arguments")
         done = []
@@ -898,6 +888,17 @@ class SlackStandIn:
         url = envelope.payload.get("response_url", "")
         with self._lock:
             return [r for r in self.responses if r["url"] == url]
+
+
+def _json_param(params: dict, key: str) -> Any:
+    """A parameter Slack takes as JSON: as sent in a form (a string) or in a JSON body (already parsed)."""
+    value = params.get(key)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise SlackError("invalid_arguments") from None
+    return value
 
 
 def blocks_text(blocks: list[dict] | None) -> str:
