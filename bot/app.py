@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-
 from sqlite_utils.db import NotFoundError
 
 from bot.deliveries import RecentDeliveries, delivery_key

@@ -252,7 +252,7 @@ def _stages(d: Demo, on_hosts: bool) -> None:
     text = d.reply(d.say("eve", "/cutover status"))
     d.check("status tells the truth, against the plan's times",
             "*db-import* on `new` — succeeded" in text and "exit 0" in text and "*content* in effect" in text
-            and "a step for @eve — succeeded" in text and "planned" in text and "Go-live projected" in text)
+            and "a step for @eve — succeeded" in text and "planned" in text and "Every step is done" in text)
 
 
 def _home(d: Demo) -> None:

@@ -78,6 +78,11 @@ def timetable_lines(t: Timetable) -> list[str]:
                                                              else "")
         lines.append(f"Go-live projection *unknown*: {names} {'has' if len(t.unknown) == 1 else 'have'} no planned "
                      "time and no successful run to go by.")
+    elif t.projected_end is not None and all(s.ended for s in t.steps):
+        line = f"Every step is done, the last at {slack_date(t.projected_end)}"
+        if t.late_by is not None and t.planned_end is not None:
+            line += f": *{lateness(t.late_by)}* against the plan's {slack_date(t.planned_end)}"
+        lines.append(line + ". The go-live can come now.")
     elif t.projected_end is not None:
         line = f"Go-live projected {slack_date(t.projected_end)} (after the last step, along the critical path)"
         if t.late_by is not None and t.planned_end is not None:
@@ -223,7 +228,7 @@ def manual_message(view: StageView, now: datetime) -> list[dict]:
     if view.active:
         head += f" · open {format_duration(elapsed)}"
         if view.previous_duration is not None:
-            head += f" (planned {format_duration(view.previous_duration)})"
+            head += f" (expected {format_duration(view.previous_duration)})"
     else:
         head += f" after {format_duration(elapsed)}"
         if view.completed_by:

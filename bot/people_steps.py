@@ -37,8 +37,10 @@ class PeopleSteps:
         """The step is the owner's from now on: running, with nothing on any host."""
         runner = self.runner
         row = runner.row(run_id)
-        with runner.store.transaction() as db:
-            db["stage_runs"].update(run_id, {"state": RunState.RUNNING.value})
+        with runner.store.transaction() as db:  # only from starting: a Done that came first stays done
+            if db.execute("UPDATE stage_runs SET state = ? WHERE id = ? AND state = ?",
+                          [RunState.RUNNING.value, run_id, RunState.STARTING.value]).rowcount != 1:
+                return
             runner.store.audit(row["started_by"], "step-opened", row["stage"], "ok",
                                {"run": run_id, "owner": row["owner"]}, db=db)
         view = runner.messages.view_of(runner.row(run_id))
@@ -127,7 +129,7 @@ class PeopleSteps:
                 if db.execute("UPDATE stage_runs SET reminded_at = ? WHERE id = ? AND reminded_at IS NULL",
                               [now.isoformat(), run["id"]]).rowcount != 1:
                     continue
-            text = (f"<@{run['owner']}> `{run['stage']}` is late: planned {format_duration(expected)}, open "
+            text = (f"<@{run['owner']}> `{run['stage']}` is late: expected {format_duration(expected)}, open "
                     f"{format_duration(open_for)}. Done button above, or `/cutover done {run['stage']}`; "
                     f"`/cutover failed {run['stage']} REASON` if it cannot be done.")
             if runner.notifier.post(text, thread_ts=run["message_ts"]) is None:

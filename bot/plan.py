@@ -466,7 +466,7 @@ def _stages(c: _Checker, data: dict, hosts: dict[str, Host]) -> tuple[Stage, ...
                 if other in s:
                     c.error(f"{key}.{other}", s[other], "nothing: a step with an owner and instructions is done by "
                             "a person; give a host and a command instead for one the bot runs")
-            host, command = "", "manual"
+            host = command = None
         else:
             host = c.string(s, f"{key}.host", "host", expected="the name of a [hosts.*] entry")
             if host is not None and host not in (data.get("hosts") or {}):

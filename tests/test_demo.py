@@ -12,9 +12,12 @@ import pytest
 
 from bot.standins.lab import lab_unavailable
 
-GO_LIVE = ("100% (600 / 600)", "db-import-run1.log", "so your approval does not count",
+GO_LIVE = ("100% (600 / 600)", "db-import-run2.log", "so your approval does not count",
            "✅ *Switched to `new` and verified.*", "first answer from `new`", "DigitalOcean confirmed",
-           "answers from `old`", "19/19 checks passed")
+           "answers from `old`", "25/25 checks passed")
+RUNBOOK = ("a step for @eve — *waiting for its owner*", "[ Done ]", "▸ eve presses Done on content-check",
+           "`run all` by @alice finished, up to 2 side by side", "▸ eve opens the cutover app's Home tab",
+           "│ == Cutover runbook ==", "📎 cutover-timeline.png", "The report is also written here")
 
 
 def test_the_demo_runs_to_a_green_summary():
@@ -22,7 +25,7 @@ def test_the_demo_runs_to_a_green_summary():
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "FAILED" not in out and "Traceback" not in result.stderr
-    for line in ("Content freeze* scheduled by @alice", "The content freeze is now in effect", *GO_LIVE):
+    for line in ("Content freeze* scheduled by @alice", "The content freeze is now in effect", *GO_LIVE, *RUNBOOK):
         assert line in out, line
     assert ("keepalived was a stand-in" in out) == (lab_unavailable() is not None)
 

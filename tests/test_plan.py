@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_example_plan_is_valid():
     plan = load_plan(ROOT / "cutover.example.toml")
-    assert [s.name for s in plan.stages] == ["db-import", "solr-reindex"]
+    assert [s.name for s in plan.stages] == ["content-check", "db-import", "files-sync", "solr-reindex"]
+    assert plan.stage("content-check").manual and plan.stage("content-check").owner == "U0CAROL"
+    assert plan.schedule.max_parallel == 2 and plan.schedule.start.isoformat() == "2026-12-01T19:00:00+00:00"
+    assert plan.freezes.kinds["content"].announce_to == ("C0EDITORS",)
     assert plan.hosts["new"].jump == "bastion"
     assert plan.stage("db-import").timeout == timedelta(hours=4)
     assert plan.failover.verify_timeout == timedelta(seconds=60)

@@ -75,7 +75,7 @@ def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd
         assert "up to 2 side by side" in reply_text(slack, slack.command(OPERATOR, "run all"))
         ts = step_message(slack, bot, "content-check")
         text = blocks_text(slack.message("C0LAUNCH", ts)["blocks"])
-        assert f"a step for <@{OUTSIDER}>" in text and "nobody has published" in text and "planned 10m" in text
+        assert f"a step for <@{OUTSIDER}>" in text and "nobody has published" in text and "expected 10m" in text
 
         slack.click(STRANGER, "C0LAUNCH", ts, DONE_ACTION)  # neither its owner nor an operator
         refusal = slack.wait_for(lambda: [e for e in slack.ephemerals if e["user"] == STRANGER], 10, "a refusal")
@@ -151,7 +151,7 @@ def test_status_measures_the_night_against_its_plan_and_the_late_owner_is_remind
         assert bot.services.stages.people.remind_late() == ["content-check"]
         assert bot.services.stages.people.remind_late() == []  # one reminder, not one a tick
         reminder = slack.messages("C0LAUNCH", thread_ts=ts)
-        assert f"<@{OUTSIDER}> `content-check` is late: planned 10m 00s, open 25m 00s" in reminder[-1]["text"]
+        assert f"<@{OUTSIDER}> `content-check` is late: expected 10m 00s, open 25m 00s" in reminder[-1]["text"]
         text = reply_text(slack, slack.command(OPERATOR, "status"))
         # content-check ends no earlier than now (18:30); then 20m + 5m: 18:55 against 18:35
         assert "content-check* a step for" in text and "20m 00s late" in text

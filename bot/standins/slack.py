@@ -37,6 +37,8 @@ log = logging.getLogger("cutover.standin.slack")
 SECTION_TEXT_LIMIT = 3000
 BLOCKS_LIMIT = 50
 HOME_BLOCKS_LIMIT = 100
+# The launch channel, and the editors' channel the example plan announces its content freeze in.
+DEFAULT_CHANNELS = {"C0LAUNCH": "launch", "C0EDITORS": "editors"}
 
 
 @dataclass
@@ -103,7 +105,7 @@ class SlackStandIn:
         self.redeliver_after = redeliver_after
         self.max_redeliveries = max_redeliveries
         self.channels: dict[str, Channel] = {
-            cid: Channel(cid, name) for cid, name in (channels or {"C0LAUNCH": "launch"}).items()}
+            cid: Channel(cid, name) for cid, name in (channels or DEFAULT_CHANNELS).items()}
         self.ephemerals: list[dict] = []
         self.users: dict[str, dict] = {}
         self.unknown_users: set[str] = set()  # IDs users.info says no such user for
