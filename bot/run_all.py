@@ -34,7 +34,6 @@ def run_all(runner: StageRunner, user: str) -> list[str]:
             report.append(f"⏭️ `{stage.name}` already succeeded; skipped (use `run {stage.name}` to repeat it)")
     pending = [s for s in plan.stages if s.name not in done]
     running: dict[int, str] = {}
-    ended: set[str] = set(done)
     stopped_by = ""
     while pending or running:
         if not stopped_by and not runner.stopping.is_set():
@@ -56,14 +55,14 @@ def run_all(runner: StageRunner, user: str) -> list[str]:
         if runner.stopping.is_set() and all(s.active for s in states.values()):
             names = ", ".join(f"`{n}`" for n in running.values())
             report.append(f"⏸️ the bot stopped while {names} {'was' if len(running) == 1 else 'were'} running; "
-                          "a stage keeps running on its host, a person's step stays open for its owner. Later "
-                          "steps were not started: `run all` again once they have ended.")
+                          "a stage keeps running on its host, a person's step stays open for its owner."
+                          + (f" Not started: {_names(pending)}; `run all` again once the running ones have ended."
+                             if pending else ""))
             return report
         for run_id, state in states.items():
             if state.active:
                 continue
             name = running.pop(run_id)
-            ended.add(name)
             report.append(f"{messages.STATE_ICONS.get(state, '•')} `{name}` {state}{_times(runner, run_id)}")
             if state == RunState.SUCCEEDED:
                 done.add(name)

@@ -18,6 +18,8 @@ from bot.clock import parse_time
 from bot.local import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.netns import Forwarder
+from bot.standins.slack import blocks_text
+from bot.store import Store
 from tests.conftest import OPERATOR, reply_text
 from tests.stage_support import finished, group_gone, message_text, stage_plan, uploaded
 
@@ -281,4 +283,48 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
     finally:
         second.terminate()
         second.wait(30)
+        store.close()
+
+
+def test_a_log_slack_never_takes_is_given_up_on_and_the_thread_says_how_to_ask_again(slack, stage_bot, monkeypatch):
+    monkeypatch.setattr(stages, "UPLOAD_RETRY_FIRST", 0.2)
+    monkeypatch.setattr(stages, "UPLOAD_GIVE_UP", 1.0)
+    slack.fail_next("files.getUploadURLExternal", status=500, error="internal_error", times=50)
+    reply_text(slack, slack.command(OPERATOR, "run quick"))
+    store = stage_bot.services.store
+    run = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(store.latest_runs().get("quick")),
+                         15, "the run's message")
+    given_up = slack.wait_for(lambda: [m for m in slack.messages("C0LAUNCH", run["message_ts"])
+                                       if "could not be uploaded" in m["text"]], 20, "the thread to give up")
+    assert "the bot has stopped trying. `/cutover logs quick` uploads it when Slack is back." in given_up[0]["text"]
+    assert "(internal_error)" in given_up[0]["text"]
+    assert store.latest_runs()["quick"]["log_uploaded"] == 0  # not claimed as uploaded
+    slack.clear_faults()
+    assert reply_text(slack, slack.command(OPERATOR, "logs quick"), timeout=20).startswith("The log of `quick`")
+    assert len(uploaded(slack, store.latest_runs()["quick"])) == 1
+
+
+def test_run_all_stopped_by_the_bot_says_what_was_left_running_and_what_did_not_start(slack, sshd, tmp_path):
+    plan = stage_plan(sshd, tmp_path)
+    by_name = {s["name"]: s for s in plan["stages"]}
+    plan["stages"] = [by_name["hold"], {**by_name["quick"], "depends_on": ["hold"]}]
+    bot = start_local_bot(slack, parse_plan(plan, "p"), str(tmp_path / "i.db"))
+    store = Store(str(tmp_path / "i.db"))
+    pgid = None
+    try:
+        reply_text(slack, slack.command(OPERATOR, "run all"))
+        pgid = slack.wait_for(lambda: (store.latest_runs().get("hold") or {}).get("pid"), 15, "hold to run")
+    finally:
+        bot.stop()  # the stages' bot stops; the summary is posted before it is gone
+    try:
+        summary = [m for m in slack.messages() if m["text"] == "`run all` was interrupted"]
+        assert len(summary) == 1, [m["text"] for m in slack.messages()]
+        text = blocks_text(summary[0]["blocks"])
+        assert "⏸️ the bot stopped while `hold` was running; a stage keeps running on its host" in text
+        assert "Not started: `quick`; `run all` again once the running ones have ended." in text
+        os.killpg(pgid, 0)  # it goes on, as the summary says
+        assert "quick" not in store.latest_runs() and store.latest_runs()["hold"]["state"] == "running"
+    finally:
+        if pgid:
+            os.killpg(pgid, signal.SIGKILL)
         store.close()
