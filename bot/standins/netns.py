@@ -135,6 +135,8 @@ class Forwarder:
         except OSError:
             client.close()
             return
+        for s in (client, upstream):  # relay each write as it comes: a relay must not add Nagle's delays
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._conns.update((client, upstream))
         a = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
