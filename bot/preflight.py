@@ -13,7 +13,7 @@ from bot.plan import Plan
 from bot.ssh import SSHError, SSHPool
 from bot.states import FreezeState, RunState
 from bot.store import Store
-from bot.witnesses import Reading
+from bot.witnesses import Reading, Snapshot
 
 CLOUD_PATIENCE = 2.0
 
@@ -99,18 +99,30 @@ class Preflights:
         cfg = self.config
         golive = purpose == "golive"
         current, target = (cfg.old, cfg.new) if golive else (cfg.new, cfg.old)
-        checks: list[Callable[[], Check]] = []
-        if golive:
-            checks += [lambda: self._health(cfg.old), lambda: self._health(cfg.new), self._stages, self._freezes]
-        else:
-            checks += [lambda: self._ssh(cfg.old), lambda: self._ssh(cfg.new), self._backup]
-        checks += [lambda: _check("vrrp", self.witnesses.vrrp(current, target, backup_may_fault=not golive),
-                                  blocking=self.plan.vrrp_state_file(cfg.old) is not None),
-                   lambda: _check("vip", self.witnesses.vip(current), golive),
-                   lambda: self._no_other_request(ignore_request)]
-        with ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="confirm") as pool:
-            results = tuple(pool.map(lambda fn: fn(), checks))
-        return Preflight(purpose, self.clock.now(), results)
+        hosts = (cfg.old, cfg.new)
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="confirm") as pool:
+            # each server is asked once, everything at once: one SSH round trip, not one per file
+            reads = [pool.submit(self.witnesses.snapshot, host, self._small_files(host)) for host in hosts]
+            local = [pool.submit(fn) for fn in ((self._stages, self._freezes) if golive else (self._backup,))]
+            local.append(pool.submit(self._no_other_request, ignore_request))
+            snaps = {host: read.result() for host, read in zip(hosts, reads)}
+            checks = [self._health(host, snaps[host]) if golive else self._reached(snaps[host]) for host in hosts]
+            checks += [f.result() for f in local]
+        checks += [_check("vrrp", self.witnesses.vrrp(current, target, backup_may_fault=not golive, snaps=snaps),
+                          blocking=self.plan.vrrp_state_file(cfg.old) is not None),
+                   _check("vip", self.witnesses.vip(current, snaps=snaps), golive)]
+        return Preflight(purpose, self.clock.now(), tuple(checks))
+
+    def _small_files(self, host: str) -> list[str]:
+        """The files a confirmation reads on ``host``: its health file, and its track and VRRP state files."""
+        return [p for p in (self.plan.health_file(host), self.plan.track_file(host), self.plan.vrrp_state_file(host))
+                if p is not None]
+
+    @staticmethod
+    def _reached(snap: Snapshot) -> Check:
+        if snap.error:
+            return Check(f"ssh {snap.host}", False, snap.error)
+        return Check(f"ssh {snap.host}", True, f"SSH to `{snap.host}` works")
 
     def _ssh(self, host: str) -> Check:
         try:
@@ -119,21 +131,24 @@ class Preflights:
         except SSHError as exc:
             return Check(f"ssh {host}", False, str(exc))
 
-    def _health(self, host: str) -> Check:
+    def _health(self, host: str, snap: Snapshot | None = None) -> Check:
         cfg = self.config
         path = self.plan.health_file(host)
         try:
-            value = self.witnesses.health(host)
+            value = self.witnesses.health(host, snap)
         except SSHError as exc:
             return Check(f"health {host}", False, f"cannot read `{path}` on `{host}`: {exc}")
         if value == cfg.healthy:
             track = self.plan.track_file(host)
             if track is not None:
                 try:
-                    raw = self.ssh.read_file(host, track)
+                    if snap is not None:
+                        held = snap.read(track)
+                    else:
+                        raw = self.ssh.read_file(host, track)
+                        held = None if raw is None else raw.decode("utf-8", "replace").strip()
                 except SSHError as exc:
                     return Check(f"health {host}", False, f"cannot read `{track}` on `{host}`: {exc}")
-                held = None if raw is None else raw.decode("utf-8", "replace").strip()
                 if held not in ("0", None):
                     return Check(f"health {host}", False, f"keepalived's track file `{track}` on `{host}` holds "
                                                           f"`{held[:20]}`, which keeps `{host}` in FAULT; write 0 "

@@ -8,6 +8,7 @@ needs to act on it.
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import dataclass
@@ -37,6 +38,25 @@ def _uncommented(raw: bytes, marks: str = "#") -> str:
     mentioned in a comment is not read."""
     pattern = re.compile(rf"(^|\s)[{marks}].*$")
     return "\n".join(pattern.sub("", line) for line in raw.decode("utf-8", "replace").splitlines())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One server's small files and addresses, read by one SSH command: a confirmation in one round trip."""
+
+    host: str
+    files: dict[str, str | None]  # path -> content (stripped), None when the file does not exist
+    addresses: tuple[str, ...]  # `ip -o -4 addr show` lines
+    error: str = ""  # why the server could not be asked; then nothing else is known
+    unreadable: tuple[str, ...] = ()  # files that exist but may not be read
+
+    def read(self, path: str) -> str | None:
+        """A file's content as ``read_file`` gives it; SSHError when the server or the file could not be read."""
+        if self.error:
+            raise SSHError(self.error)
+        if path in self.unreadable:
+            raise SSHError(f"`{path}` on `{self.host}` may not be read (permission denied)")
+        return self.files.get(path)
 
 
 @dataclass(frozen=True)
@@ -72,22 +92,51 @@ class Witnesses:
 
     # -- the servers ----------------------------------------------------------------------------
 
-    def health(self, host: str) -> str | None:
-        """The health file's value on ``host``, or None when it does not exist."""
+    def snapshot(self, host: str, paths: list[str]) -> Snapshot:
+        """``paths`` (small files: health, track, VRRP state) and the addresses on ``host``, in one SSH command."""
+        script = ("for p in " + " ".join(quote(p) for p in paths) + "; do "
+                  'if [ -r "$p" ]; then printf "=%s\\n" "$(head -c 4096 "$p" | base64 | tr -d "\\n")"; '
+                  'elif [ -e "$p" ]; then echo "!"; else echo "-"; fi; done; '
+                  f"ip -o -4 addr show{self._dev()}")
+        try:
+            lines = self.ssh.check(host, script, timeout=10).splitlines()
+        except SSHError as exc:
+            return Snapshot(host, {}, (), error=str(exc))
+        files: dict[str, str | None] = {}
+        unreadable = []
+        for path, line in zip(paths, lines):
+            if line.startswith("="):
+                files[path] = base64.b64decode(line[1:]).decode("utf-8", "replace").strip()
+            elif line == "!":
+                unreadable.append(path)
+            else:
+                files[path] = None
+        return Snapshot(host, files, tuple(lines[len(paths):]), unreadable=tuple(unreadable))
+
+    def _dev(self) -> str:
+        return f" dev {quote(self.config.interface)}" if self.config.interface else ""
+
+    def health(self, host: str, snap: Snapshot | None = None) -> str | None:
+        """The health file's value on ``host``, or None when it does not exist (from ``snap`` when given)."""
+        if snap is not None:
+            return snap.read(self.plan.health_file(host))
         raw = self.ssh.read_file(host, self.plan.health_file(host))
         return None if raw is None else raw.decode("utf-8", "replace").strip()
 
-    def vip_holders(self) -> VipHolders:
+    def vip_holders(self, snaps: dict[str, Snapshot] | None = None) -> VipHolders:
         """Which servers carry keepalived's address now; a server that could not be asked is an error."""
-        dev = f" dev {quote(self.config.interface)}" if self.config.interface else ""
         holders, errors = [], []
         for host in (self.config.old, self.config.new):
+            if snaps is not None and snaps[host].error:
+                errors.append(snaps[host].error)
+                continue
             try:
-                out = self.ssh.check(host, f"ip -o -4 addr show{dev}", timeout=10)
+                lines = snaps[host].addresses if snaps is not None else \
+                    self.ssh.check(host, f"ip -o -4 addr show{self._dev()}", timeout=10).splitlines()
             except SSHError as exc:
                 errors.append(str(exc))
                 continue
-            if any(f" {self.config.vip}/" in line for line in out.splitlines()):
+            if any(f" {self.config.vip}/" in line for line in lines):
                 holders.append(host)
         return VipHolders(tuple(holders), tuple(errors))
 
@@ -146,7 +195,8 @@ class Witnesses:
         return Reading("wiring", True, f"keepalived on `{host}` reads `{health}` and notifies through "
                                        + ", ".join(f"`{p}`" for p in notifies), self.clock.now())
 
-    def vrrp(self, master: str, backup: str, backup_may_fault: bool = False) -> Reading:
+    def vrrp(self, master: str, backup: str, backup_may_fault: bool = False,
+             snaps: dict[str, Snapshot] | None = None) -> Reading:
         """keepalived's own VRRP states, as its notify script records them: ``master`` MASTER, ``backup`` BACKUP.
 
         Before a rollback the old server is in FAULT (its failed check is what gave the VIP away), so there
@@ -159,11 +209,14 @@ class Witnesses:
         for host, wanted in ((master, ("MASTER",)), (backup, ("BACKUP", "FAULT") if backup_may_fault else ("BACKUP",))):
             path = self.plan.vrrp_state_file(host) or ""
             try:
-                raw = self.ssh.read_file(host, path)
+                if snaps is not None:
+                    state = snaps[host].read(path)
+                else:
+                    raw = self.ssh.read_file(host, path)
+                    state = raw.decode("utf-8", "replace").strip() if raw is not None else None
             except SSHError as exc:
                 problems.append(f"cannot read `{path}` on `{host}`: {exc}")
                 continue
-            state = raw.decode("utf-8", "replace").strip() if raw is not None else None
             states[host] = state
             if state not in wanted:
                 shown = f"`{state[:20]}`" if state else "nothing (no state written yet)"
@@ -173,11 +226,14 @@ class Witnesses:
         return Reading("vrrp", True, f"keepalived is MASTER on `{master}` and {states[backup]} on `{backup}`",
                        self.clock.now())
 
-    def vip(self, expected: str, deadline: float | None = None) -> Reading:
-        """keepalived's address on ``expected`` alone, waiting for it until ``deadline`` (monotonic) if given."""
+    def vip(self, expected: str, deadline: float | None = None, snaps: dict[str, Snapshot] | None = None) -> Reading:
+        """keepalived's address on ``expected`` alone, waiting for it until ``deadline`` (monotonic) if given;
+        as ``snaps`` show it when given (no waiting then)."""
         vip = self.config.vip
         while True:
-            holders = self.vip_holders()
+            holders = self.vip_holders(snaps)
+            if snaps is not None:
+                deadline = None
             if holders.hosts == (expected,):
                 return Reading("keepalived", True, f"keepalived holds VIP {vip} on `{expected}` only", self.clock.now())
             if deadline is None or time.monotonic() >= deadline:

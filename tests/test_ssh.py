@@ -41,3 +41,35 @@ def test_concurrent_commands_each_get_their_whole_output(sshd):
     assert len(results) == 800 and not short, f"{len(short)} of {len(results)} outputs cut short: {short[:3]}"
     # An EOF sent for a channel sshd had already freed makes it drop the whole connection.
     assert "nonexistent channel" not in sshd.log.read_text()
+
+
+def test_a_snapshot_reads_several_files_and_the_addresses_in_one_command_as_read_file_would(sshd, tmp_path):
+    from bot.clock import SystemClock
+    from bot.cloud import Cloud
+    from bot.witnesses import Witnesses
+
+    plan = copy.deepcopy(PLAN)
+    plan["hosts"] = {"new": sshd.host_entry(), "old": sshd.host_entry()}
+    plan["failover"] = {"floating_ip": "203.0.113.10", "vip": "127.0.0.1", "old": "old", "new": "new",
+                        "health_file": str(tmp_path / "health"), "probe_url": "http://127.0.0.1:1/health",
+                        "new_marker": "web-new"}
+    plan["digitalocean"] = {"old_droplet": 1, "new_droplet": 2}
+    parsed = parse_plan(plan, "p")
+    pool = SSHPool(parsed.hosts)
+    witnesses = Witnesses(parsed, pool, Cloud("token", "http://127.0.0.1:1"), SystemClock())
+    (tmp_path / "health").write_text("true\n")
+    (tmp_path / "odd").write_bytes("two\nlines ünïcode $(not run) `nor this`\n".encode())
+    (tmp_path / "empty").write_text("")
+    paths = [str(tmp_path / name) for name in ("health", "odd", "empty", "missing")]
+    try:
+        snap = witnesses.snapshot("old", paths)
+        assert not snap.error and not snap.unreadable
+        for path in paths:
+            raw = pool.read_file("old", path)
+            assert snap.read(path) == (None if raw is None else raw.decode().strip()), path
+        assert snap.read(paths[3]) is None and snap.read(paths[2]) == ""
+        assert any(" 127.0.0.1/" in line for line in snap.addresses)
+        assert witnesses.vip_holders({"old": snap, "new": snap}).hosts == ("old", "new")
+        assert witnesses.health("old", snap) == "true"
+    finally:
+        pool.close()
