@@ -136,8 +136,8 @@ class Witnesses:
             except SSHError as exc:
                 errors.append(str(exc))
                 continue
-            if any(f" {self.config.vip}/" in line for line in lines):
-                holders.append(host)
+            if any(f" {self.config.vip}/" in line and line.split()[1:2] != ["lo"] for line in lines):
+                holders.append(host)  # keepalived's address; a copy on lo (LVS-DR style) answers no ARP
         return VipHolders(tuple(holders), tuple(errors))
 
     def keepalived(self, host: str) -> Reading:

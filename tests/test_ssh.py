@@ -46,7 +46,7 @@ def test_concurrent_commands_each_get_their_whole_output(sshd):
 def test_a_snapshot_reads_several_files_and_the_addresses_in_one_command_as_read_file_would(sshd, tmp_path):
     from bot.clock import SystemClock
     from bot.cloud import Cloud
-    from bot.witnesses import Witnesses
+    from bot.witnesses import Snapshot, Witnesses
 
     plan = copy.deepcopy(PLAN)
     plan["hosts"] = {"new": sshd.host_entry(), "old": sshd.host_entry()}
@@ -69,7 +69,10 @@ def test_a_snapshot_reads_several_files_and_the_addresses_in_one_command_as_read
             assert snap.read(path) == (None if raw is None else raw.decode().strip()), path
         assert snap.read(paths[3]) is None and snap.read(paths[2]) == ""
         assert any(" 127.0.0.1/" in line for line in snap.addresses)
-        assert witnesses.vip_holders({"old": snap, "new": snap}).hosts == ("old", "new")
+        # keepalived's VIP is on a network interface; a copy on lo (LVS-DR style) answers no ARP and is not it
+        assert witnesses.vip_holders({"old": snap, "new": snap}).hosts == ()
+        eth = Snapshot("new", {}, ("2: eth0    inet 127.0.0.1/24 brd 127.0.0.255 scope global eth0",))
+        assert witnesses.vip_holders({"old": snap, "new": eth}).hosts == ("new",)
         assert witnesses.health("old", snap) == "true"
     finally:
         pool.close()
