@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from bot.blocks import HOME_BLOCKS, button, sentence, clamp, code, context, divider, escape, header, section, sections, slack_date
+from bot.blocks import (HOME_BLOCKS, button, clamp, code, context, divider, escape, header, section, sections,
+                        sentence, slack_date)
 from bot.durations import format_duration
 from bot.status import NOT_RUN, StageLine, StatusReport
 from bot.clock import parse_time
@@ -82,7 +83,7 @@ def timetable_lines(t: Timetable) -> list[str]:
         line = f"Every step is done, the last at {slack_date(t.projected_end)}"
         if t.late_by is not None and t.planned_end is not None:
             line += f": *{lateness(t.late_by)}* against the plan's {slack_date(t.planned_end)}"
-        lines.append(line + ". The go-live can come now.")
+        lines.append(line + ".")
     elif t.projected_end is not None:
         line = f"Go-live projected {slack_date(t.projected_end)} (after the last step, along the critical path)"
         if t.late_by is not None and t.planned_end is not None:

@@ -201,17 +201,23 @@ def test_following_outlasts_a_full_disk_says_why_and_loses_nothing(slack, sshd, 
         bot.stop()
 
 
+def run_and_note(slack, bot, name, words, timeout):
+    """Run a stage; its run once its message is posted, and the notes in its thread that say ``words``."""
+    reply_text(slack, slack.command(OPERATOR, f"run {name}"))
+    store = bot.services.store
+    run = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(store.latest_runs().get(name)),
+                         15, "the run's message")
+    notes = slack.wait_for(lambda: [m for m in slack.messages("C0LAUNCH", run["message_ts"]) if words in m["text"]],
+                           timeout, f"the thread to say {words!r}")
+    return run, notes
+
+
 def test_a_failed_log_upload_is_said_late_and_retried_until_slack_takes_it(slack, stage_bot, monkeypatch):
     monkeypatch.setattr(stages, "UPLOAD_RETRY_FIRST", 0.3)
     slack.fail_next("files.getUploadURLExternal", status=500, error="internal_error")
     slack.fail_next("upload", status=502, html=True)
     slack.fail_next("files.completeUploadExternal", status=503, html=True)
-    reply_text(slack, slack.command(OPERATOR, "run quick"))
-    store = stage_bot.services.store
-    run = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(store.latest_runs().get("quick")),
-                         15, "the run's message")
-    late = slack.wait_for(lambda: [m for m in slack.messages("C0LAUNCH", run["message_ts"])
-                                   if "is late" in m["text"]], 15, "the thread to say the log is late")
+    run, late = run_and_note(slack, stage_bot, "quick", "is late", 15)
     assert late[0]["text"].startswith("⏳ The full log of `quick` is late: the upload failed (internal_error)")
     assert "succeeded" in message_text(slack, run["message_ts"])  # the final state did not wait for the log
     run = finished(stage_bot, "quick", timeout=30)
@@ -290,12 +296,8 @@ def test_a_log_slack_never_takes_is_given_up_on_and_the_thread_says_how_to_ask_a
     monkeypatch.setattr(stages, "UPLOAD_RETRY_FIRST", 0.2)
     monkeypatch.setattr(stages, "UPLOAD_GIVE_UP", 1.0)
     slack.fail_next("files.getUploadURLExternal", status=500, error="internal_error", times=50)
-    reply_text(slack, slack.command(OPERATOR, "run quick"))
+    run, given_up = run_and_note(slack, stage_bot, "quick", "could not be uploaded", 20)
     store = stage_bot.services.store
-    run = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(store.latest_runs().get("quick")),
-                         15, "the run's message")
-    given_up = slack.wait_for(lambda: [m for m in slack.messages("C0LAUNCH", run["message_ts"])
-                                       if "could not be uploaded" in m["text"]], 20, "the thread to give up")
     assert "the bot has stopped trying. `/cutover logs quick` uploads it when Slack is back." in given_up[0]["text"]
     assert "(internal_error)" in given_up[0]["text"]
     assert store.latest_runs()["quick"]["log_uploaded"] == 0  # not claimed as uploaded
