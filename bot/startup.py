@@ -29,7 +29,7 @@ def startup_problems(slack: WebClient, plan: Plan) -> list[str]:
 def _channel_problems(slack: WebClient, channel: str, key: str = "[slack] channel") -> list[str]:
     try:
         info = slack.conversations_info(channel=channel)["channel"]
-    except (SlackApiError, SlackClientError) as exc:
+    except (SlackApiError, SlackClientError, OSError) as exc:  # OSError: no answer within the deadline
         error = slack_error(exc)
         if error == "channel_not_found":
             return [f"{key} = {channel}: Slack knows no channel by that ID that the bot can see "
@@ -63,7 +63,7 @@ def _people_problems(slack: WebClient, plan: Plan) -> list[str]:
         where = " and ".join(k if k.startswith("stages ") else f"[slack] {k}" for k in keys)
         try:
             info = slack.users_info(user=user)["user"]
-        except (SlackApiError, SlackClientError) as exc:
+        except (SlackApiError, SlackClientError, OSError) as exc:  # OSError: no answer within the deadline
             error = slack_error(exc)
             if error == "user_not_found":
                 problems.append(f"{where}: {user} is not a member of this workspace (user_not_found); use the "

@@ -117,3 +117,19 @@ def test_the_bot_does_not_start_outside_its_channel_or_with_people_slack_does_no
                             cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "[slack] channel = C0GONE: Slack knows no channel by that ID that the bot can see" in result.stderr
+
+
+def test_a_start_check_slack_does_not_answer_names_what_could_not_be_checked(slack):
+    """The bot's client has its own deadline (30 s, retried); here a short one stands for it."""
+    from slack_sdk import WebClient
+
+    from bot.plan import parse_plan
+    from bot.startup import startup_problems
+    from tests.conftest import PLAN
+
+    client = WebClient(token=slack.bot_token, base_url=slack.api_url, timeout=1)
+    slack.hold_next("conversations.info", 3.0)
+    problems = startup_problems(client, parse_plan(PLAN, "p"))
+    assert problems[0].startswith("[slack] channel = C0LAUNCH: Slack could not tell whether the bot is in it "
+                                  "(no answer ("), problems
+    assert len(problems) == 1  # the people were checked after it, and are fine
