@@ -38,7 +38,13 @@ class Workers:
                         log.exception("reporting the failure of %s failed too (ref %s)", what, ref)
                 return None
 
-        return self._pool.submit(job)
+        try:
+            return self._pool.submit(job)
+        except RuntimeError:  # the pool is shut down: the bot is stopping, and its next start takes this up
+            log.warning("%s was not started: the bot is stopping", what)
+            done: Future = Future()
+            done.set_result(None)
+            return done
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
