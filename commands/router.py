@@ -117,8 +117,8 @@ class Router:
     @staticmethod
     def _refuse_outsider(ack: Callable[..., None], command: Command) -> None:
         ack(text=f"Only operators may use `/cutover {command.name}`; you can still use "
-                 "`help`, `status`, `audit`, `check`, and `done`/`failed` on a step of yours. Operators are listed in the plan's "
-                 "`[slack] operators`.")
+                 "`help`, `status`, `audit`, `check`, and `done`/`failed` on a step of yours. Operators are "
+                 "listed in the plan's `[slack] operators`.")
 
     def allowed(self, services: "Services", user: str) -> list[Command]:
         """What ``user`` may use: everything for operators, and every read for the rest."""

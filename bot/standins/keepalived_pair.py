@@ -38,7 +38,7 @@ from pathlib import Path
 
 from bot.keepalived_wiring import RECOMMENDED
 from bot.standins.digitalocean import DigitalOceanStandIn
-from bot.standins.lab import (ADDRESSES, DROPLETS, FLOATING_IP, NAMES, SERVER_PATH, TUNED, VIP, KeepalivedTiming,
+from bot.standins.lab import (ADDRESSES, NAMES, SERVER_PATH, TUNED, VIP, KeepalivedTiming,
                               Server, ServerPair)
 from bot.standins.netns import Forwarder
 from bot.standins.sshd import LocalSshd, find_sshd
@@ -77,32 +77,22 @@ class KeepalivedPairStandIn(ServerPair):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "KeepalivedPairStandIn":
-        try:
-            self.do.add_droplet(DROPLETS["old"], NAMES["old"])
-            self.do.add_droplet(DROPLETS["new"], NAMES["new"])
-            self.do.add_ip(FLOATING_IP, DROPLETS["old"])
-            for role in ROLES:
-                self._server(role)
-            # The VIP's socket is made here and handed to the stand-in, so the plan knows its port up front.
-            self.vip_socket = socket.socket()
-            self.vip_socket.bind(("127.0.0.1", 0))
-            self.vip_socket.listen(128)
-            self.ports["vip"] = self.vip_socket.getsockname()[1]
-            for role in ROLES:
-                self._write_wiring(role, self.do, self.timing, self.do.end_point)
-                track = self.servers[role].dir / "health.track"
-                if self.track and not track.exists():
-                    track.write_text("0\n")  # as keepalived's init_file does
-            self._pair()
-            self._wait(lambda: self.state("old") == "MASTER" and self.state("new") == "BACKUP", timeout,
-                       "the stand-in to make old MASTER and new BACKUP")
-            self._wait(lambda: not self.do.busy(FLOATING_IP) and self.do.holder(FLOATING_IP) == DROPLETS["old"],
-                       timeout, "DigitalOcean to settle on the old droplet")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def _bring_up(self, timeout: float) -> None:
+        for role in ROLES:
+            self._server(role)
+        # The VIP's socket is made here and handed to the stand-in, so the plan knows its port up front.
+        self.vip_socket = socket.socket()
+        self.vip_socket.bind(("127.0.0.1", 0))
+        self.vip_socket.listen(128)
+        self.ports["vip"] = self.vip_socket.getsockname()[1]
+        for role in ROLES:
+            self._write_wiring(role, self.do, self.timing, self.do.end_point)
+            track = self.servers[role].dir / "health.track"
+            if self.track and not track.exists():
+                track.write_text("0\n")  # as keepalived's init_file does
+        self._pair()
+        self._wait(lambda: self.state("old") == "MASTER" and self.state("new") == "BACKUP", timeout,
+                   "the stand-in to make old MASTER and new BACKUP")
 
     def _server(self, role: str) -> None:
         d = self.workdir / role
@@ -176,12 +166,6 @@ class KeepalivedPairStandIn(ServerPair):
             server.sshd.stop()
         for fwd in self.forwarders:
             fwd.close()
-
-    def __enter__(self) -> "KeepalivedPairStandIn":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- looking at it and breaking it ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from bot.keepalived_wiring import RECOMMENDED, TUTORIAL, KeepalivedTiming, Options, generate
 from bot.plan import parse_plan
@@ -81,7 +82,39 @@ class ServerPair:
     servers: dict[str, Server]
     ports: dict[str, int]
     forwarders: list[Forwarder]
+    do: DigitalOceanStandIn
     track: bool = True  # the plan names a track file (what `cutover keepalived` recommends)
+
+    def start(self, timeout: float = 30.0) -> Self:
+        """Both droplets and the reserved IP on old at DigitalOcean, then the servers and what moves the VIP
+        between them (each kind brings up its own), until DigitalOcean has settled on the old droplet. A start
+        that fails part way is undone."""
+        try:
+            self.do.add_droplet(DROPLETS["old"], NAMES["old"])
+            self.do.add_droplet(DROPLETS["new"], NAMES["new"])
+            self.do.add_ip(FLOATING_IP, DROPLETS["old"])
+            self._bring_up(timeout)
+            self._wait(lambda: not self.do.busy(FLOATING_IP) and self.do.holder(FLOATING_IP) == DROPLETS["old"],
+                       timeout, "DigitalOcean to settle on the old droplet")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _bring_up(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _wait(self, condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def set_health(self, role: str, value: str) -> None:
         self.servers[role].health_file.write_text(value + "\n")
@@ -167,24 +200,14 @@ class KeepalivedLab(ServerPair):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "KeepalivedLab":
-        try:
-            self._network()
-            self.do.add_droplet(DROPLETS["old"], NAMES["old"])
-            self.do.add_droplet(DROPLETS["new"], NAMES["new"])
-            self.do.add_ip(FLOATING_IP, DROPLETS["old"])
-            for role in ("old", "new"):
-                self._server(role)
-            self._keepalived("old")
-            self._wait(lambda: self.vip_holder() == "old", timeout, "the VIP on the old server")
-            self._keepalived("new")
-            self._wait(lambda: self._state("new") == "BACKUP", timeout, "keepalived on the new server to back up")
-            self._wait(lambda: not self.do.busy(FLOATING_IP) and self.do.holder(FLOATING_IP) == DROPLETS["old"],
-                       timeout, "DigitalOcean to settle on the old droplet")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def _bring_up(self, timeout: float) -> None:
+        self._network()
+        for role in ("old", "new"):
+            self._server(role)
+        self._keepalived("old")
+        self._wait(lambda: self.vip_holder() == "old", timeout, "the VIP on the old server")
+        self._keepalived("new")
+        self._wait(lambda: self._state("new") == "BACKUP", timeout, "keepalived on the new server to back up")
 
     def _network(self) -> None:
         for ns in self.ns.values():
@@ -255,12 +278,6 @@ class KeepalivedLab(ServerPair):
             fwd.close()
         for ns in self.ns.values():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-    def __enter__(self) -> "KeepalivedLab":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- looking at it and breaking it ------------------------------------------------------------
 
