@@ -203,70 +203,65 @@ _STATE_COLOURS = {RunState.SUCCEEDED: "#2a9d8f", RunState.FAILED: "#e63946", Run
 def chart(data: ReportData, path: Path) -> list[str]:
     """Draw the timeline: per step a planned bar and an actual bar, freezes as bands, each switch as a line.
     Returns the steps drawn, top to bottom."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure of its own, not pyplot's global state: reports may overlap
 
     times = {s.name: s for s in data.timetable.steps}
     names = [s.name for s in data.steps]
     rows = max(len(names), 1)
     height = min(MAX_CHART_INCHES, 1.8 + ROW_INCHES * rows)
-    fig, ax = plt.subplots(figsize=(11, height), dpi=100)
-    try:
-        span: list[datetime] = []
-        for i, s in enumerate(data.steps):
-            y = rows - 1 - i
-            planned = times[s.name]
-            if planned.planned_start and planned.planned_end:
-                ax.barh(y + 0.2, planned.planned_end - planned.planned_start, left=planned.planned_start,
-                        height=0.35, color="#d9d9d9", edgecolor="#999999")
-                span += [planned.planned_start, planned.planned_end]
-            if s.started_at:
-                end = s.ended_at or data.now
-                ax.barh(y - 0.2, max(end - s.started_at, timedelta(seconds=1)), left=s.started_at, height=0.35,
-                        color=_STATE_COLOURS.get(s.state, "#457b9d"),
-                        hatch=None if s.ended_at else "//")
-                span += [s.started_at, end]
-        shown = [f for f in data.freezes if f["state"] != "cancelled"]
-        for n, f in enumerate(shown):
-            start, end = parse_time(f["start_at"]), parse_optional_time(f["end_at"])
-            right = end or max(span + [start]) + timedelta(minutes=1)
-            ax.axvspan(start, right, color="#a8dadc", alpha=0.25, zorder=0)
-            ax.text(start, rows - 0.45 - 0.28 * (n % 3), f" {f['kind']} freeze", fontsize=8, va="bottom",
-                    color="#1d3557")  # stacked: freezes that start together stay legible
-            span += [start]
-        flips = [sw for sw in data.switches if sw.flipped_at]
-        for n, sw in enumerate(flips):
-            colour = "#1d3557" if sw.kind == "golive" else "#e76f51"
-            ax.axvline(sw.flipped_at, color=colour, linewidth=2)
-            ax.text(sw.flipped_at, -0.95 + 0.3 * (n % 2), f" {'go-live' if sw.kind == 'golive' else 'rollback'} "
-                    f"#{sw.id}", fontsize=8, color=colour, va="bottom")  # alternate heights: close flips stay legible
-            span.append(sw.flipped_at)
-        ax.set_yticks(range(rows))
-        ax.set_yticklabels(list(reversed(names)) or ["(no steps)"], fontsize=9)
-        ax.set_ylim(-1, rows)
-        if span:
-            lo, hi = min(span), max(span)
-            pad = max((hi - lo) * 0.03, timedelta(seconds=5))
-            ax.set_xlim(lo - pad, hi + pad)
-        else:
-            ax.text(0.5, 0.5, "nothing has run yet", transform=ax.transAxes, ha="center", va="center")
-        locator = mdates.AutoDateLocator(tz=data.now.tzinfo)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=data.now.tzinfo))
-        ax.set_xlabel("UTC")
-        ax.grid(axis="x", color="#eeeeee")
-        ax.set_axisbelow(True)
-        ax.set_title(f"Cutover timeline: {Path(data.plan_path).name}\n", fontsize=11)
-        ax.text(0.5, 1.01, "upper bar: planned · lower bar: actual (green succeeded, red failed, blue still open) · "
-                "band: freeze · line: switch", transform=ax.transAxes, ha="center", va="bottom", fontsize=8,
-                color="#555555")
-        fig.tight_layout()
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(11, height), dpi=100)
+    ax = fig.subplots()
+    span: list[datetime] = []
+    for i, s in enumerate(data.steps):
+        y = rows - 1 - i
+        planned = times[s.name]
+        if planned.planned_start and planned.planned_end:
+            ax.barh(y + 0.2, planned.planned_end - planned.planned_start, left=planned.planned_start,
+                    height=0.35, color="#d9d9d9", edgecolor="#999999")
+            span += [planned.planned_start, planned.planned_end]
+        if s.started_at:
+            end = s.ended_at or data.now
+            ax.barh(y - 0.2, max(end - s.started_at, timedelta(seconds=1)), left=s.started_at, height=0.35,
+                    color=_STATE_COLOURS.get(s.state, "#457b9d"),
+                    hatch=None if s.ended_at else "//")
+            span += [s.started_at, end]
+    shown = [f for f in data.freezes if f["state"] != "cancelled"]
+    for n, f in enumerate(shown):
+        start, end = parse_time(f["start_at"]), parse_optional_time(f["end_at"])
+        right = end or max(span + [start]) + timedelta(minutes=1)
+        ax.axvspan(start, right, color="#a8dadc", alpha=0.25, zorder=0)
+        ax.text(start, rows - 0.45 - 0.28 * (n % 3), f" {f['kind']} freeze", fontsize=8, va="bottom",
+                color="#1d3557")  # stacked: freezes that start together stay legible
+        span += [start]
+    flips = [sw for sw in data.switches if sw.flipped_at]
+    for n, sw in enumerate(flips):
+        colour = "#1d3557" if sw.kind == "golive" else "#e76f51"
+        ax.axvline(sw.flipped_at, color=colour, linewidth=2)
+        ax.text(sw.flipped_at, -0.95 + 0.3 * (n % 2), f" {'go-live' if sw.kind == 'golive' else 'rollback'} "
+                f"#{sw.id}", fontsize=8, color=colour, va="bottom")  # alternate heights: close flips stay legible
+        span.append(sw.flipped_at)
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels(list(reversed(names)) or ["(no steps)"], fontsize=9)
+    ax.set_ylim(-1, rows)
+    if span:
+        lo, hi = min(span), max(span)
+        pad = max((hi - lo) * 0.03, timedelta(seconds=5))
+        ax.set_xlim(lo - pad, hi + pad)
+    else:
+        ax.text(0.5, 0.5, "nothing has run yet", transform=ax.transAxes, ha="center", va="center")
+    locator = mdates.AutoDateLocator(tz=data.now.tzinfo)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=data.now.tzinfo))
+    ax.set_xlabel("UTC")
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_axisbelow(True)
+    ax.set_title(f"Cutover timeline: {Path(data.plan_path).name}\n", fontsize=11)
+    ax.text(0.5, 1.01, "upper bar: planned · lower bar: actual (green succeeded, red failed, blue still open) · "
+            "band: freeze · line: switch", transform=ax.transAxes, ha="center", va="bottom", fontsize=8,
+            color="#555555")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
     return names
 
 
