@@ -31,6 +31,7 @@ class HomeView:
         self.notifier = notifier
         self.clock = clock
         self.status = status
+        self.every = HOME_EVERY
         self._shown: dict[str, tuple[str, float]] = {}  # user -> (digest of what they were shown, monotonic when)
         self._lock = threading.Lock()
 
@@ -50,7 +51,7 @@ class HomeView:
         now = time.monotonic()
         sent = 0
         for user, (shown, at) in viewers.items():
-            if shown != digest and now - at >= HOME_EVERY:
+            if shown != digest and now - at >= self.every:
                 sent += self._publish(user, body, digest)
         return sent
 

@@ -281,6 +281,7 @@ def test_the_home_tab_shows_the_runbook_and_follows_each_change(slack, tmp_path)
     plan = night_plan()
     plan["stages"] = [plan["stages"][0], {**plan["stages"][3], "depends_on": ["content-check"]}]
     bot = start_local_bot(slack, parse_plan(plan, "night"), str(tmp_path / "n.db"))
+    bot.services.home.every = 1.0  # at most one publish a second a person here (5 s in the bot)
     try:
         slack.open_home(OUTSIDER)
         slack.wait_for(lambda: "content-check" in home_text(slack, OUTSIDER), 10, "the Home tab")
