@@ -167,7 +167,8 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             view.line(f"cutover demo — real: the Bolt app and SQLite. Stand-in: Slack. Stages and the go-live need sshd\n"
                       f"(Debian package openssh-server) and {why_no_lab}; both are skipped.")
         # The night starts when the freezes do (the clock jumps 25 h to them); two steps may run side by side.
-        plan["schedule"] = {"start": (demo.clock.now() + FREEZES_IN).strftime("%Y-%m-%dT%H:%M:%SZ"), "max_parallel": 2}
+        plan["schedule"] = {"start": (demo.clock.now() + FREEZES_IN).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "max_parallel": 2}
         plan["stages"] = [CONTENT_CHECK]
         if stage_host:
             plan["stages"] += [
@@ -228,7 +229,8 @@ def _stages(d: Demo, on_hosts: bool) -> None:
     d.reply(d.say("alice", "/cutover run all"))
     ts = d.slack.wait_for(lambda: (store.latest_runs().get("content-check") or {}).get("message_ts"), 10,
                           "the person's step")
-    d.wait("its Done button", lambda: "[ Done ]" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")), 5)
+    d.wait("its Done button",
+           lambda: "[ Done ]" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")), 5)
     time.sleep(0.5)
     d.check("run all waits for eve's step before anything that depends on it",
             store.latest_runs()["content-check"]["state"] == "running" and "db-import" not in store.latest_runs())

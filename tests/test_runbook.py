@@ -70,9 +70,17 @@ def test_a_plan_names_each_step_either_a_person_or_a_command():
 
 def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd, tmp_path):
     bot = start_local_bot(slack, parse_plan(night_plan(sshd.host_entry()), "night"), str(tmp_path / "n.db"))
+    bot.services.home.every = 1.0
     store = bot.services.store
+
+    def home_shows(text: str) -> None:
+        slack.wait_for(lambda: text in home_text(slack, OPERATOR), 10, f"the Home tab to show {text!r}")
+
     try:
+        slack.open_home(OPERATOR)
+        home_shows("*search-reindex* on `new` — not run")
         assert "up to 2 side by side" in reply_text(slack, slack.command(OPERATOR, "run all"))
+        home_shows(f"*content-check* a step for <@{OUTSIDER}> — running")
         ts = step_message(slack, bot, "content-check")
         text = blocks_text(slack.message("C0LAUNCH", ts)["blocks"])
         assert f"a step for <@{OUTSIDER}>" in text and "nobody has published" in text and "expected 10m" in text
@@ -89,6 +97,8 @@ def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd
         assert not any(b["type"] == "actions" for b in slack.message("C0LAUNCH", ts)["blocks"])
 
         smoke = step_message(slack, bot, "smoke-test")
+        home_shows("*files-sync* on `new` — succeeded")
+        home_shows(f"*smoke-test* a step for <@{OUTSIDER}> — running")
         runs = store.latest_runs()
         sync, reindex = runs["files-sync"], runs["search-reindex"]
         assert sync["state"] == reindex["state"] == "succeeded"
@@ -107,6 +117,7 @@ def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd
         assert "up to 2 side by side" in text
         for name in ("content-check", "files-sync", "search-reindex", "smoke-test"):
             assert f"`{name}` succeeded" in text
+        home_shows(f"*smoke-test* a step for <@{OUTSIDER}> — succeeded")
         actions = [(e["actor"], e["action"], e["target"], e["outcome"]) for e in store.recent_audit(100)]
         assert (OUTSIDER, "step-done", "content-check", "ok") in actions
         assert (STRANGER, "done", "content-check", "refused") in actions
