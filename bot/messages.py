@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from bot.blocks import (HOME_BLOCKS, button, clamp, code, context, divider, escape, header, section, sections,
                         sentence, slack_date)
@@ -11,7 +11,7 @@ from bot.durations import format_duration
 from bot.status import NOT_RUN, StageLine, StatusReport
 from bot.clock import parse_time
 from bot.stage_view import StageView
-from bot.timetable import LAST_RUN, StepTimes, Timetable
+from bot.timetable import LAST_RUN, ON_TIME, StepTimes, Timetable, lateness
 from bot.states import RequestState, RunState
 
 STATE_ICONS = {
@@ -36,16 +36,6 @@ def help_message(commands: list[tuple[str, str]], *, is_operator: bool, is_appro
     who = ("You are " + " and ".join(roles) + ".") if roles else \
         "You may read the plan's state; operators act, approvers confirm go-live."
     return [header("What you can do with /cutover"), *sections(lines), context(who)]
-
-
-ON_TIME = timedelta(minutes=1)
-
-
-def lateness(delta: timedelta) -> str:
-    """"on time" within a minute either way, else how late or early."""
-    if abs(delta) < ON_TIME:
-        return "on time"
-    return f"{format_duration(abs(delta))} {'late' if delta > timedelta(0) else 'early'}"
 
 
 def _hm(when: datetime) -> str:

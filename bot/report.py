@@ -20,7 +20,7 @@ from bot.durations import format_duration
 from bot.plan import Plan
 from bot.states import RequestState, RunState
 from bot.store import Store
-from bot.timetable import Timetable, timetable_of
+from bot.timetable import Timetable, lateness, timetable_of
 
 MARKDOWN_NAME = "cutover-report.md"
 CHART_NAME = "cutover-timeline.png"
@@ -186,11 +186,7 @@ def markdown(data: ReportData) -> str:
 
 
 def _late(delta: timedelta | None) -> str:
-    if delta is None:
-        return "—"
-    if abs(delta) < timedelta(minutes=1):
-        return "on time"
-    return f"{format_duration(abs(delta))} {'late' if delta > timedelta(0) else 'early'}"
+    return "—" if delta is None else lateness(delta)
 
 
 # -- the chart -------------------------------------------------------------------------------------------------

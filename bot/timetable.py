@@ -16,12 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.clock import parse_optional_time, parse_time
+from bot.durations import format_duration
 from bot.plan import Plan
 from bot.states import RunState
 from bot.store import Store
 
 PLANNED = "planned"
 LAST_RUN = "last run"
+ON_TIME = timedelta(minutes=1)
+
+
+def lateness(delta: timedelta) -> str:
+    """"on time" within a minute either way, else how late or early."""
+    if abs(delta) < ON_TIME:
+        return "on time"
+    return f"{format_duration(abs(delta))} {'late' if delta > timedelta(0) else 'early'}"
 
 
 @dataclass(frozen=True)
