@@ -194,43 +194,38 @@ class Freezes:
                                                      outcome]).rowcount == 1
 
     def _post_notice(self, freeze_id: int, notice: Notice, now: datetime, by: str | None = None) -> None:
+        """A claimed notice in the launch channel, then in each ``announce_to`` channel, then its stage if any."""
         freeze = self._freeze(freeze_id)
-        late = now - notice.due > LATE_AFTER
-        text, blocks = fm.notice(freeze, notice.kind, notice.name, now, late=late, due=notice.due, by=by,
-                                 reminders=self.plan.freezes.reminders)
-        ts = self.notifier.post(text, blocks, metadata=_mark(freeze_id, notice.name))
-        outcome = ("late" if late else "posted") if ts else "failed"
-        with self.store.transaction() as db:
-            db.execute("UPDATE freeze_notices SET outcome = ?, posted_at = ? WHERE freeze_id = ? AND notice = ?",
-                       [outcome, now.isoformat(), freeze_id, notice.name])
-        self.store.audit("cutover", f"freeze-{notice.kind}", freeze.kind, outcome, {"notice": notice.name})
+        ts = self._say(freeze_id, notice, now, by)
         for channel in self.plan.freezes.kinds[freeze.kind].announce_to:
             # the same notice for the people outside the launch channel; each channel's notice is its own record
+            elsewhere = Notice(f"{notice.name}@{channel}", notice.due, notice.kind)
             with self.store.transaction() as db:
-                claimed = self._claim(db, freeze_id, f"{notice.name}@{channel}", notice.due, now)
+                claimed = self._claim(db, freeze_id, elsewhere.name, notice.due, now)
             if claimed:
-                self._post_elsewhere(freeze_id, Notice(f"{notice.name}@{channel}", notice.due, notice.kind), now, by)
+                self._say(freeze_id, elsewhere, now, by)
         if ts and notice.kind in ("start", "end"):
             stage = getattr(self.plan.freezes.kinds[freeze.kind], f"{notice.kind}_stage")
             if stage:
                 self.workers.submit(f"{notice.kind} stage of the {freeze.kind} freeze",
                                     self._run_stage, freeze.kind, notice.kind, stage)
 
-    def _post_elsewhere(self, freeze_id: int, notice: Notice, now: datetime, by: str | None = None) -> None:
-        """A notice in one of the freeze's ``announce_to`` channels (``notice.name`` is ``NAME@CHANNEL``)."""
+    def _say(self, freeze_id: int, notice: Notice, now: datetime, by: str | None = None) -> str | None:
+        """Post one claimed notice and record what became of it; ``NAME@CHANNEL`` is a notice in another channel
+        (``announce_to``), a bare name one in the launch channel. Returns the message's ts, None if refused."""
         freeze = self._freeze(freeze_id)
-        channel = notice.name.split("@", 1)[1]
+        name, _, channel = notice.name.partition("@")
         late = now - notice.due > LATE_AFTER
-        text, blocks = fm.notice(freeze, notice.kind, notice.name.split("@", 1)[0], now, late=late, due=notice.due,
-                                 by=by, reminders=self.plan.freezes.reminders)
-        ts = self.notifier.post(text, blocks, channel=channel, metadata=_mark(freeze_id, notice.name))
+        text, blocks = fm.notice(freeze, notice.kind, name, now, late=late, due=notice.due, by=by,
+                                 reminders=self.plan.freezes.reminders)
+        ts = self.notifier.post(text, blocks, channel=channel or None, metadata=_mark(freeze_id, notice.name))
         outcome = ("late" if late else "posted") if ts else "failed"
         with self.store.transaction() as db:
             db.execute("UPDATE freeze_notices SET outcome = ?, posted_at = ? WHERE freeze_id = ? AND notice = ?",
                        [outcome, now.isoformat(), freeze_id, notice.name])
-        self.store.audit("cutover", f"freeze-{notice.kind}", freeze.kind, outcome,
-                         {"notice": notice.name, "channel": channel,
-                          **({} if ts else {"error": self.notifier.last_error()})})
+        where = {"channel": channel, **({} if ts else {"error": self.notifier.last_error()})} if channel else {}
+        self.store.audit("cutover", f"freeze-{notice.kind}", freeze.kind, outcome, {"notice": notice.name, **where})
+        return ts
 
     def _retry_pending(self, now: datetime) -> None:
         """A notice claimed but not confirmed (a failed post, or a bot that died mid-post) is tried again,
@@ -257,7 +252,7 @@ class Freezes:
                 continue
             notice = Notice(row["notice"], parse_time(row["due_at"]), name.split("-")[0])
             if channel:
-                self._post_elsewhere(row["freeze_id"], notice, now)
+                self._say(row["freeze_id"], notice, now)  # that channel alone
             else:
                 self._post_notice(row["freeze_id"], notice, now)
 
