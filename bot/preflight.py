@@ -132,8 +132,10 @@ class Preflights:
             return Check(f"ssh {host}", False, str(exc))
 
     def _health(self, host: str, snap: Snapshot | None = None) -> Check:
+        """The health file holds the healthy value, and the track file (if any) 0; read in one SSH command."""
         cfg = self.config
         path = self.plan.health_file(host)
+        snap = snap or self.witnesses.snapshot(host, self._small_files(host))
         try:
             value = self.witnesses.health(host, snap)
         except SSHError as exc:
@@ -142,11 +144,7 @@ class Preflights:
             track = self.plan.track_file(host)
             if track is not None:
                 try:
-                    if snap is not None:
-                        held = snap.read(track)
-                    else:
-                        raw = self.ssh.read_file(host, track)
-                        held = None if raw is None else raw.decode("utf-8", "replace").strip()
+                    held = snap.read(track)
                 except SSHError as exc:
                     return Check(f"health {host}", False, f"cannot read `{track}` on `{host}`: {exc}")
                 if held not in ("0", None):
