@@ -404,3 +404,35 @@ def test_a_step_survives_the_bot_killed_while_it_is_open(slack, tmp_path):
     finally:
         second.terminate()
         second.wait(10)
+
+
+def test_what_slack_refuses_is_said_as_refused_and_tried_again(slack, tmp_path):
+    """The report's upload, a late step's reminder and the Home tab, each with Slack refusing once."""
+    clock = FakeClock(NIGHT_START)
+    plan = night_plan()
+    plan["stages"] = [plan["stages"][0]]
+    bot = start_local_bot(slack, parse_plan(plan, "night"), str(tmp_path / "n.db"), clock=clock)
+    services = bot.services
+    try:
+        slack.fail_next("files.completeUploadExternal", status=200, error="not_in_channel")  # the Markdown
+        reply = reply_text(slack, slack.command(OPERATOR, "report"), timeout=60)
+        assert reply.startswith("`cutover-timeline.png` is in the channel; Slack did not take `cutover-report.md` "
+                                "(not_in_channel). `/cutover report` tries again"), reply
+        assert [e for e in services.store.recent_audit(5) if e["action"] == "report"][-1]["outcome"] == "partly"
+
+        reply_text(slack, slack.command(OPERATOR, "run content-check"))
+        ts = step_message(slack, bot, "content-check")
+        clock.advance(timedelta(minutes=11))
+        slack.fail_next("chat.postMessage", status=500, error="internal_error")
+        assert services.stages.people.remind_late() == []  # refused: not claimed as said
+        assert services.stages.people.remind_late() == ["content-check"]  # said at the next pass, once
+        assert len([m for m in slack.messages("C0LAUNCH", thread_ts=ts) if "is late" in m["text"]]) == 1
+
+        slack.fail_next("views.publish", status=200, error="internal_error")
+        services.home.every = 0.0
+        assert services.home.opened(OUTSIDER) is False and OUTSIDER not in slack.home_views
+        slack.wait_for(lambda: services.home.refresh() >= 0 and "content-check" in home_text(slack, OUTSIDER), 10,
+                       "the Home tab published at a later refresh")  # this one or the bot's own job
+        assert services.home.refresh() == 0  # nothing changed since: nothing published
+    finally:
+        bot.stop()
