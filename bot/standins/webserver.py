@@ -39,7 +39,12 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    class Server(ThreadingHTTPServer):
+        # socketserver's default backlog is 5: while this process waits for the CPU, a sixth connection's
+        # handshake is dropped and its client waits a second to retry. A web server takes far more.
+        request_queue_size = 1024
+
+    server = Server((args.host, args.port), Handler)
     server.daemon_threads = True
     if args.port_file:
         tmp = Path(args.port_file + ".tmp")
