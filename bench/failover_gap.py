@@ -69,7 +69,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def one_run(timing, track: bool, rate: float) -> dict:  # type: ignore[no-untyped-def]
+def one_run(timing, track: bool, rate: float, paths: tuple[str, ...] = tuple(PATHS)) -> dict:  # type: ignore[no-untyped-def]
     work = Path(tempfile.mkdtemp(prefix="cutover-gap-"))
     with DigitalOceanStandIn(action_delay=ACTION_DELAY) as do, \
             KeepalivedLab(work / "lab", do, timing, track=track) as lab, SlackStandIn(redeliver_after=None) as slack:
@@ -78,12 +78,12 @@ def one_run(timing, track: bool, rate: float) -> dict:  # type: ignore[no-untype
         base["stages"] = []
         bot = start_local_bot(slack, parse_plan(lab.plan(base), "bench"), str(work / "gap.db"),
                               digitalocean_end_point=do.end_point)
-        # Two clients at once: one on keepalived's VIP (a private network's path), one on the reserved IP
-        # through the edge that follows DigitalOcean's assignment (a DigitalOcean user's public path).
-        files = {path: open(work / f"samples-{path}.jsonl", "w") for path in PATHS}  # files: never block
+        # A client on keepalived's VIP (a private network's path), or on the reserved IP through the edge that
+        # follows DigitalOcean's assignment (a DigitalOcean user's public path), or both.
+        files = {path: open(work / f"samples-{path}.jsonl", "w") for path in paths}  # files: never block
         clients = [subprocess.Popen(["ip", "netns", "exec", lab.client_netns(), sys.executable,
-                                     str(ROOT / "bench" / "vip_client.py"), address, str(rate), str(CLIENT_SECONDS),
-                                     str(CLIENT_TIMEOUT)], stdout=files[path]) for path, address in PATHS.items()]
+                                     str(ROOT / "bench" / "vip_client.py"), PATHS[path], str(rate),
+                                     str(CLIENT_SECONDS), str(CLIENT_TIMEOUT)], stdout=files[path]) for path in paths]
         try:
             time.sleep(3.0)
             bot.services.golive.request("U0ALICE")
@@ -113,7 +113,7 @@ def one_run(timing, track: bool, rate: float) -> dict:  # type: ignore[no-untype
                  "recorded_to_health_write_ms": round((written - counted) * 1000, 1) if counted and written
                  else None}
     out = {}
-    for path in PATHS:
+    for path in paths:
         lines = [json.loads(line) for line in (work / f"samples-{path}.jsonl").read_text().splitlines()
                  if line.strip()]
         samples = sorted((s for s in lines if "i" in s), key=lambda s: s["sent"])
@@ -167,6 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=250.0)
+    parser.add_argument("--together", action="store_true",
+                        help="both paths' clients in one run (the default runs one path at a time, so that the "
+                             "lab's own load is one client's)")
     parser.add_argument("--only", help="one setting by name: digitalocean_tutorial, generated_without_track_file, "
                                        "generated")
     args = parser.parse_args()
@@ -186,17 +189,22 @@ def main() -> None:
     settings = (("digitalocean_tutorial", TUTORIAL, False), ("generated_without_track_file", TUNED, False),
                 ("generated", TUNED, True))
     for name, timing, track in (s for s in settings if args.only in (None, s[0])):
-        runs = [one_run(timing, track, args.rate) for _ in range(args.runs)]
+        runs: dict[str, list[dict]] = {path: [] for path in PATHS}
+        for _ in range(args.runs):
+            for paths in ([tuple(PATHS)] if args.together else [(path,) for path in PATHS]):
+                for path, result in one_run(timing, track, args.rate, paths).items():
+                    runs[path].append(result)
         report["settings"].append({
             "name": name, "keepalived": timing.label() + (", track file" if track else ""),
-            **{path: {"runs": [r[path] for r in runs],
-                      **{key: spread([r[path] for r in runs], key)
+            **{path: {"runs": runs[path],
+                      **{key: spread(runs[path], key)
                          for key in ("gap_ms", "failed", "failed_during_switch", "late_over_200ms",
                                      "p99_ms_around_flip", "approval_to_health_write_ms",
                                      "approval_to_recorded_ms", "recorded_to_health_write_ms",
                                      "approval_to_first_new_ms")}}
                for path in PATHS},
         })
+    report["clients"] = "both paths at once" if args.together else "one path's client per run"
     print(json.dumps(report, indent=2))
 
 

@@ -41,17 +41,23 @@ def outcome(exc: BaseException) -> str:
 
 def one(i: int, due: float) -> None:
     sent = time.monotonic()
+    connected = None
     try:
         conn = http.client.HTTPConnection(vip, 80, timeout=timeout)
         try:
+            conn.connect()
+            connected = time.monotonic()
             conn.request("GET", "/")
             who = conn.getresponse().read(64).decode(errors="replace").split()[0]
         finally:
             conn.close()
     except BaseException as exc:  # every failure is a data point here
-        who = outcome(exc)
+        # Where it failed: a handshake never answered (the SYN went where nobody holds the address) is not a
+        # request cut off after its connection was made (a connection split between two servers).
+        who = outcome(exc) + (" after connect" if connected is not None else "")
     end = time.monotonic()
     line = json.dumps({"i": i, "due": round(wall0 + due, 4), "sent": round(wall0 + sent, 4),
+                       "connected": round(wall0 + connected, 4) if connected is not None else None,
                        "end": round(wall0 + end, 4), "who": who})
     with lock:
         print(line, flush=True)
