@@ -1,19 +1,22 @@
 """The service gap of a bot-driven go-live, measured honestly from clients of both paths.
 
 For DigitalOcean's tutorial keepalived settings and for what `cutover
-keepalived` generates (with and without its track file), several runs each: a
+keepalived` generates (with and without its track file, and with the flip
+putting old in FAULT instead of lowering its priority), several runs each: a
 lab of real keepalived on the generated files, sshd and web servers in network
-namespaces; two open-loop clients in the lab sending GETs at RATE/s each
+namespaces; an open-loop client in the lab sending GETs at RATE/s
 (bench/vip_client.py: evenly spaced sends that never wait for each other, a
-short per-request timeout, millisecond timestamps), one to keepalived's VIP
-(the path of a private network) and one to the reserved IP through an edge
-that routes it to the droplet the DigitalOcean stand-in says holds it, which
-changes when the notify script's assign action completes (the path of
-DigitalOcean's public traffic); the bot asked for a go-live and approved by
-two people through the Slack stand-in.
+short per-request timeout, millisecond timestamps), to keepalived's VIP (the
+path of a private network) or to the reserved IP through an edge that routes
+it to the droplet the DigitalOcean stand-in says holds it, which changes when
+the notify script's assign action completes (the path of DigitalOcean's
+public traffic), one path per run (--together: both at once); the bot asked
+for a go-live and approved by two people through the Slack stand-in.
 
 Per run: the service gap (last good answer from old → first good answer from
-new), requests that failed (refused, reset, timeout, other), requests answered
+new) and the client's own longest pause between sends within it, requests
+that failed (refused, reset, timeout, other; and whether after connecting),
+requests answered
 late (> 200 ms), p50/p99 latency of the requests sent within 2 s of the flip,
 approval → health-file write (the host's mtime), approval → first answer from
 new. Per setting: medians and spread. The output states the client's
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.local import start_local_bot  # noqa: E402
 from bot.plan import parse_plan  # noqa: E402
+from bot.keepalived_wiring import FAULT_ON_FLIP  # noqa: E402
 from bot.standins.digitalocean import DigitalOceanStandIn  # noqa: E402
 from bot.standins.lab import FLOATING_IP, NAMES, TUNED, TUTORIAL, VIP, KeepalivedLab, lab_unavailable  # noqa: E402
 from bot.standins.slack import SlackStandIn  # noqa: E402
@@ -127,6 +131,14 @@ def analyse(samples: list[dict], state: str, approved_at: float, written: float 
     new_ok = [s["end"] for s in ok if s["who"] == NAMES["new"]]
     first_new = min(new_ok, default=None)
     last_old = max((t for t in old_ok if first_new is None or t < first_new), default=None)
+    # The client's own pause in the gap: the longest time between two sends from the send of the last request
+    # old answered to the send of the first new answered. A gap no longer than that pause says more about the
+    # client (its process waiting for the CPU while keepalived and the bot act) than about the service.
+    pause = None
+    if first_new and last_old:
+        edges = (next(s["sent"] for s in ok if s["end"] == last_old), next(s["sent"] for s in ok if s["end"] == first_new))
+        sends = [s["sent"] for s in samples if edges[0] <= s["sent"] <= edges[1]]
+        pause = max((b - a for a, b in zip(sends, sends[1:])), default=0.0)
     failed: dict[str, int] = {}
     for s in samples:
         if s["who"] not in NAMES.values():
@@ -143,6 +155,7 @@ def analyse(samples: list[dict], state: str, approved_at: float, written: float 
         "state": state,
         "requests": len(samples),
         "gap_ms": round((first_new - last_old) * 1000, 1) if first_new and last_old else None,
+        "client_pause_in_gap_ms": round(pause * 1000, 1) if pause is not None else None,
         "failed": sum(failed.values()),
         "failed_by_kind": failed,
         "failed_during_switch": failed_during,
@@ -171,7 +184,7 @@ def main() -> None:
                         help="both paths' clients in one run (the default runs one path at a time, so that the "
                              "lab's own load is one client's)")
     parser.add_argument("--only", help="one setting by name: digitalocean_tutorial, generated_without_track_file, "
-                                       "generated")
+                                       "generated_fault_on_flip, generated")
     args = parser.parse_args()
     why = lab_unavailable()
     if why:
@@ -187,7 +200,7 @@ def main() -> None:
         "settings": []}
     report["digitalocean_action_delay_ms"] = ACTION_DELAY * 1000
     settings = (("digitalocean_tutorial", TUTORIAL, False), ("generated_without_track_file", TUNED, False),
-                ("generated", TUNED, True))
+                ("generated_fault_on_flip", FAULT_ON_FLIP, True), ("generated", TUNED, True))
     for name, timing, track in (s for s in settings if args.only in (None, s[0])):
         runs: dict[str, list[dict]] = {path: [] for path in PATHS}
         for _ in range(args.runs):
@@ -198,7 +211,7 @@ def main() -> None:
             "name": name, "keepalived": timing.label() + (", track file" if track else ""),
             **{path: {"runs": runs[path],
                       **{key: spread(runs[path], key)
-                         for key in ("gap_ms", "failed", "failed_during_switch", "late_over_200ms",
+                         for key in ("gap_ms", "client_pause_in_gap_ms", "failed", "failed_during_switch", "late_over_200ms",
                                      "p99_ms_around_flip", "approval_to_health_write_ms",
                                      "approval_to_recorded_ms", "recorded_to_health_write_ms",
                                      "approval_to_first_new_ms")}}

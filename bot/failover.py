@@ -131,7 +131,8 @@ class Failover:
         file: 1 after a go-live, 0 after a rollback. None when done (or the plan has none); else what it means.
 
         The health file decides: a track file not written after a go-live costs only keepalived's check
-        interval; after a rollback it keeps the old server in FAULT, which the verification then shows.
+        interval; after a rollback it keeps the old server from taking the address back, which the verification
+        then shows.
         """
         host = self.config.old
         path = self.plan.track_file(host)
@@ -144,7 +145,7 @@ class Failover:
         except SSHError as exc:
             self.store.audit("cutover", "track-file", f"{host}:{path}", "failed", {"value": value, "error": str(exc)})
             consequence = ("keepalived notices the flip at its next check instead" if value == "1" else
-                           f"keepalived keeps `{host}` in FAULT until it holds 0: write 0 there")
+                           f"keepalived keeps the address off `{host}` until it holds 0: write 0 there")
             log.warning("the track file %s on %s was not written (%s): %s", path, host, exc, consequence)
             return f"keepalived's track file `{path}` on `{host}` was not written ({exc}); {consequence}."
 

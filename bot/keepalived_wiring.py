@@ -4,9 +4,13 @@ For each of the plan's ``old`` and ``new`` servers it writes:
 
 - ``keepalived.conf``: one VRRP instance over unicast between the two
   servers' private addresses, both starting as BACKUP so priority alone
-  decides (old 150, new 100, so a restored old server takes the address
-  back); a check script run every ``interval`` seconds that fails the
-  instance when the health file does not hold the healthy value;
+  decides (old above new, so a restored old server takes the address back);
+  a check script run every ``interval`` seconds that reads the health file,
+  and the track file keepalived watches for the bot's flip. On ``old`` a
+  failed check or a flipped track file lowers its priority below new's
+  (``step_down``): the new server takes the address while the old one still
+  holds it, make-before-break. On ``new`` a failed check is FAULT, so a
+  broken new server never takes the address; the old one keeps it;
 - ``cutover-check.sh``: that check, reading the plan's health file;
 - ``cutover-notify.sh``: keepalived's notify script. It records the VRRP
   state where the plan's ``vrrp_state_file`` says (the preflight reads it),
@@ -42,23 +46,37 @@ class KeepalivedTiming:
     rise: int = 2
     advert_int: float = 0.2
     priorities: tuple[int, int] = (254, 253)  # old, new
+    # On old, what a failed check and a flipped track file each take off its priority; 0: FAULT instead.
+    step_down: int = 2
 
     def label(self) -> str:
         return (f"interval {self.interval}, fall {self.fall}, rise {self.rise}, advert_int {self.advert_int:g}, "
-                f"priority {self.priorities[0]}/{self.priorities[1]}")
+                f"priority {self.priorities[0]}/{self.priorities[1]}, "
+                + (f"a flip lowers old by {self.step_down}" if self.step_down else "a flip puts old in FAULT"))
+
+    def weight(self, role: str) -> int:
+        """keepalived's weight for ``role``'s check and track file: 0 (FAULT) on new, minus ``step_down`` on old."""
+        return -self.step_down if role == "old" else 0
 
     def priority(self, role: str) -> int:
         return self.priorities[0] if role == "old" else self.priorities[1]
 
 
-# DigitalOcean's tutorial: a check every 2 s, two failures to act, adverts once a second, priorities 200/100.
-TUTORIAL = KeepalivedTiming(interval=2, fall=2, rise=2, advert_int=1, priorities=(200, 100))
-# What `cutover keepalived` writes: one failed check is a deliberate flip, so act on it; adverts every 0.2 s
-# (VRRPv3) so the backup hears the old master step down at once; two good checks before taking the address back.
-# Old above new, so old holds the address while both are healthy and takes it back when restored. Both high:
-# when the master steps down (priority 0), the backup takes over after its skew time, (256 - priority) / 256 of
-# an advert interval: 2 ms at 253 with 0.2 s adverts, where 100 would wait 122 ms with nobody holding the VIP.
-RECOMMENDED = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=0.2, priorities=(254, 253))
+# DigitalOcean's tutorial: a check every 2 s, two failures to act, adverts once a second, priorities 200/100, and
+# a failed check is FAULT.
+TUTORIAL = KeepalivedTiming(interval=2, fall=2, rise=2, advert_int=1, priorities=(200, 100), step_down=0)
+# What `cutover keepalived` writes: one failed check is a deliberate flip, so act on it; two good checks before
+# taking the address back. Old above new, so old holds the address while both are healthy and takes it back when
+# restored. The flip lowers old's priority below new's instead of putting it in FAULT: old keeps the address and
+# its connections until new, after its master-down interval (3 adverts and its skew: 0.4-0.6 s with adverts every
+# 0.2 s, VRRPv3), takes the address and tells old, which lets it go. With FAULT, old drops the address at once
+# and nobody holds it until new's skew time has passed and its gratuitous ARP has reached the clients (~30 ms
+# measured); requests sent then are lost.
+RECOMMENDED = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=0.2, priorities=(254, 253), step_down=2)
+# What `cutover keepalived` wrote before: the same timing, a flip puts old in FAULT (break-before-make). Both
+# priorities high: the backup takes over after its skew time, (256 - priority) / 256 of an advert interval: 2 ms
+# at 253 with 0.2 s adverts, where 100 would wait 122 ms with nobody holding the VIP.
+FAULT_ON_FLIP = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=0.2, priorities=(254, 253), step_down=0)
 
 
 class WiringError(Exception):
@@ -125,15 +143,19 @@ def _conf(plan: Plan, role: str, host: str, peer: str, o: Options) -> str:
     interface = plan.failover.interface or "eth0"
     version = "    version 3  # sub-second adverts need VRRPv3\n" if t.advert_int < 1 else ""
     track = plan.track_file(host)
+    flip = (f"anything but 0 lowers this server's priority by {-t.weight(role)}" if t.weight(role)
+            else "anything but 0 is FAULT, at once")
     track_def = f"""
 vrrp_track_file cutover_flip {{
     file "{track}"
-    weight 0  # any value but 0 is FAULT, at once: keepalived watches the file (inotify), no polling
+    weight {t.weight(role)}  # {flip}; keepalived watches the file (inotify), no polling
     init_file 0  # created with 0 if missing; never overwritten at start, so a flip survives a restart
 }}
 """ if track else ""
     track_use = "    track_file {\n        cutover_flip\n    }\n" if track else ""
     security = "    enable_script_security\n" if o.script_security else ""
+    check = ("failed, it lowers the priority below the peer's: the peer takes the address before this one lets "
+             "it go" if t.weight(role) else "failed, it is FAULT: this server never holds the address")
     return f"""# keepalived for `{host}` ({role}), generated by `cutover keepalived` from {plan.path}.
 # Regenerate rather than edit: the bot's preflight checks that this wiring reads the plan's health file.
 global_defs {{
@@ -147,6 +169,7 @@ vrrp_script cutover_health {{
     script "{d}/cutover-check.sh"  # reads {plan.health_file(host)}
     interval {t.interval}
     timeout 2
+    weight {t.weight(role)}  # {check}
     fall {t.fall}  # a failed check is the bot's deliberate flip: act on the first
     rise {t.rise}  # a restored server takes the address back after this many good checks
 }}

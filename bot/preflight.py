@@ -149,8 +149,8 @@ class Preflights:
                     return Check(f"health {host}", False, f"cannot read `{track}` on `{host}`: {exc}")
                 if held not in ("0", None):
                     return Check(f"health {host}", False, f"keepalived's track file `{track}` on `{host}` holds "
-                                                          f"`{held[:20]}`, which keeps `{host}` in FAULT; write 0 "
-                                                          "there once you know why it is set")
+                                                          f"`{held[:20]}`, which tells keepalived to move the address off "
+                                                          f"`{host}`; write 0 there once you know why it is set")
             return Check(f"health {host}", True, f"`{path}` on `{host}` holds `{cfg.healthy}`")
         shown = "is missing" if value is None else f"holds `{value[:40]}`"
         return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`")

@@ -199,8 +199,9 @@ class Witnesses:
              snaps: dict[str, Snapshot] | None = None) -> Reading:
         """keepalived's own VRRP states, as its notify script records them: ``master`` MASTER, ``backup`` BACKUP.
 
-        Before a rollback the old server is in FAULT (its failed check is what gave the VIP away), so there
-        ``backup_may_fault`` accepts FAULT as well: restoring its health file brings it back.
+        Before a rollback the old server may be in FAULT (with wiring where a failed check puts it there, as
+        DigitalOcean's tutorial has), so there ``backup_may_fault`` accepts FAULT as well: restoring its health
+        file brings it back.
         """
         if self.plan.vrrp_state_file(master) is None or self.plan.vrrp_state_file(backup) is None:
             return Reading("vrrp", False, "VRRP states not read: the plan has no `[failover] vrrp_state_file` "

@@ -258,8 +258,11 @@ def test_keepalived_not_moving_fails_verification_and_rollback_recovers(slack, l
         slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
         assert wait_settled(local.services, req["id"], 60) == "unverified"
         text = shown(slack, req["message_ts"], "Verification failed")
-        assert "VIP 10.213.7.100 is on neither server" in text
-        assert "never answered from `new`" in text and "`/cutover rollback` switches back" in text
+        # The flip only lowers old's priority, and new in FAULT never takes the address: old keeps serving.
+        assert "VIP 10.213.7.100 is on `old`, expected `new` alone" in text
+        assert "never answered from `new` with `web-new-01`; last: HTTP 200 `web-old-01 false`" in text
+        assert "`/cutover rollback` switches back" in text
+        assert lab.vip_holder() == "old"
         back, _ = request(slack, local, kind="rollback")
         slack.react(DAVE, OK, "C0LAUNCH", back["message_ts"])
         assert wait_settled(local.services, back["id"], 60) == "verified"
@@ -503,7 +506,7 @@ def test_the_preflight_refuses_a_track_file_left_set_and_a_config_that_does_not_
     (lab.servers["old"].dir / "health.track").write_text("1\n")
     text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
     track = lab.servers["old"].dir / "health.track"
-    assert f"keepalived's track file `{track}` on `old` holds `1`, which keeps `old` in FAULT" in text, text
+    assert f"keepalived's track file `{track}` on `old` holds `1`, which tells keepalived to move the address off `old`" in text, text
     assert f"keepalived on `new` does not watch the track file `{lab.servers['new'].dir / 'health.track'}`" in text
     reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
     assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()

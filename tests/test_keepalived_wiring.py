@@ -4,16 +4,18 @@ reserved IP as it says, and the lab runs exactly these files."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from bot.keepalived_wiring import Options, generate
 from bot.plan import load_plan, parse_plan
-from bot.standins.lab import DROPLETS, FLOATING_IP
+from bot.standins.lab import DROPLETS, FLOATING_IP, VIP
 from bot.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,47 @@ def test_the_command_writes_both_servers_files_and_says_how_to_install_them(tmp_
     assert 'vrrp_track_file cutover_flip {\n    file "/var/www/health/keepalived-track"' in conf
     assert "track_file {\n        cutover_flip\n    }" in conf
     assert "/etc/keepalived/cutover-digitalocean-token" in result.stdout and "install" in result.stdout
+
+
+def test_a_flip_lowers_old_below_new_and_a_broken_new_server_is_fault(tmp_path):
+    """Old steps down by priority, so it keeps the address until new takes it; new in FAULT never takes it."""
+    files = generate(load_plan(example_with_addresses(tmp_path)))
+    old, new = files["old"]["keepalived.conf"], files["new"]["keepalived.conf"]
+    assert "priority 254" in old and "priority 253" in new
+    # On old, a failed check and a flipped track file each take 2 off: 252 (or 250) is below new's 253.
+    assert old.count("    weight -2  #") == 2 and "weight 0" not in old
+    # On new, either is FAULT.
+    assert new.count("    weight 0  #") == 2 and "weight -" not in new
+
+
+@pytest.mark.vrrp
+def test_in_the_lab_new_holds_the_address_before_old_lets_it_go(lab, tmp_path):
+    """Make-before-break, as keepalived's own netlink events show it: on a flip the new server adds the VIP
+    before the old one deletes it (with a flip that puts old in FAULT, old deletes it first)."""
+    monitors = {role: subprocess.Popen(["ip", "netns", "exec", lab.servers[role].netns, "ip", "-ts", "-4", "monitor",
+                                        "address"], stdout=open(tmp_path / f"{role}.events", "w"),
+                                       stderr=subprocess.STDOUT) for role in ("old", "new")}
+    try:
+        time.sleep(0.3)  # the monitors listening
+        lab.set_health("old", "false")
+        (lab.servers["old"].dir / "health.track").write_text("1\n")
+        wait_until(lambda: lab.vip_holder() == "new", 15, "the VIP on new")
+        time.sleep(0.3)
+    finally:
+        for monitor in monitors.values():
+            monitor.send_signal(signal.SIGINT)
+            monitor.wait(5)
+
+    def when(role: str, deleted: bool) -> datetime:
+        for line in (tmp_path / f"{role}.events").read_text().splitlines():
+            if f"inet {VIP}/" in line and line.split("]", 1)[1].lstrip().startswith("Deleted") == deleted:
+                return datetime.fromisoformat(line[1:line.index("]")])
+        raise AssertionError(f"no {'deletion' if deleted else 'addition'} of {VIP} on {role}: "
+                             + (tmp_path / f"{role}.events").read_text())
+
+    added, deleted = when("new", deleted=False), when("old", deleted=True)
+    assert added < deleted, (added, deleted)
+    assert lab.servers["old"].health_file.read_text() == "false\n"
 
 
 def test_a_plan_without_private_addresses_is_refused_by_name(tmp_path):

@@ -8,13 +8,19 @@ bot.standins.keepalived_pair CONFIG``) that, like keepalived on those files,
 
 - runs each server's generated check script (it reads the health file) every
   ``interval`` seconds, with ``fall`` and ``rise``, and reads its track file
-  every 50 ms (keepalived watches it with inotify): anything but 0 is FAULT;
-- makes the healthy server with the higher priority MASTER (``old``, so a
-  restored old server takes the address back, as keepalived's preemption
-  does), the other BACKUP, an unhealthy one FAULT, and tells each change to
-  the server's generated notify script as keepalived does: the script records
-  the state and, on MASTER, asks the DigitalOcean stand-in to assign the
-  reserved IP to that server's droplet;
+  every 50 ms (keepalived watches it with inotify);
+- weighs them as the generated files do: on ``old`` a failed check and a
+  flipped track file each lower its priority by ``step_down``, on ``new``
+  (and on old when ``step_down`` is 0) either is FAULT;
+- makes the server with the highest priority that is not in FAULT MASTER
+  (``old`` while healthy, so a restored old server takes the address back, as
+  keepalived's preemption does), the other BACKUP or FAULT, and tells each
+  change to the server's generated notify script as keepalived does: the
+  script records the state and, on MASTER, asks the DigitalOcean stand-in to
+  assign the reserved IP to that server's droplet. A master that steps down
+  by priority keeps the address until the new one takes it, after the new
+  one's master-down interval (three adverts); one in FAULT lets it go at once
+  and the other takes it an advert later;
 - carries the VIP as a forwarder on 127.0.0.1 to the MASTER's web server.
 
 The bot asks the servers what it asks real ones over SSH. Two tools on each
@@ -36,7 +42,6 @@ import threading
 import time
 from pathlib import Path
 
-from bot.keepalived_wiring import RECOMMENDED
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.lab import (ADDRESSES, NAMES, SERVER_PATH, TUNED, VIP, KeepalivedTiming,
                               Server, ServerPair)
@@ -45,7 +50,6 @@ from bot.standins.sshd import LocalSshd, find_sshd
 from bot.waiting import wait_until
 
 ROLES = ("old", "new")
-PRIORITY = {"old": 2, "new": 1}  # old above new, as in what `cutover keepalived` writes
 
 
 def pair_unavailable() -> str | None:
@@ -140,7 +144,8 @@ class KeepalivedPairStandIn(ServerPair):
         assert self.vip_socket is not None
         t = self.timing
         config = {"dir": str(self.workdir), "interval": t.interval, "fall": t.fall, "rise": t.rise,
-                  "advert_int": t.advert_int, "web": {role: self.ports[f"web-{role}"] for role in ROLES},
+                  "advert_int": t.advert_int, "priorities": {role: t.priority(role) for role in ROLES},
+                  "weights": {role: t.weight(role) for role in ROLES}, "web": {role: self.ports[f"web-{role}"] for role in ROLES},
                   "vip_fd": self.vip_socket.fileno()}
         path = self.workdir / "pair.json"
         path.write_text(json.dumps(config))
@@ -218,13 +223,14 @@ def _say(text: str) -> None:
 class _Node:
     """One server's keepalived: its check's run of results and its VRRP state."""
 
-    def __init__(self, role: str, dir: Path, fall: int, rise: int) -> None:
+    def __init__(self, role: str, dir: Path, fall: int, rise: int, priority: int, weight: int) -> None:
         self.role = role
         self.dir = dir
         self.fall, self.rise = fall, rise
+        self.base, self.weight = priority, weight
         self.running = True
         self.healthy = True  # as keepalived takes a check without init_fail: good until it fails
-        self.tracked = False  # the track file holds something other than 0: FAULT, at once
+        self.tracked = False  # the track file holds something other than 0
         self.streak = 0  # consecutive results that disagree with ``healthy``
         self.state: str | None = None
 
@@ -240,6 +246,16 @@ class _Node:
     @property
     def ok(self) -> bool:
         return self.healthy and not self.tracked
+
+    @property
+    def fault(self) -> bool:
+        """A failed check or a flipped track file with weight 0 is FAULT, as in keepalived."""
+        return not self.ok and self.weight == 0
+
+    @property
+    def priority(self) -> int:
+        """The base priority plus the weight of each failed check and flipped track file (weights are <= 0)."""
+        return self.base + self.weight * ((not self.healthy) + self.tracked)
 
     def watch(self) -> None:
         """The track file, read as often as the loop turns, as keepalived's inotify watch would see it."""
@@ -269,7 +285,7 @@ class _Node:
         self.state = state
         try:
             done = subprocess.run([str(self.dir / "cutover-notify.sh"), "INSTANCE", "cutover", state,
-                                   str(RECOMMENDED.priority(self.role))], timeout=5, capture_output=True, text=True)
+                                   str(self.priority)], timeout=5, capture_output=True, text=True)
             if done.returncode != 0:
                 _say(f"{self.role}: notify exited {done.returncode}: {done.stderr.strip()[-200:]}")
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -282,8 +298,10 @@ class _Pair:
         self.interval = float(config["interval"])
         self.advert_int = float(config["advert_int"])
         self.web = config["web"]
-        self.nodes = {role: _Node(role, self.dir / role, int(config["fall"]), int(config["rise"])) for role in ROLES}
+        self.nodes = {role: _Node(role, self.dir / role, int(config["fall"]), int(config["rise"]),
+                                  int(config["priorities"][role]), int(config["weights"][role])) for role in ROLES}
         self.master: str | None = None
+        self.takeover_at: float | None = None  # when a backup of higher priority takes over from a live master
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.listener = socket.socket(fileno=int(config["vip_fd"]))
@@ -313,19 +331,33 @@ class _Pair:
             (node.dir / "keepalived.pid").unlink(missing_ok=True)
 
     def _elect(self) -> None:
-        candidates = [r for r in ROLES if self.nodes[r].running and self.nodes[r].ok]
-        wanted = max(candidates, key=PRIORITY.__getitem__) if candidates else None
+        candidates = [r for r in ROLES if self.nodes[r].running and not self.nodes[r].fault]
+        wanted = max(candidates, key=lambda r: self.nodes[r].priority) if candidates else None
         for node in self.nodes.values():
-            if node.running and not node.ok:
+            if node.running and node.fault:
                 node.enter("FAULT")
         if wanted == self.master:
+            self.takeover_at = None
             for role in candidates:
                 self.nodes[role].enter("MASTER" if role == wanted else "BACKUP")
             return
-        if self.master is not None and self.master != wanted:
+        if self.master is not None and self.master in candidates:
+            # Stepped down by priority: it keeps the address until the other, after its master-down interval,
+            # takes it (make-before-break).
+            if self.takeover_at is None:
+                self.takeover_at = time.monotonic() + 3 * self.advert_int
+            if time.monotonic() < self.takeover_at:
+                return
+            self.takeover_at = None
+            _say(f"{self.master}: lower priority ({self.nodes[self.master].priority}); {wanted} takes the VIP")
+            self._hold(wanted)
+            self.nodes[self.master].enter("BACKUP")
+            if wanted is not None:
+                self.nodes[wanted].enter("MASTER")
+            return
+        self.takeover_at = None
+        if self.master is not None:
             _say(f"{self.master}: releasing the VIP")
-            if self.nodes[self.master].running and self.nodes[self.master].ok:
-                self.nodes[self.master].enter("BACKUP")
             self._hold(None)
         if wanted is not None:
             self.stopping.wait(self.advert_int)  # the backup takes over after an advert's time

@@ -40,10 +40,10 @@ _counter = itertools.count(1)
 
 
 TUNED = RECOMMENDED  # what `cutover keepalived` writes
-# The tests' lab: the tuned check, with adverts once a second. A deliberate flip moves just as fast (the old
-# server in FAULT advertises priority 0 at once), but a backup waits ~3 s, not ~0.6 s, before it decides
-# the master is gone: a busy test machine that delays one advert does not split the pair.
-STEADY = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=1)
+# The tests' lab: the tuned check and flip, with adverts every 0.5 s. The new server takes the address ~1.5 s
+# after a flip, not ~0.6 s, and a busy test machine has to hold back three adverts in a row, not one, before
+# the backup decides the master is gone and the pair splits.
+STEADY = KeepalivedTiming(interval=1, fall=1, rise=2, advert_int=0.5)
 
 
 def lab_unavailable() -> str | None:
