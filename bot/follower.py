@@ -131,10 +131,11 @@ class Follower:
         """The bot is stopping: the message says the stage goes on without it, and how it will catch up."""
         ts = self.runner.row(self.run_id)["message_ts"]
         log.info("run %d of %s keeps running on %s while the bot is away", self.run_id, self.stage.name, self.host)
-        if ts:
-            self.runner.messages.show(self.run_id, ts, replace(self.view, connection=(
+        if ts and not self.runner.messages.show(self.run_id, ts, replace(self.view, connection=(
                 f"the bot stopped (a restart or a deploy); the stage keeps running on `{self.host}`, and the bot "
-                "picks up its log where it left off when it is back")))
+                "picks up its log where it left off when it is back"))):
+            log.warning("run %d of %s: Slack did not take the note that the bot stopped; its message shows the "
+                        "stage as it was last followed until the bot is back", self.run_id, self.stage.name)
 
     def _run(self) -> None:
         runner = self.runner

@@ -256,7 +256,8 @@ def test_a_progress_update_held_by_a_slow_slack_never_lands_after_the_final_stat
     assert "succeeded" in str(applied[-1]["params"].get("blocks")), "the last update applied was not the final one"
 
 
-def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, sshd, tmp_path):
+@pytest.mark.parametrize("slack_refuses", [False, True], ids=["note posted", "note refused"])
+def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, sshd, tmp_path, slack_refuses):
     from bot.store import Store
     from tests.helpers import start_bot_process, to_toml
 
@@ -271,6 +272,8 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
         store = Store(env["CUTOVER_DB"])
         pgid = slack.wait_for(lambda: store.latest_runs()["hold"]["pid"], 15, "the stage's pid")
         ts = store.latest_runs()["hold"]["message_ts"]
+        if slack_refuses:
+            slack.fail_next("chat.update", status=500, error="internal_error", times=1000)
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
     finally:
@@ -278,11 +281,16 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
             first.kill()
     log = (tmp_path / "bot.log").read_text()
     assert "stopping: taking no new commands" in log and "keeps running on new while the bot is away" in log
-    assert "the bot stopped (a restart or a deploy); the stage keeps running on `new`" in message_text(slack, ts)
+    said = "the bot stopped (a restart or a deploy); the stage keeps running on `new`" in message_text(slack, ts)
+    assert said != slack_refuses
+    assert ("Slack did not take the note that the bot stopped" in log) == slack_refuses
     os.killpg(pgid, 0)  # the stage itself goes on
+    slack.clear_faults()
+    updates = len([c for c in slack.calls_of("chat.update") if c["params"].get("ts") == ts])
     second = start_bot_process(slack, env, tmp_path)
     try:
-        slack.wait_for(lambda: "the bot stopped" not in message_text(slack, ts), 20, "the message brought up to date")
+        slack.wait_for(lambda: len([c for c in slack.calls_of("chat.update") if c["params"].get("ts") == ts]) > updates
+                       and "the bot stopped" not in message_text(slack, ts), 20, "the message brought up to date")
         assert "— *running*" in message_text(slack, ts)
         assert reply_text(slack, slack.command(OPERATOR, "cancel hold"), timeout=20).startswith("Stopping `hold`")
         slack.wait_for(lambda: store.latest_runs()["hold"]["state"] == "cancelled", 30, "the stage cancelled")
