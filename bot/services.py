@@ -127,5 +127,5 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
                         workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
                         stages=stages, freezes=freezes, golive=golive, reports=reports,
-                        home=HomeView(notifier, clock, lambda: build_status(services)))
+                        home=HomeView(notifier, clock, lambda: build_status(plan, store, clock)))
     return services

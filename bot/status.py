@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
-
-from bot.clock import parse_optional_time, parse_time
+from bot.clock import Clock, parse_optional_time, parse_time
+from bot.plan import Plan
 from bot.timetable import StepTimes, Timetable, build_timetable, last_durations
 from bot.states import RequestState, RunState, StopState, sql_in
-
-if TYPE_CHECKING:
-    from bot.services import Services
+from bot.store import Store
 
 NOT_RUN = "not run"
 SWITCHED = (RequestState.FLIPPING, RequestState.FLIPPED, RequestState.VERIFIED, RequestState.UNVERIFIED,
@@ -73,13 +70,13 @@ class StatusReport:
     timetable: Timetable | None = None
 
 
-def build_status(services: "Services") -> StatusReport:
-    now = services.clock.now()
-    runs = services.store.latest_runs()
-    timetable = build_timetable(services.plan, runs, last_durations(services.store), now)
+def build_status(plan: Plan, store: Store, clock: Clock) -> StatusReport:
+    now = clock.now()
+    runs = store.latest_runs()
+    timetable = build_timetable(plan, runs, last_durations(store), now)
     times = {t.name: t for t in timetable.steps}
     stages = []
-    for stage in services.plan.stages:
+    for stage in plan.stages:
         run = runs.get(stage.name)
         started = parse_time(run["started_at"]) if run else None
         ended = parse_optional_time(run["ended_at"]) if run else None
@@ -90,16 +87,16 @@ def build_status(services: "Services") -> StatusReport:
                                 owner=stage.owner, times=times[stage.name]))
     freezes = [FreezeLine(kind=f["kind"], state=f["state"], start_at=parse_time(f["start_at"]),
                           end_at=parse_optional_time(f["end_at"]), note=f["note"])
-               for f in services.store.current_freezes()]
+               for f in store.current_freezes()]
     requests = []
-    for r in services.store.open_requests():
-        count = services.store.query("SELECT COUNT(*) AS n FROM approvals WHERE request_id = ?", [r["id"]])[0]["n"]
+    for r in store.open_requests():
+        count = store.query("SELECT COUNT(*) AS n FROM approvals WHERE request_id = ?", [r["id"]])[0]["n"]
         requests.append(RequestLine(id=r["id"], kind=r["kind"], state=r["state"], requested_by=r["requested_by"],
                                     expires_at=parse_time(r["expires_at"]),
                                     approvals=count, required=r["required"]))
-    failover = services.plan.failover
+    failover = plan.failover
     return StatusReport(now=now, stages=stages, freezes=freezes, requests=requests,
-                        floating_ip=failover.floating_ip if failover else None, switch=_last_switch(services),
+                        floating_ip=failover.floating_ip if failover else None, switch=_last_switch(plan, store),
                         timetable=timetable)
 
 
@@ -110,12 +107,12 @@ def _stopping(run: dict | None) -> str:
             StopState.SENT: f"stopping (asked by <@{run['cancelled_by']}>)"}.get(run["stop_state"], "")
 
 
-def _last_switch(services: "Services") -> SwitchLine | None:
+def _last_switch(plan: Plan, store: Store) -> SwitchLine | None:
     """The last switch the bot made, and what it knows of it: verified, still verifying, or unverified."""
-    rows = services.store.query(
+    rows = store.query(
         f"SELECT id, kind, state, result, decided_at FROM golive_requests WHERE state IN {sql_in(SWITCHED)} "
         "ORDER BY id DESC LIMIT 1")
-    if services.plan.failover is None or not rows:
+    if plan.failover is None or not rows:
         return None
     row = rows[0]
     label = f"{'go-live' if row['kind'] == 'golive' else 'rollback'} #{row['id']}"

@@ -16,7 +16,7 @@ AUDIT_MAX = 200
 
 
 def run_status(services: "Services", caller: Caller, _: None) -> Reply:
-    report = build_status(services)
+    report = build_status(services.plan, services.store, services.clock)
     return Reply(text="Cutover status", blocks=messages.status_message(report))
 
 

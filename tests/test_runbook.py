@@ -343,7 +343,7 @@ def test_slack_limits_hold_for_a_100_step_plan(slack, tmp_path):
                                  "the summary")
         assert "`step-010-" in blocks_text(summary[0]["blocks"]) and "and 89 more not started" in \
             blocks_text(summary[0]["blocks"])
-        report = build_status(bot.services)
+        report = build_status(bot.services.plan, bot.services.store, bot.services.clock)
         SlackStandIn._blocks({"blocks": messages.status_message(report)})
         SlackStandIn._blocks({"blocks": messages.home_view(messages.status_body(report, 80), report.now)["blocks"]},
                              limit=100)
