@@ -16,8 +16,7 @@ for a go-live and approved by two people through the Slack stand-in.
 Per run: the service gap (last good answer from old → first good answer from
 new) and the client's own longest pause between sends within it, requests
 that failed (refused, reset, timeout, other; and whether after connecting),
-requests answered
-late (> 200 ms), p50/p99 latency of the requests sent within 2 s of the flip,
+requests answered late (> 200 ms), p50/p99 latency of the requests sent within 2 s of the flip,
 approval → health-file write (the host's mtime), approval → first answer from
 new. Per setting: medians and spread. The output states the client's
 resolution: a gap is known to within one send interval, plus the send skew.
@@ -40,9 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.keepalived_wiring import FAULT_ON_FLIP  # noqa: E402
 from bot.local import start_local_bot  # noqa: E402
 from bot.plan import parse_plan  # noqa: E402
-from bot.keepalived_wiring import FAULT_ON_FLIP  # noqa: E402
 from bot.standins.digitalocean import DigitalOceanStandIn  # noqa: E402
 from bot.standins.lab import FLOATING_IP, NAMES, TUNED, TUTORIAL, VIP, KeepalivedLab, lab_unavailable  # noqa: E402
 from bot.standins.slack import SlackStandIn  # noqa: E402
@@ -73,7 +72,8 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def one_run(timing, track: bool, rate: float, paths: tuple[str, ...] = tuple(PATHS)) -> dict:  # type: ignore[no-untyped-def]
+def one_run(timing, track: bool, rate: float,  # type: ignore[no-untyped-def]
+            paths: tuple[str, ...] = tuple(PATHS)) -> dict:
     work = Path(tempfile.mkdtemp(prefix="cutover-gap-"))
     with DigitalOceanStandIn(action_delay=ACTION_DELAY) as do, \
             KeepalivedLab(work / "lab", do, timing, track=track) as lab, SlackStandIn(redeliver_after=None) as slack:
@@ -136,8 +136,9 @@ def analyse(samples: list[dict], state: str, approved_at: float, written: float 
     # client (its process waiting for the CPU while keepalived and the bot act) than about the service.
     pause = None
     if first_new and last_old:
-        edges = (next(s["sent"] for s in ok if s["end"] == last_old), next(s["sent"] for s in ok if s["end"] == first_new))
-        sends = [s["sent"] for s in samples if edges[0] <= s["sent"] <= edges[1]]
+        since = next(s["sent"] for s in ok if s["end"] == last_old)
+        until = next(s["sent"] for s in ok if s["end"] == first_new)
+        sends = [s["sent"] for s in samples if since <= s["sent"] <= until]
         pause = max((b - a for a, b in zip(sends, sends[1:])), default=0.0)
     failed: dict[str, int] = {}
     for s in samples:
@@ -211,8 +212,8 @@ def main() -> None:
             "name": name, "keepalived": timing.label() + (", track file" if track else ""),
             **{path: {"runs": runs[path],
                       **{key: spread(runs[path], key)
-                         for key in ("gap_ms", "client_pause_in_gap_ms", "failed", "failed_during_switch", "late_over_200ms",
-                                     "p99_ms_around_flip", "approval_to_health_write_ms",
+                         for key in ("gap_ms", "client_pause_in_gap_ms", "failed", "failed_during_switch",
+                                     "late_over_200ms", "p99_ms_around_flip", "approval_to_health_write_ms",
                                      "approval_to_recorded_ms", "recorded_to_health_write_ms",
                                      "approval_to_first_new_ms")}}
                for path in PATHS},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
 from bot.clock import Clock, parse_optional_time, parse_time
 from bot.plan import Plan
 from bot.timetable import StepTimes, Timetable, build_timetable, last_durations

@@ -145,7 +145,8 @@ class KeepalivedPairStandIn(ServerPair):
         t = self.timing
         config = {"dir": str(self.workdir), "interval": t.interval, "fall": t.fall, "rise": t.rise,
                   "advert_int": t.advert_int, "priorities": {role: t.priority(role) for role in ROLES},
-                  "weights": {role: t.weight(role) for role in ROLES}, "web": {role: self.ports[f"web-{role}"] for role in ROLES},
+                  "weights": {role: t.weight(role) for role in ROLES},
+                  "web": {role: self.ports[f"web-{role}"] for role in ROLES},
                   "vip_fd": self.vip_socket.fileno()}
         path = self.workdir / "pair.json"
         path.write_text(json.dumps(config))
@@ -350,10 +351,10 @@ class _Pair:
                 return
             self.takeover_at = None
             _say(f"{self.master}: lower priority ({self.nodes[self.master].priority}); {wanted} takes the VIP")
+            stepped_down = self.master
             self._hold(wanted)
-            self.nodes[self.master].enter("BACKUP")
-            if wanted is not None:
-                self.nodes[wanted].enter("MASTER")
+            self.nodes[wanted].enter("MASTER")  # as in keepalived: new takes over, then old hears it and lets go
+            self.nodes[stepped_down].enter("BACKUP")
             return
         self.takeover_at = None
         if self.master is not None:
