@@ -25,11 +25,13 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def format_duration(delta: timedelta | float) -> str:
-    """Render a duration compactly for people: ``2h 05m``, ``4m 10s``, ``12s``."""
-    total = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
-    if total < 0:
-        total = 0
+def format_duration(delta: timedelta | float, tenths: bool = False) -> str:
+    """Render a duration compactly for people: ``2h 05m``, ``4m 10s``, ``12s``; with ``tenths``, under 10 s to a
+    tenth (``0.6s``), where whole seconds would show a switch of 0.6 s as ``0s``. Never rounded up."""
+    seconds_float = max(0.0, delta.total_seconds() if isinstance(delta, timedelta) else float(delta))
+    if tenths and seconds_float < 10:
+        return f"{int(seconds_float * 10) / 10:.1f}s"
+    total = int(seconds_float)
     hours, rest = divmod(total, 3600)
     minutes, seconds = divmod(rest, 60)
     if hours:

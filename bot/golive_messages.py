@@ -79,12 +79,12 @@ def _plan_lines(view: RequestView) -> list[str]:
 
 
 def _data_window(view: RequestView) -> str:
-    """What is lost at the flip: whatever the old site took in since the new one last caught up."""
+    """What is lost at the switch: whatever the old site took in since the new one last caught up."""
     if view.last_sync is None:
         return ("⚠️ No stage has succeeded yet: the new server has none of the old database's recent writes.")
     stage, at = view.last_sync
     return (f"⚠️ Writes to the old site after the last stage (`{stage}`, done {slack_date(at)}) are not on the new "
-            "server and are lost at the flip: sessions, half-filled forms. Keep this window short.")
+            "server and are lost when traffic moves to it: sessions, half-filled forms. Keep this window short.")
 
 
 def _timeline(view: RequestView) -> list[str]:
@@ -96,12 +96,16 @@ def _timeline(view: RequestView) -> list[str]:
     if flipped:
         lines.append(f"• flipped {slack_date(flipped)}")
         if view.last_sync and view.kind == "golive":
+            # The old server takes writes until traffic moves: the first answer from new, where it is known.
             stage, at = view.last_sync
-            lines.append(f"• data window: {format_duration(flipped - at)} between the end of `{stage}` and the flip")
+            moved = (f", {format_duration(v.first_answer_at - at, tenths=True)} to the first answer from "
+                     f"`{v.target}`" if v is not None and v.first_answer_at else "")
+            lines.append(f"• data window: {format_duration(flipped - at, tenths=True)} between the end of `{stage}` "
+                         f"and the flip{moved}")
     if v is None:
         return lines
     if v.first_answer_at:
-        after = f" ({format_duration(v.first_answer_at - flipped)} after the flip)" if flipped else ""
+        after = f" ({format_duration(v.first_answer_at - flipped, tenths=True)} after the flip)" if flipped else ""
         lines.append(f"• first answer from `{v.target}` {slack_date(v.first_answer_at)}{after}")
     if v.cloud_confirmed_at:
         lines.append(f"• DigitalOcean confirmed {slack_date(v.cloud_confirmed_at)}")

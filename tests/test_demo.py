@@ -13,7 +13,8 @@ import pytest
 from bot.standins.lab import lab_unavailable
 
 GO_LIVE = ("100% (600 / 600)", "db-import-run2.log", "so your approval does not count",
-           "✅ *Switched to `new` and verified.*", "first answer from `new`", "DigitalOcean confirmed",
+           "✅ *Switched to `new` and verified.*", "first answer from `new`", "s to the first answer from `new`",
+           "DigitalOcean confirmed",
            "answers from `old`", "25/25 checks passed")
 RUNBOOK = ("a step for @eve — *waiting for its owner*", "[ Done ]", "▸ eve presses Done on content-check",
            "`run all` by @alice finished, up to 2 side by side", "▸ eve opens the cutover app's Home tab",

@@ -82,7 +82,14 @@ def test_a_go_live_request_shows_the_data_window():
         last_sync=("solr-reindex", T0 + timedelta(minutes=4)))
     text = "\n".join(b["text"]["text"] for b in gm.request_message(view) if b["type"] == "section")
     assert "Writes to the old site after the last stage (`solr-reindex`, done <!date^" in text
-    assert "• data window: 8m 00s between the end of `solr-reindex` and the flip" in text
+    assert "• data window: 8m 00s between the end of `solr-reindex` and the flip\n" in text
+    moved = gm.request_message(gm.RequestView(**{
+        **view.__dict__, "flipped_at": T0 + timedelta(minutes=4, seconds=0.3),
+        "verification": Verification("new", first_answer_at=T0 + timedelta(minutes=4, seconds=0.98))}))
+    text = "\n".join(b["text"]["text"] for b in moved if b["type"] == "section")
+    assert ("• data window: 0.3s between the end of `solr-reindex` and the flip, 0.9s to the first answer from "
+            "`new`") in text
+    assert "• first answer from `new` <!date^" in text and "(0.6s after the flip)" in text
     bare = gm.request_message(gm.RequestView(**{**view.__dict__, "last_sync": None, "state": RequestState.OPEN}))
     assert "No stage has succeeded yet" in bare[1]["text"]["text"]
 

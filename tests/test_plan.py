@@ -40,6 +40,10 @@ def test_format_duration():
     assert format_duration(timedelta(seconds=12)) == "12s"
     assert format_duration(timedelta(seconds=250)) == "4m 10s"
     assert format_duration(timedelta(hours=2, minutes=5)) == "2h 05m"
+    assert format_duration(timedelta(seconds=0.68)) == "0s"
+    assert format_duration(timedelta(seconds=0.68), tenths=True) == "0.6s"
+    assert format_duration(timedelta(seconds=-0.2), tenths=True) == "0.0s"
+    assert format_duration(timedelta(seconds=12.7), tenths=True) == "12s"
 
 
 BAD_PLAN = '''
