@@ -64,19 +64,36 @@ class Preflights:
 
     def run(self, purpose: str = "golive", ignore_request: int | None = None) -> Preflight:
         cfg = self.config
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="preflight") as pool:
+            # Each server's health, track and VRRP state files and addresses, read once by one SSH command for
+            # every check below that needs them. Submitted first, so a worker is on each before any check waits.
+            reads = {host: pool.submit(self.witnesses.snapshot, host, self._small_files(host))
+                     for host in (cfg.old, cfg.new)}
+
+            def snaps() -> dict[str, Snapshot]:
+                return {host: read.result() for host, read in reads.items()}
+
+            checks = self._full_checks(purpose, snaps, ignore_request)
+            results = tuple(pool.map(lambda fn: fn(), checks))
+        return Preflight(purpose, self.clock.now(), results)
+
+    def _full_checks(self, purpose: str, snaps: Callable[[], dict[str, Snapshot]],
+                     ignore_request: int | None) -> list[Callable[[], Check]]:
+        cfg = self.config
         golive = purpose == "golive"
         current, target = (cfg.old, cfg.new) if golive else (cfg.new, cfg.old)
         checks: list[Callable[[], Check]] = [lambda: self._ssh(cfg.old), lambda: self._ssh(cfg.new)]
         if golive:
-            checks += [lambda: self._health(cfg.old), lambda: self._health(cfg.new),
+            checks += [lambda: self._health(cfg.old, snaps()[cfg.old]),
+                       lambda: self._health(cfg.new, snaps()[cfg.new]),
                        lambda: self._answers(cfg.new_probe_url, cfg.new, blocking=True)]
         else:
             checks += [self._backup, lambda: self._answers(cfg.old_probe_url, cfg.old, blocking=False)]
         checks += [lambda: _check(f"keepalived {cfg.old}", self.witnesses.keepalived(cfg.old), True),
                    lambda: _check(f"keepalived {cfg.new}", self.witnesses.keepalived(cfg.new), True),
-                   lambda: _check("vrrp", self.witnesses.vrrp(current, target, backup_may_fault=not golive),
+                   lambda: _check("vrrp", self.witnesses.vrrp(current, target, snaps(), backup_may_fault=not golive),
                                   blocking=self.plan.vrrp_state_file(cfg.old) is not None),
-                   lambda: _check("vip", self.witnesses.vip(current), golive),
+                   lambda: _check("vip", self.witnesses.vip(current, snaps=snaps()), golive),
                    lambda: _check("digitalocean", self.witnesses.cloud(current, CLOUD_PATIENCE),
                                   golive),
                    lambda: _check(f"wiring {cfg.old}", self.witnesses.wiring(cfg.old), True),
@@ -85,9 +102,7 @@ class Preflights:
         if golive:
             checks += [self._stages, self._freezes]
         checks.append(lambda: self._no_other_request(ignore_request))
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="preflight") as pool:
-            results = tuple(pool.map(lambda fn: fn(), checks))
-        return Preflight(purpose, self.clock.now(), results)
+        return checks
 
     def confirm(self, purpose: str = "golive", ignore_request: int | None = None) -> Preflight:
         """What can change in seconds, asked again: the health files (over SSH), keepalived's states and the VIP,
@@ -108,7 +123,7 @@ class Preflights:
             snaps = {host: read.result() for host, read in zip(hosts, reads)}
             checks = [self._health(host, snaps[host]) if golive else self._reached(snaps[host]) for host in hosts]
             checks += [f.result() for f in local]
-        checks += [_check("vrrp", self.witnesses.vrrp(current, target, backup_may_fault=not golive, snaps=snaps),
+        checks += [_check("vrrp", self.witnesses.vrrp(current, target, snaps, backup_may_fault=not golive),
                           blocking=self.plan.vrrp_state_file(cfg.old) is not None),
                    _check("vip", self.witnesses.vip(current, snaps=snaps), golive)]
         return Preflight(purpose, self.clock.now(), tuple(checks))
@@ -131,11 +146,10 @@ class Preflights:
         except SSHError as exc:
             return Check(f"ssh {host}", False, str(exc))
 
-    def _health(self, host: str, snap: Snapshot | None = None) -> Check:
-        """The health file holds the healthy value, and the track file (if any) 0; read in one SSH command."""
+    def _health(self, host: str, snap: Snapshot) -> Check:
+        """The health file holds the healthy value, and the track file (if any) 0, as ``snap`` read them."""
         cfg = self.config
         path = self.plan.health_file(host)
-        snap = snap or self.witnesses.snapshot(host, self._small_files(host))
         try:
             value = self.witnesses.health(host, snap)
         except SSHError as exc:

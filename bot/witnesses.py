@@ -195,9 +195,9 @@ class Witnesses:
         return Reading("wiring", True, f"keepalived on `{host}` reads `{health}` and notifies through "
                                        + ", ".join(f"`{p}`" for p in notifies), self.clock.now())
 
-    def vrrp(self, master: str, backup: str, backup_may_fault: bool = False,
-             snaps: dict[str, Snapshot] | None = None) -> Reading:
-        """keepalived's own VRRP states, as its notify script records them: ``master`` MASTER, ``backup`` BACKUP.
+    def vrrp(self, master: str, backup: str, snaps: dict[str, Snapshot], backup_may_fault: bool = False) -> Reading:
+        """keepalived's own VRRP states, as its notify script records them (and ``snaps`` read them): ``master``
+        MASTER, ``backup`` BACKUP.
 
         Before a rollback the old server may be in FAULT (with wiring where a failed check puts it there, as
         DigitalOcean's tutorial has), so there ``backup_may_fault`` accepts FAULT as well: restoring its health
@@ -210,11 +210,7 @@ class Witnesses:
         for host, wanted in ((master, ("MASTER",)), (backup, ("BACKUP", "FAULT") if backup_may_fault else ("BACKUP",))):
             path = self.plan.vrrp_state_file(host) or ""
             try:
-                if snaps is not None:
-                    state = snaps[host].read(path)
-                else:
-                    raw = self.ssh.read_file(host, path)
-                    state = raw.decode("utf-8", "replace").strip() if raw is not None else None
+                state = snaps[host].read(path)
             except SSHError as exc:
                 problems.append(f"cannot read `{path}` on `{host}`: {exc}")
                 continue
@@ -231,10 +227,10 @@ class Witnesses:
         """keepalived's address on ``expected`` alone, waiting for it until ``deadline`` (monotonic) if given;
         as ``snaps`` show it when given (no waiting then)."""
         vip = self.config.vip
+        if snaps is not None:
+            deadline = None
         while True:
             holders = self.vip_holders(snaps)
-            if snaps is not None:
-                deadline = None
             if holders.hosts == (expected,):
                 return Reading("keepalived", True, f"keepalived holds VIP {vip} on `{expected}` only", self.clock.now())
             if deadline is None or time.monotonic() >= deadline:
