@@ -69,13 +69,9 @@ def timetable_lines(t: Timetable) -> list[str]:
                                                              else "")
         lines.append(f"Go-live projection *unknown*: {names} {'has' if len(t.unknown) == 1 else 'have'} no planned "
                      "time and no successful run to go by.")
-    elif t.projected_end is not None and all(s.ended for s in t.steps):
-        line = f"Every step is done, the last at {slack_date(t.projected_end)}"
-        if t.late_by is not None and t.planned_end is not None:
-            line += f": *{lateness(t.late_by)}* against the plan's {slack_date(t.planned_end)}"
-        lines.append(line + ".")
     elif t.projected_end is not None:
-        line = f"Go-live projected {slack_date(t.projected_end)} (after the last step, along the critical path)"
+        line = (f"Every step is done, the last at {slack_date(t.projected_end)}" if all(s.ended for s in t.steps)
+                else f"Go-live projected {slack_date(t.projected_end)} (after the last step, along the critical path)")
         if t.late_by is not None and t.planned_end is not None:
             line += f": *{lateness(t.late_by)}* against the plan's {slack_date(t.planned_end)}"
         lines.append(line + ".")

@@ -175,9 +175,9 @@ def markdown(data: ReportData) -> str:
             out.append("- Verification: not finished when this report was written.")
         if s.kind == "golive" and s.flipped_at and data.last_stage:
             stage, ended = data.last_stage
-            first = parse_optional_time((v or {}).get("first_answer_at"))
-            moved = (f", and the first answer from `{(v or {}).get('target')}` "
-                     f"{format_duration(first - ended, tenths=True)} after it ended" if first else "")
+            first = parse_optional_time(v.get("first_answer_at")) if v else None
+            moved = (f", and the first answer from `{v['target']}` "
+                     f"{format_duration(first - ended, tenths=True)} after it ended" if v and first else "")
             out.append(f"- Data window: the last stage, `{stage}`, ended {_t(ended)}; the switch came "
                        f"{format_duration(s.flipped_at - ended, tenths=True)} later{moved}. Anything written to the "
                        "old server until traffic moved is not on the new one unless a freeze kept it out.")

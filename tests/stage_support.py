@@ -57,6 +57,11 @@ def uploaded(slack, run):
     return files
 
 
+def updates_of(slack, ts) -> list[dict]:
+    """Every chat.update the stand-in was asked for on the message ``ts``, refused ones too."""
+    return [c for c in slack.calls_of("chat.update") if c["params"].get("ts") == ts]
+
+
 def message_text(slack, ts):
     msg = slack.message("C0LAUNCH", ts)
     return blocks_text(msg.get("blocks")) or msg["text"]

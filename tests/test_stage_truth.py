@@ -21,7 +21,7 @@ from bot.standins.netns import Forwarder
 from bot.standins.slack import blocks_text
 from bot.store import Store
 from tests.conftest import OPERATOR, reply_text
-from tests.stage_support import finished, group_gone, message_text, stage_plan, uploaded
+from tests.stage_support import finished, group_gone, message_text, stage_plan, updates_of, uploaded
 
 TICKS = "i=0; while [ $i -lt {n} ]; do echo tick $i; i=$((i+1)); sleep 0.1; done; echo finished"
 
@@ -252,7 +252,7 @@ def test_a_progress_update_held_by_a_slow_slack_never_lands_after_the_final_stat
     slack.wait_for(lambda: store.get("stage_runs", run["id"])["message_final"], 30, "the final state recorded")
     slack.wait_for(lambda: not slack.held(), 15, "the held update to be answered")
     assert "— *succeeded*" in message_text(slack, run["message_ts"])
-    applied = [c for c in slack.calls_of("chat.update") if c["params"].get("ts") == run["message_ts"]]
+    applied = updates_of(slack, run["message_ts"])
     assert "succeeded" in str(applied[-1]["params"].get("blocks")), "the last update applied was not the final one"
 
 
@@ -286,10 +286,10 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
     assert ("Slack did not take the note that the bot stopped" in log) == slack_refuses
     os.killpg(pgid, 0)  # the stage itself goes on
     slack.clear_faults()
-    updates = len([c for c in slack.calls_of("chat.update") if c["params"].get("ts") == ts])
+    updates = len(updates_of(slack, ts))
     second = start_bot_process(slack, env, tmp_path)
     try:
-        slack.wait_for(lambda: len([c for c in slack.calls_of("chat.update") if c["params"].get("ts") == ts]) > updates
+        slack.wait_for(lambda: len(updates_of(slack, ts)) > updates
                        and "the bot stopped" not in message_text(slack, ts), 20, "the message brought up to date")
         assert "— *running*" in message_text(slack, ts)
         assert reply_text(slack, slack.command(OPERATOR, "cancel hold"), timeout=20).startswith("Stopping `hold`")

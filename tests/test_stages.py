@@ -14,7 +14,7 @@ from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
 from tests.conftest import OPERATOR, reply_text
 from tests.helpers import rss_kb, start_bot_process, start_sshd, to_toml
-from tests.stage_support import SLOW_OUTPUT, finished, group_gone, message_text, stage_plan, uploaded
+from tests.stage_support import SLOW_OUTPUT, finished, group_gone, message_text, stage_plan, updates_of, uploaded
 
 def test_a_successful_stage_reaches_slack_with_its_exit_code(slack, stage_bot):
     reply = reply_text(slack, slack.command(OPERATOR, "run quick"))
@@ -203,7 +203,7 @@ def test_a_flood_of_output_keeps_slack_calls_bounded_and_memory_flat(slack, sshd
         run = finished(local, "flood", timeout=120)
         elapsed = time.monotonic() - started
         grown_mb = (rss_kb() - before) / 1024
-        updates = [c for c in slack.calls_of("chat.update") if c["params"].get("ts") == run["message_ts"]]
+        updates = updates_of(slack, run["message_ts"])
         assert len(updates) <= elapsed + 3, (len(updates), elapsed)
         content = files_text(slack, run)
         assert content.count("\n") == 200001 and content.endswith("row 200000\nfinished\n")
