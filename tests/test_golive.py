@@ -535,6 +535,31 @@ def test_a_track_file_the_old_server_refuses_costs_only_the_checks_interval(slac
     assert "keepalived notices the flip at its next check instead" in thread
 
 
+def test_a_track_file_the_old_server_refuses_on_rollback_keeps_the_address_off_it(slack, lab, do, tmp_path):
+    # The go-live's track file (1) stays: keepalived keeps the address off old, and the thread says so.
+    local = make_bot(slack, lab, do, tmp_path, plan=lab_plan(lab, verify_timeout="6s"))
+    refuse = lab.servers["old"].dir / "bin" / "mv"
+    try:
+        req, _ = request(slack, local)
+        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+        assert wait_settled(local.services, req["id"], 60) == "verified"
+        refuse.write_text('#!/bin/sh\ncase "$3" in *health.track) echo "mv: Read-only file system" >&2; exit 1;; '
+                          'esac\nexec /bin/mv "$@"\n')
+        refuse.chmod(0o755)
+        back, _ = request(slack, local, kind="rollback")
+        slack.react(DAVE, OK, "C0LAUNCH", back["message_ts"])
+        assert wait_settled(local.services, back["id"], 60) == "unverified"
+        thread = thread_text(slack, back["message_ts"])
+        assert f"keepalived's track file `{lab.servers['old'].dir / 'health.track'}` on `old` was not written" in thread
+        assert "keepalived keeps the address off `old` until it holds 0: write 0 there" in thread
+        assert lab.vip_holder() == "new" and lab.servers["old"].health_file.read_text() == "true\n"
+        assert (lab.servers["old"].dir / "health.track").read_text().strip() == "1"
+    finally:
+        refuse.unlink(missing_ok=True)
+        local.stop()
+
+
 def test_the_preflight_refuses_a_token_that_cannot_see_the_droplets(slack, lab, do, bot):
     do.hidden_droplets.add(DROPLETS["new"])
     text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
