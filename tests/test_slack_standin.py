@@ -129,3 +129,32 @@ def test_socket_mode_hello_acks_and_redelivery_of_an_unacked_event():
         assert first.acked_at is None
         again = next(e for e in slack.envelopes if e.retry_attempt == 1)
         assert again.acked_at is not None
+
+
+def test_stop_is_bounded_when_a_socket_mode_client_never_answers_the_close(client):
+    """A client that stops reading without closing its socket (as the bot's Socket Mode client does while it
+    closes on a thread of its own) used to hold stop() for aiohttp's 10 s close timeout, which is all stop()
+    allowed: a teardown error."""
+    import base64
+    import os
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    from bot.standins.slack import SlackStandIn
+
+    standin = SlackStandIn().start()
+    link = urlsplit(WebClient(base_url=standin.api_url).apps_connections_open(app_token=standin.app_token)["url"])
+    silent = socket.create_connection(("127.0.0.1", standin.port))
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        silent.sendall((f"GET {link.path}?{link.query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                        ).encode())
+        assert silent.recv(4096).startswith(b"HTTP/1.1 101")
+        standin.wait_connected()
+        started = time.monotonic()
+        standin.stop()  # the client never sends its close frame, nor reads
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()

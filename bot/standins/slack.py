@@ -37,6 +37,8 @@ log = logging.getLogger("cutover.standin.slack")
 SECTION_TEXT_LIMIT = 3000
 BLOCKS_LIMIT = 50
 HOME_BLOCKS_LIMIT = 100
+CLOSE_WAIT = 1.0  # how long stop() waits for a Socket Mode client to answer the close frame
+STOP_GRACE = 2.0  # how long stop() lets a request in flight finish
 # The launch channel, and the editors' channel the example plan announces its content freeze in.
 DEFAULT_CHANNELS = {"C0LAUNCH": "launch", "C0EDITORS": "editors"}
 
@@ -121,6 +123,7 @@ class SlackStandIn:
         self._holds: dict[str, list[float]] = {}
         self._holding = 0
         self._faults: list[Fault] = []
+        self._omissions: list[list] = []  # [method, field, times]
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._lock = threading.RLock()
@@ -131,6 +134,7 @@ class SlackStandIn:
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._redeliver_task: asyncio.Task | None = None
+        self._in_flight: dict[object, str] = {}
         self.port = 0
 
     # -- lifecycle --------------------------------------------------------------
@@ -152,12 +156,13 @@ class SlackStandIn:
         return self
 
     async def _start_server(self) -> None:
-        app = web.Application(client_max_size=512 * 1024 * 1024)
+        app = web.Application(client_max_size=512 * 1024 * 1024, middlewares=[self._track])
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/response/{rid}", self._response_url)
         app.router.add_get("/link", self._socket_mode)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A handler still running when the stand-in stops is given STOP_GRACE, not aiohttp's minute.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_GRACE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -166,22 +171,53 @@ class SlackStandIn:
             self._redeliver_task = asyncio.get_running_loop().create_task(self._redeliver_loop())
 
     def stop(self) -> None:
+        """Stop serving, within a few seconds whatever the clients do.
+
+        A Socket Mode client that stops reading without closing its socket (the bot's, closing on a thread of
+        its own) is given CLOSE_WAIT to answer the close frame, then dropped: aiohttp's default is to wait 10 s
+        for it. A stop that still cannot finish says which step and which requests held it.
+        """
         if self._loop is None:
             return
+        phase = ["cancelling redelivery"]
 
         async def shutdown() -> None:
             if self._redeliver_task is not None:
                 self._redeliver_task.cancel()
+            phase[0] = "closing Socket Mode connections"
             for ws in list(self._sockets):
-                await ws.close()
+                try:
+                    await asyncio.wait_for(ws.close(), CLOSE_WAIT)
+                except (asyncio.TimeoutError, ConnectionError):
+                    pass  # the transport is closed by the timeout
+            phase[0] = "finishing the requests in flight"
             if self._runner is not None:
                 await self._runner.cleanup()
 
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        self._loop = None
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(STOP_GRACE * 3 + CLOSE_WAIT * 2)
+        except TimeoutError:
+            with self._lock:
+                busy = sorted(self._in_flight.values())
+            raise RuntimeError(f"the Slack stand-in did not stop: stuck {phase[0]}; requests in flight: "
+                               f"{', '.join(busy) or 'none'}") from None
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
+            self._loop = None
+
+    @web.middleware
+    async def _track(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        """Which requests are being handled now, so that a stop that waits on one can name it."""
+        key = object()
+        with self._lock:
+            self._in_flight[key] = f"{request.method} {request.path}"
+        try:
+            return await handler(request)
+        finally:
+            with self._lock:
+                self._in_flight.pop(key, None)
 
     def __enter__(self) -> "SlackStandIn":
         return self.start()
@@ -207,6 +243,12 @@ class SlackStandIn:
         """
         with self._lock:
             self._faults.append(Fault(method, status, error, retry_after, times, html))
+
+    def answer_without(self, method: str, field: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``ok: true`` but without ``field``: an answer of a
+        shape the bot did not expect (an API change, a proxy's rewrite)."""
+        with self._lock:
+            self._omissions.append([method, field, times])
 
     def hold_next(self, method: str, seconds: float) -> None:
         """Answer (and apply) the next call of ``method`` only after ``seconds``: a response held up on the way,
@@ -528,6 +570,10 @@ class SlackStandIn:
                 raise SlackError("unknown_method")
             with self._lock:
                 body = handler(params)
+                omission = next((o for o in self._omissions if o[0] == method and o[2] > 0), None)
+                if omission is not None:
+                    omission[2] -= 1
+                    body = {k: v for k, v in body.items() if k != omission[1]}
             record["status"] = 200
             return web.json_response({"ok": True, **body})
         except SlackError as exc:
