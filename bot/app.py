@@ -113,14 +113,18 @@ def serve_http(app: App, services: Services, port: int, host: str = "0.0.0.0",
                readiness: Readiness | None = None) -> HttpServer:
     """Serve ``/slack/events`` (signed requests only), ``/healthz`` and ``/readyz`` on waitress."""
     front = SlackFront(app, services.settings.slack_signing_secret or "",
-                       readiness or Readiness(services.settings, services.scheduler))
+                       readiness or Readiness(services.settings, services.scheduler, services.watchdog))
     server = HttpServer(front, host, port)
     log.info("serving /slack/events, /healthz and /readyz on %s:%d", host, server.server_port)
     return server
 
 
-def wait_for_signal() -> None:
+def wait_for_signal(fatal: threading.Event | None = None) -> bool:
+    """Until SIGINT or SIGTERM, or until ``fatal`` is set (a thread the watchdog could not restart): True then."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(0.5):
+        if fatal is not None and fatal.is_set():
+            return True
+    return False

@@ -21,6 +21,8 @@ from bot.settings import SettingsError, load_settings
 
 log = logging.getLogger("cutover")
 
+EXIT_THREAD_LOST = 3  # a background thread could not be restarted: a new process can (the unit restarts on it)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutover", description="Run a planned server cutover from Slack.")
@@ -228,7 +230,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
             services.close()
             return 2
         app = build_app(services)
-        readiness = Readiness(settings, services.scheduler)
+        readiness = Readiness(settings, services.scheduler, services.watchdog)
         if http:
             server = serve_http(app, services, port, readiness=readiness)
         else:
@@ -239,20 +241,21 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         return 2
     services.start()
     mode, health = ("http" if http else "socket"), health_file(settings)
-    services.scheduler.add_job(_write_health, "interval", args=[health, readiness, mode], seconds=WRITE_EVERY,
-                               id="health", next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
-    wait_for_signal()
+    services.watchdog.every_sweep(WRITE_EVERY, lambda: _write_health(health, readiness, mode))
+    fatal = wait_for_signal(services.watchdog.fatal)
+    if fatal:
+        log.error("stopping: %s", services.watchdog.fatal_reason)
     log.info("stopping: taking no new commands; running stages keep running on their hosts")
-    _write_health(health, None, mode, "the bot is stopping")
+    _write_health(health, None, mode, "the bot is stopping" + (f": {services.watchdog.fatal_reason}" if fatal else ""))
     # Stop taking work first; the Socket Mode client's close can wait out its socket timeout, so it runs aside.
     closing = threading.Thread(target=server.shutdown if http else handler.close, name="stop-serving", daemon=True)
     closing.start()
     closing.join(2)
     services.close()
-    _write_health(health, None, mode, "the bot has stopped")
+    _write_health(health, None, mode, "the bot has stopped" + (f": {services.watchdog.fatal_reason}" if fatal else ""))
     hold.release()
     log.info("stopped")
-    return 0
+    return EXIT_THREAD_LOST if fatal else 0
 
 
 def _write_health(path: Path, readiness: Readiness | None, mode: str, note: str | None = None) -> None:

@@ -15,11 +15,12 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 import paramiko
 
 from bot import messages
+from bot.deaths import Death, record_death
 from bot.durations import format_duration
 from bot.notable_grep import GrepNotable, grep_available
 from bot.output_scan import LAST_LINES, NOTABLE_LIMIT, OutputScanner
@@ -119,6 +120,7 @@ class Follower:
         self.trouble = trouble
         self.saved_offset = self.offset
         self.last_save = time.monotonic()
+        self.helper_died: Death | None = None
 
     def run(self) -> None:
         self.runner.attach(self)
@@ -154,7 +156,7 @@ class Follower:
         path = runner.local_log(self.run_id)
         with path.open("ab") as f:
             f.truncate(self.offset)
-        reporter = threading.Thread(target=self._report, name=f"report-{self.run_id}", daemon=True)
+        reporter = threading.Thread(target=self._helper(self._report), name=f"report-{self.run_id}", daemon=True)
         reporter.start()
         try:
             with path.open("r+b", buffering=0) as local:  # unbuffered: grep reads what was written
@@ -173,10 +175,12 @@ class Follower:
         """Read the log as it grows; the watcher thread says when the host has ended the run."""
         channel: paramiko.Channel | None = None
         backoff = 1.0
-        watcher = threading.Thread(target=self._watch_end, name=f"watch-{self.run_id}", daemon=True)
+        watcher = threading.Thread(target=self._helper(self._watch_end), name=f"watch-{self.run_id}", daemon=True)
         watcher.start()
         try:
             while not self.runner.stopping.is_set():
+                if self.helper_died is not None:  # following starts over, with the retries of any failure
+                    raise RuntimeError(f"a thread of the follower stopped ({self.helper_died.why})")
                 end = self.end
                 if end is not None and self.offset >= end.size:
                     break
@@ -223,6 +227,17 @@ class Follower:
         self._save_offset(local, force=True)
         if self.end is not None and self.offset >= self.end.size:
             self._complete(self.end)
+
+    def _helper(self, target: Callable[[], None]) -> Callable[[], None]:
+        """A thread of this follower (the reporter, the exit watcher) whose death ends the following, so that it
+        is said and started again instead of leaving a message that no longer moves."""
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                self.helper_died = record_death(threading.current_thread().name, exc)
+
+        return run
 
     def _watch_end(self) -> None:
         """Ask the host once a second how the run stands, beside the reading, never in its way. A cancel that

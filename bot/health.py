@@ -1,11 +1,12 @@
 """Whether the bot can do its job now: readiness for ``/readyz``, the health file and ``cutover status --local``.
 
 Ready means: Slack's Web API answers the bot's token, the database takes a
-write, and the scheduler (freezes, reminders, go-live expiry) runs. Each is
+write, the scheduler (freezes, reminders, go-live expiry) runs, and so does
+every other background thread the watchdog watches. Each is
 asked with a short deadline of its own, so a readiness probe is never stuck
 behind the thing it checks. The running bot writes the answer to a health file
-every ``WRITE_EVERY`` seconds from its scheduler, so a file older than
-``STALE_AFTER`` means the bot (or its scheduler) is not running.
+every ``WRITE_EVERY`` seconds from its watchdog, so a file older than
+``STALE_AFTER`` means the bot (or its watchdog) is not running.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.settings import Settings
+from bot.watchdog import Watchdog
 
 SLACK_DEADLINE = 3.0
 DB_DEADLINE = 2.0
@@ -40,9 +42,10 @@ class Item:
 
 
 class Readiness:
-    def __init__(self, settings: Settings, scheduler: Any) -> None:
+    def __init__(self, settings: Settings, scheduler: Any, watchdog: Watchdog | None = None) -> None:
         self.settings = settings
         self.scheduler = scheduler
+        self.watchdog = watchdog
         self.slack = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
                                timeout=int(SLACK_DEADLINE))
         self._lock = threading.Lock()
@@ -53,6 +56,8 @@ class Readiness:
             if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_FOR:
                 return self._cached[1]
             items = [self._slack(), database_writable(self.settings.db_path), self._scheduler()]
+            if self.watchdog is not None:
+                items.append(self._threads())
             self._cached = (time.monotonic(), items)
             return items
 
@@ -69,9 +74,26 @@ class Readiness:
     def _scheduler(self) -> Item:
         thread = getattr(self.scheduler, "_thread", None)
         if self.scheduler.running and (thread is None or thread.is_alive()):
-            return Item("scheduler", True, "the scheduler runs (freezes, reminders, go-live expiry)")
+            restarted = [st.detail for st in (self.watchdog.states() if self.watchdog else [])
+                         if st.name == "the scheduler" and st.ok]
+            return Item("scheduler", True, "the scheduler runs (freezes, reminders, go-live expiry)"
+                        + (f"; {restarted[0]}" if restarted else ""))
+        if self.watchdog is not None:
+            gone = [st.detail for st in self.watchdog.states() if st.name == "the scheduler" and not st.ok]
+            if gone:
+                return Item("scheduler", False, gone[0])
         return Item("scheduler", False, "the scheduler is not running: freezes, reminders and go-live expiry "
                                         "would not happen")
+
+    def _threads(self) -> Item:
+        assert self.watchdog is not None
+        states = [s for s in self.watchdog.states() if s.name != "the scheduler"]  # the item above says it
+        down = [s.detail for s in states if not s.ok]
+        if down:
+            return Item("threads", False, "; ".join(down))
+        restarted = [s.detail for s in states if s.ok]
+        return Item("threads", True, "every background thread runs"
+                    + (" (" + "; ".join(restarted) + ")" if restarted else ""))
 
 
 def database_writable(path: str) -> Item:
@@ -121,7 +143,7 @@ def read_health(path: Path, now: datetime | None = None) -> tuple[bool, list[str
         lines.append(f"✘ {body['note']}")
     if age > STALE_AFTER:
         lines.append(f"✘ the health file is {age:.0f}s old (written every {WRITE_EVERY}s): the bot (pid "
-                     f"{body.get('pid')}) has stopped, or its scheduler has")
+                     f"{body.get('pid')}) has stopped, or its watchdog has")
         return False, lines
     ready = bool(body.get("ready"))
     lines.append(f"{'ready' if ready else 'NOT ready'} ({body.get('mode')} mode, pid {body.get('pid')}, "

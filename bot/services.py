@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timezone
 from typing import Any, Callable
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
 
 from bot.clock import Clock, SystemClock
@@ -27,11 +25,13 @@ from bot.people_steps import LATE_CHECK_SECONDS
 from bot.plan import Plan
 from bot.preflight import Preflights
 from bot.redact import Redactor
+from bot.scheduler import WatchedScheduler
 from bot.settings import Settings
 from bot.ssh import SSHPool
 from bot.stages import StageRunner
 from bot.status import build_status
 from bot.store import Store
+from bot.watchdog import Watchdog, Watched
 from bot.witnesses import Witnesses
 from bot.workers import Workers
 
@@ -39,6 +39,7 @@ log = logging.getLogger("cutover.services")
 
 RECONCILE_SECONDS = 15
 HOME_REFRESH_SECONDS = 2
+WATCHDOG_CHECK_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,13 @@ class Services:
     redactor: Redactor
     ssh: SSHPool
     cloud: Cloud
-    scheduler: BackgroundScheduler
+    scheduler: WatchedScheduler
     stages: StageRunner
     freezes: Freezes
     golive: GoLive | None
     reports: Reports
     home: HomeView
+    watchdog: Watchdog
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
@@ -89,9 +91,27 @@ class Services:
                                    id="golive-reconcile", max_instances=1, coalesce=True, replace_existing=True)
             self.scheduler.add_job(self.golive.refresh, "interval", seconds=FRESH_EVERY, id="golive-refresh",
                                    max_instances=1, coalesce=True, replace_existing=True)
+        self.scheduler.add_job(self.notifier.reassert_due, "interval", seconds=1, id="late-updates",
+                               max_instances=1, coalesce=True, replace_existing=True)
+        self.scheduler.add_job(self.watchdog.ensure_running, "interval", seconds=WATCHDOG_CHECK_SECONDS,
+                               id="watchdog", max_instances=1, coalesce=True, replace_existing=True)
         self.scheduler.start()
+        self._watch()
+        self.watchdog.start()
+
+    def _watch(self) -> None:
+        """What the watchdog keeps running: the scheduler, both lanes, each stage's follower."""
+        scheduler, watchdog = self.scheduler, self.watchdog
+        watchdog.watch(Watched("the scheduler", "freeze notices, reminders, go-live expiry and the Home tab's "
+                               "updates", dead=scheduler.dead, revive=scheduler.revive))
+        for lane, does in ((self.workers, "`/cutover` commands"),
+                           (self.events, "approvals, stage runs and freeze jobs")):
+            watchdog.watch(Watched(f"a thread of the {lane.name}", does, dead=lane.dead, revive=lane.revive,
+                                   resumed="a new thread took its place at {at}"))
+        watchdog.watch_each(self.stages.watched_followers)
 
     def close(self) -> None:
+        self.watchdog.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.stages.stop()
@@ -111,11 +131,11 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     store = Store(settings.db_path, clock)
     store.prune_deliveries()
     notifier = Notifier(slack, plan.people.channel, redactor)
-    pool = Workers(workers, "cutover-command")
-    lane = Workers(events, "cutover-event")
+    pool = Workers(workers, "commands lane")
+    lane = Workers(events, "events lane")
     ssh = SSHPool(plan.hosts)
     cloud = Cloud(settings.digitalocean_token, settings.digitalocean_end_point)
-    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    scheduler = WatchedScheduler()
     stages = StageRunner(plan, store, notifier, clock, ssh, lane, redactor, settings.log_dir)
     freezes = Freezes(plan, store, notifier, clock, scheduler, lane, stages)
     reports = Reports(plan, store, notifier, clock, redactor, settings.log_dir / "reports")
@@ -127,5 +147,6 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
                         workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
                         stages=stages, freezes=freezes, golive=golive, reports=reports,
-                        home=HomeView(notifier, clock, lambda: build_status(plan, store, clock)))
+                        home=HomeView(notifier, clock, lambda: build_status(plan, store, clock)),
+                        watchdog=Watchdog(notifier, clock))
     return services

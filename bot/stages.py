@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bot import messages
 from bot.clock import Clock
+from bot.deaths import Death, record_death
 from bot.durations import format_duration
 from bot.follower import Follower, follow
 from bot.notifier import Notifier
@@ -29,6 +30,7 @@ from bot.stage_logs import StageLogs
 from bot.stage_message import RunMessages
 from bot.states import ACTIVE_RUNS, RunState, StopState, sql_in
 from bot.store import Store
+from bot.watchdog import Watched
 from bot.workers import Workers, error_ref
 
 log = logging.getLogger("cutover.stages")
@@ -60,6 +62,7 @@ class StageRunner:
         self._ended = threading.Condition()  # notified whenever a run ends, for those waiting on any of several
         self._followers: dict[int, threading.Thread] = {}
         self.following: dict[int, Follower] = {}  # the Follower of each run being followed now
+        self._dead: dict[int, Death] = {}  # runs whose follower's thread died, until the watchdog restarts it
         self._lock = threading.Lock()
 
     # -- operations (called from the worker pool) ------------------------------------------------
@@ -199,7 +202,7 @@ class StageRunner:
                                    f"byte {run['log_offset']:,}.", thread_ts=run["message_ts"])
             self._follow(run["id"])
         for run in self.store.query(f"SELECT * FROM stage_runs WHERE state NOT IN {sql_in(ACTIVE_RUNS)} "
-                                    "AND message_final = 0"):
+                                    "AND (message_final = 0 OR message_doubt = 1)"):
             self.workers.submit(f"final message of run {run['id']}", self.messages.show_final, run["id"],
                                 self.messages.final_view(run))
         for run in self.store.query(f"SELECT * FROM stage_runs WHERE state NOT IN {sql_in(ACTIVE_RUNS)} "
@@ -359,6 +362,32 @@ class StageRunner:
     def _followed(self, run_id: int) -> None:
         try:
             follow(self, run_id)
+        except BaseException as exc:  # past follow's own retries: the watchdog says so and follows again
+            death = record_death(f"following run {run_id}", exc)
+            with self._lock:
+                self._dead[run_id] = death
         finally:
             with self._lock:
                 self._followers.pop(run_id, None)
+
+    def watched_followers(self) -> list[Watched]:
+        """The followers whose thread died while their run goes on, for the watchdog to say and restart."""
+        with self._lock:
+            dead = dict(self._dead)
+        out = []
+        for run_id, death in dead.items():
+            run = self.row(run_id)
+            if self.stopping.is_set() or not RunState(run["state"]).active:
+                with self._lock:
+                    self._dead.pop(run_id, None)
+                continue
+            out.append(Watched(f"following `{run['stage']}` (run {run_id})",
+                               "its progress message, notable lines and final state",
+                               dead=lambda death=death: death, revive=lambda run_id=run_id: self._refollow(run_id),
+                               resumed=f"following it resumed at {{at}}, from byte {run['log_offset']:,}"))
+        return out
+
+    def _refollow(self, run_id: int) -> None:
+        with self._lock:
+            self._dead.pop(run_id, None)
+        self._follow(run_id)

@@ -323,6 +323,6 @@ def test_a_health_file_gone_stale_is_not_ready(tmp_path):
     write_health(path, [Item("slack", True, "fine")], "http")
     assert read_health(path)[0] is True
     ready, lines = read_health(path, now=datetime.now(timezone.utc) + timedelta(minutes=5))
-    assert ready is False and "has stopped, or its scheduler has" in lines[-1]
+    assert ready is False and "has stopped, or its watchdog has" in lines[-1]
     path.write_text("{half")
     assert read_health(path) == (False, [f"✘ the health file {path} cannot be read: JSONDecodeError"])
