@@ -2,7 +2,8 @@
 
 A failed Slack call is logged with the method and Slack's error code and
 reported to the caller as ``None``/``False``; the services decide what that
-means. Rate limits are retried by slack_sdk's retry handler on the client.
+means. An answer missing a field the bot reads is such a failure, named
+(``bot.slack_answers``). Rate limits are retried by slack_sdk's retry handler on the client.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot.redact import Redactor
+from bot.slack_answers import SlackAnswerError, checked, dotted
 from bot.settings import Settings
 
 log = logging.getLogger("cutover.notifier")
@@ -27,12 +31,22 @@ UPLOAD_BLOCK = 1 << 20
 HISTORY_PAGES = 5
 
 
-def make_slack_client(settings: Settings, max_rate_limit_retries: int = 5) -> WebClient:
+@dataclass
+class _Doubt:
+    """A message an update that got no answer may still overwrite, and what it is to show after ``due``."""
+
+    due: float  # monotonic
+    text: str
+    blocks: list[dict] | None
+    settled: Callable[[], None] | None = None
+
+
+def make_slack_client(settings: Settings, max_rate_limit_retries: int = 5, timeout: int = 30) -> WebClient:
     """The one Web API client of the process; the Bolt app and the notifier share it."""
     return WebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
-        timeout=30,
+        timeout=timeout,
         retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2),
                         RateLimitErrorRetryHandler(max_retry_count=max_rate_limit_retries)],
     )
@@ -52,21 +66,28 @@ class Notifier:
         self.redactor = redactor
         self._bot_user_id: str | None = None
         self._failure = threading.local()
+        self._doubts: dict[tuple[str, str], _Doubt] = {}  # messages an unanswered update may still overwrite
+        self._doubts_lock = threading.Lock()
+        # Slack may apply an update it did not answer within the client's timeout until about that long again.
+        self.late_window = 2.0 * float(client.timeout or 30)
 
     def last_error(self) -> str:
         """Why this thread's last failed Slack call failed (Slack's error code, or what broke)."""
         return getattr(self._failure, "error", "") or "no answer"
 
-    def bot_user_id(self) -> str:
-        """Who the bot is in Slack, so that its own reactions never count (asked once)."""
+    def bot_user_id(self) -> str | None:
+        """Who the bot is in Slack, so that its own reactions never count (asked once it answers); None while
+        Slack does not say (a reaction is then judged by ``users.info`` alone)."""
         if self._bot_user_id is None:
-            self._bot_user_id = str(self.client.auth_test()["user_id"])
+            data = self._call("auth_test")
+            if data is not None:
+                self._bot_user_id = str(data["user_id"])
         return self._bot_user_id
 
     def is_bot(self, user: str) -> bool | None:
         """Whether ``user`` is a bot or an app, from ``users.info``; None when Slack could not say."""
         data = self._call("users_info", user=user)
-        if not data or "user" not in data:
+        if not data:
             return None
         info = data["user"]
         return bool(info.get("is_bot")) or bool(info.get("is_app_user"))
@@ -75,16 +96,19 @@ class Notifier:
         kwargs = {k: self.redactor.deep(v) if k in ("text", "blocks", "initial_comment", "title", "view") else v
                   for k, v in kwargs.items() if v is not None}
         try:
-            return getattr(self.client, method)(**kwargs).data  # type: ignore[no-any-return]
+            return checked(dotted(method), getattr(self.client, method)(**kwargs))
+        except SlackAnswerError as exc:
+            log.error("%s (channel %s)", exc, kwargs.get("channel") or kwargs.get("channel_id"))
+            self._failure.error, self._failure.answered = exc.short, True
         except SlackApiError as exc:
             error = slack_error(exc)
             detail = exc.response.get("errors") if exc.response is not None else None
             log.error("Slack %s failed: %s%s (channel %s)", method, error,
                       f" {detail}" if detail else "", kwargs.get("channel") or kwargs.get("channel_id"))
-            self._failure.error = error
+            self._failure.error, self._failure.answered = error, True
         except (SlackClientError, OSError) as exc:
             log.error("Slack %s failed: %s", method, exc.__class__.__name__)
-            self._failure.error = slack_error(exc)
+            self._failure.error, self._failure.answered = slack_error(exc), False
         return None
 
     def post(self, text: str, blocks: list[dict] | None = None, *, thread_ts: str | None = None,
@@ -113,9 +137,54 @@ class Notifier:
                 break
         return False
 
-    def update(self, ts: str, text: str, blocks: list[dict] | None = None, *, channel: str | None = None) -> bool:
-        return self._call("chat_update", channel=channel or self.channel, ts=ts, text=text,
-                          blocks=blocks) is not None
+    def update(self, ts: str, text: str, blocks: list[dict] | None = None, *, channel: str | None = None,
+               settled: Callable[[], None] | None = None) -> bool:
+        """Update a message in place. An update that got no answer may still be applied by Slack later, over a
+        newer one: the message is then shown again as last asked for, once such a late update can no longer
+        land (``late_window`` after it); ``settled`` is called when that has been done."""
+        channel = channel or self.channel
+        done = self._call("chat_update", channel=channel, ts=ts, text=text, blocks=blocks) is not None
+        answerless = not done and not getattr(self._failure, "answered", True)
+        with self._doubts_lock:
+            doubt = self._doubts.get((channel, ts))
+            if answerless:
+                log.warning("an update of message %s got no answer: Slack may still apply it, so the message is "
+                            "shown again as last asked for in %.0f s", ts, self.late_window)
+                doubt = self._doubts[(channel, ts)] = _Doubt(time.monotonic() + self.late_window, text, blocks,
+                                                              settled or (doubt.settled if doubt else None))
+            elif doubt is not None:  # a late one may still land over this: this is what is shown again then
+                doubt.text, doubt.blocks = text, blocks
+                doubt.settled = settled or doubt.settled
+        return done
+
+    def expect_late(self, ts: str, text: str, blocks: list[dict] | None = None, *, channel: str | None = None,
+                    settled: Callable[[], None] | None = None) -> None:
+        """Show the message as ``text``/``blocks`` again after ``late_window``: an update sent before a restart
+        may have got no answer and may still land."""
+        with self._doubts_lock:
+            self._doubts[(channel or self.channel, ts)] = _Doubt(time.monotonic() + self.late_window, text, blocks,
+                                                                  settled)
+
+    def doubted(self, ts: str, *, channel: str | None = None) -> bool:
+        """Whether an update of this message got no answer and may still land over a newer one."""
+        with self._doubts_lock:
+            return (channel or self.channel, ts) in self._doubts
+
+    def reassert_due(self) -> int:
+        """Show again each message whose late update can no longer land; returns how many were shown."""
+        now = time.monotonic()
+        with self._doubts_lock:
+            due = [(key, d) for key, d in self._doubts.items() if d.due <= now]
+            for key, _ in due:
+                del self._doubts[key]
+        shown = 0
+        for (channel, ts), doubt in due:
+            if self.update(ts, doubt.text, doubt.blocks, channel=channel, settled=doubt.settled):
+                shown += 1
+                log.info("message %s shown again as last asked for, after an update that got no answer", ts)
+                if doubt.settled is not None and (channel, ts) not in self._doubts:
+                    doubt.settled()
+        return shown
 
     def ephemeral(self, user: str, text: str, blocks: list[dict] | None = None, *,
                   channel: str | None = None) -> bool:

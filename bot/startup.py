@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.notifier import slack_error
 from bot.plan import Plan
+from bot.slack_answers import SlackAnswerError, checked
 
 SCOPE_FOR = {"conversations.info": "channels:read (groups:read for a private channel)", "users.info": "users:read"}
 
@@ -28,7 +29,9 @@ def startup_problems(slack: WebClient, plan: Plan) -> list[str]:
 
 def _channel_problems(slack: WebClient, channel: str, key: str = "[slack] channel") -> list[str]:
     try:
-        info = slack.conversations_info(channel=channel)["channel"]
+        info = checked("conversations.info", slack.conversations_info(channel=channel))["channel"]
+    except SlackAnswerError as exc:
+        return [f"{key} = {channel}: Slack could not tell whether the bot is in it ({exc})."]
     except (SlackApiError, SlackClientError, OSError) as exc:  # OSError: no answer within the deadline
         error = slack_error(exc)
         if error == "channel_not_found":
@@ -62,7 +65,10 @@ def _people_problems(slack: WebClient, plan: Plan) -> list[str]:
     for user, keys in roles.items():
         where = " and ".join(k if k.startswith("stages ") else f"[slack] {k}" for k in keys)
         try:
-            info = slack.users_info(user=user)["user"]
+            info = checked("users.info", slack.users_info(user=user))["user"]
+        except SlackAnswerError as exc:
+            problems.append(f"{where}: Slack could not say who {user} is ({exc}).")
+            continue
         except (SlackApiError, SlackClientError, OSError) as exc:  # OSError: no answer within the deadline
             error = slack_error(exc)
             if error == "user_not_found":
