@@ -16,6 +16,7 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from bot.app import build_app, serve_socket_mode
 from bot.clock import Clock
 from bot.plan import Plan
+from bot.notifier import make_slack_client
 from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.standins.slack import SlackStandIn
@@ -48,11 +49,15 @@ class LocalBot:
 
 def start_local_bot(slack: SlackStandIn, plan: Plan, db_path: str | None = None,
                     clock: Clock | None = None, router: Router = ROUTER,
-                    digitalocean_end_point: str | None = None, digitalocean_token: str | None = None) -> LocalBot:
+                    digitalocean_end_point: str | None = None, digitalocean_token: str | None = None,
+                    slack_timeout: int | None = None) -> LocalBot:
+    """``slack_timeout``: the Web API client's timeout in seconds, where a test needs Slack's late answers sooner
+    than the 30 s of a real bot."""
     if db_path is None:
         db_path = str(Path(tempfile.mkdtemp(prefix="cutover-")) / "cutover.db")
     settings = local_settings(slack, db_path, plan.path, digitalocean_end_point, digitalocean_token)
-    services = build_services(settings, plan, clock=clock)
+    client = make_slack_client(settings, timeout=slack_timeout) if slack_timeout else None
+    services = build_services(settings, plan, clock=clock, slack=client)
     app = build_app(services, router)
     handler = serve_socket_mode(app, services)
     slack.wait_connected()

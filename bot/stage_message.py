@@ -70,10 +70,26 @@ class RunMessages:
         return self._post(row["id"], view)
 
     def show(self, run_id: int, ts: str, view: StageView) -> bool:
-        """Update the run's message to ``view``; one update at a time per run, so none lands out of order."""
+        """Update the run's message to ``view``; one update at a time per run, so none lands out of order.
+
+        An update that got no answer may still be applied by Slack later, over this or a newer one: the notifier
+        shows the message again once that can no longer happen, and the run records the doubt so that a restart
+        does the same.
+        """
         with self._lock_of(run_id):
-            return self.notifier.update(ts, messages.stage_text(view),
-                                        messages.stage_message(view, time.monotonic(), self.clock.now()))
+            text, blocks = messages.stage_text(view), messages.stage_message(view, time.monotonic(), self.clock.now())
+            shown = self.notifier.update(ts, text, blocks, settled=lambda: self._doubt(run_id, False))
+            doubted = self.store.get("stage_runs", run_id)["message_doubt"]
+            if self.notifier.doubted(ts):
+                if not doubted:
+                    self._doubt(run_id, True)
+            elif shown and doubted:  # doubted before a restart: an update sent then may still land
+                self.notifier.expect_late(ts, text, blocks, settled=lambda: self._doubt(run_id, False))
+            return shown
+
+    def _doubt(self, run_id: int, doubted: bool) -> None:
+        with self.store.transaction() as db:
+            db["stage_runs"].update(run_id, {"message_doubt": int(doubted)})
 
     def show_final(self, run_id: int, view: StageView) -> None:
         """Bring the message to the run's final state, retrying with backoff until Slack takes it."""

@@ -25,7 +25,7 @@ from bot.states import CURRENT_FREEZES, IN_FLIGHT, sql_in
 
 log = logging.getLogger("cutover.audit")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -136,6 +136,10 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE stage_runs ADD COLUMN owner TEXT;
     ALTER TABLE stage_runs ADD COLUMN completed_by TEXT;
     ALTER TABLE stage_runs ADD COLUMN reminded_at TEXT;
+    """,
+    # An update of the run's message got no answer: Slack may still apply it over a newer one.
+    5: """
+    ALTER TABLE stage_runs ADD COLUMN message_doubt INTEGER NOT NULL DEFAULT 0;
     """,
 }
 
