@@ -146,7 +146,7 @@ class GoLive:
         rows = self.store.query("SELECT * FROM golive_requests WHERE channel = ? AND message_ts = ?",
                                 [item.get("channel"), item.get("ts")])
         if event.get("type") == "reaction_removed":
-            if rows and name == self.people.approval_reaction:
+            if rows and self.people.approves(name) and not self._still_approves(rows[0], user):
                 self._withdraw(rows[0], user)  # withdrawing is always safe: no need to know who it is
             return
         is_bot = self._is_a_bot(user)
@@ -157,7 +157,7 @@ class GoLive:
             self._elsewhere(user, name, approver)
             return
         request = rows[0]
-        if name != self.people.approval_reaction:
+        if not self.people.approves(name):
             if approver:
                 self._note(user, f"Only :{self.people.approval_reaction}: counts as an approval of "
                                  f"{gm.WHAT[request['kind']]} #{request['id']}; :{name}: does not.")
@@ -192,8 +192,8 @@ class GoLive:
             reactions = self.notifier.reactions(request["message_ts"], channel=request["channel"])
             if reactions is None:
                 continue
-            shown = next((r.get("users") or [] for r in reactions if r.get("name") == self.people.approval_reaction),
-                         [])
+            shown = list(dict.fromkeys(u for r in reactions if self.people.approves(str(r.get("name", "")))
+                                       for u in r.get("users") or []))
             counted = {a["user"] for a in self.store.query("SELECT user FROM approvals WHERE request_id = ?",
                                                             [request["id"]])}
             for user in shown:
@@ -209,8 +209,16 @@ class GoLive:
             for user in counted - set(shown):
                 self._withdraw(request, user)
 
+    def _still_approves(self, request: dict, user: str) -> bool:
+        """Whether ``user`` still shows the approval reaction on the request in another skin tone (they took one
+        of two back); False when Slack does not say, which withdraws: the reconciliation counts it again if it is
+        there."""
+        reactions = self.notifier.reactions(request["message_ts"], channel=request["channel"]) or []
+        return any(self.people.approves(str(r.get("name", ""))) and user in (r.get("users") or [])
+                   for r in reactions)
+
     def _elsewhere(self, user: str, name: str, approver: bool) -> None:
-        if not approver or name != self.people.approval_reaction:
+        if not approver or not self.people.approves(name):
             return
         open_ = [r for r in self.store.open_requests() if r["state"] == RequestState.OPEN]
         if open_:

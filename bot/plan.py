@@ -104,6 +104,17 @@ class DigitalOcean:
     new_droplet: int
 
 
+# Slack names some emoji by an alias in its events and answers, whatever the plan calls them.
+REACTION_ALIASES = {"thumbsup": "+1", "thumbsdown": "-1"}
+
+
+def reaction_base(name: str) -> str:
+    """A reaction as one emoji: without its skin tone (Slack sends ``+1::skin-tone-2`` for a person whose default
+    tone is set, every time) and by Slack's own name for it."""
+    base = name.strip(":").split("::", 1)[0]
+    return REACTION_ALIASES.get(base, base)
+
+
 @dataclass(frozen=True)
 class People:
     channel: str
@@ -112,6 +123,10 @@ class People:
     required_approvals: int
     approval_reaction: str
     approval_ttl: timedelta
+
+    def approves(self, reaction: str) -> bool:
+        """Whether ``reaction`` (as Slack names it, a skin tone and all) is the plan's approval reaction."""
+        return reaction_base(reaction) == reaction_base(self.approval_reaction)
 
 
 @dataclass(frozen=True)

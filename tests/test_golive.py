@@ -7,6 +7,7 @@ import copy
 import json
 import subprocess
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -682,3 +683,31 @@ def test_the_threshold_confirms_a_fresh_preflight_quickly_and_runs_a_stale_one_a
     assert wait_settled(bot.services, back["id"], 60) == "verified"
     thread = thread_text(slack, back["message_ts"])
     assert "Running the preflight again before the rollback" in thread and "checked against a full preflight" in thread
+
+
+def test_an_approval_counts_with_or_without_a_skin_tone_and_either_removal_withdraws_only_the_last(
+        slack, lab, do, tmp_path):
+    """Slack sends `+1::skin-tone-2` for a person whose default skin tone is set, and `+1` for what a plan may call
+    `thumbsup`; such a person must still be able to approve, and to withdraw."""
+    plan = lab_plan(lab)
+    plan["slack"]["approval_reaction"] = "thumbsup"
+    local = make_bot(slack, lab, do, tmp_path, plan=plan)
+    try:
+        req, _ = request(slack, local)
+        ts = req["message_ts"]
+        slack.react(BOB, "+1::skin-tone-2", "C0LAUNCH", ts)
+        slack.wait_for(lambda: approvals(local, req["id"]) == [BOB], 10, "bob's toned approval")
+        slack.react(BOB, "+1", "C0LAUNCH", ts)  # the same person, both ways: counted once
+        slack.unreact(BOB, "+1::skin-tone-2", "C0LAUNCH", ts)
+        slack.wait_for(lambda: len([e for e in local.services.store.recent_audit(50) if e["actor"] == BOB]) >= 1, 5,
+                       "bob's events")
+        time.sleep(1)
+        assert approvals(local, req["id"]) == [BOB], "one of two reactions taken back: the approval stands"
+        slack.unreact(BOB, "+1", "C0LAUNCH", ts)
+        slack.wait_for(lambda: approvals(local, req["id"]) == [], 10, "bob's approval withdrawn")
+        slack.react(CAROL, "+1::skin-tone-5", "C0LAUNCH", ts)
+        slack.react(DAVE, "+1", "C0LAUNCH", ts)
+        assert wait_settled(local.services, req["id"], 60) == "verified"
+        assert sorted(approvals(local, req["id"])) == [CAROL, DAVE]
+    finally:
+        local.stop()

@@ -244,12 +244,21 @@ def test_a_probe_gives_up_on_a_server_that_trickles_its_answer():
     assert result.status is None and result.error == "the answer took longer than 1s"
 
 
-def test_what_slack_encodes_is_decoded_once_and_bidi_controls_are_dropped():
-    from bot.blocks import escape, from_slack
+def test_what_slack_encodes_is_decoded_once_and_hidden_characters_are_named():
+    from bot.blocks import escape
+    from bot.typed import from_slack, invisibles, refusal, visible
 
     typed = from_slack("R&amp;D &lt;b&gt; \u202eevil\u202c")
-    assert typed == "R&D <b> evil"
-    assert escape(typed) == "R&amp;D &lt;b&gt; evil"
+    assert typed == "R&D <b> \u202eevil\u202c" and escape(from_slack("R&amp;D &lt;b&gt;")) == "R&amp;D &lt;b&gt;"
+    assert [(i.position, i.name) for i in invisibles(typed)] == [
+        (9, "U+202E RIGHT-TO-LEFT OVERRIDE"), (14, "U+202C POP DIRECTIONAL FORMATTING")]
+    assert visible(typed) == "R&D <b> \\u202eevil\\u202c"
+    assert refusal("run \u202esync") == ("Your command holds an invisible character: U+202E RIGHT-TO-LEFT OVERRIDE "
+                                         "at character 5, before `sync`. It can make a command read other than "
+                                         "it runs; type it again without it.")
+    assert "U+0007" in refusal("run sync\x07") and "character 9" in refusal("run sync\x07")
+    assert "U+200B ZERO WIDTH SPACE" in refusal("run sy\u200bnc")
+    assert refusal("freeze content at in 1h -- tab\there and 👩\u200d💻") is None
 
 
 def test_terminal_escape_codes_never_reach_a_post():
@@ -293,3 +302,13 @@ def test_local_settings_keep_a_real_digitalocean_token(slack):
     assert local_settings(slack, "c.db", digitalocean_end_point="http://127.0.0.1:1/").digitalocean_token == \
         "do-standin-token"
     assert local_settings(slack, "c.db").digitalocean_token is None
+
+
+def test_a_reaction_is_judged_without_its_skin_tone_and_by_slacks_name():
+    from bot.plan import parse_plan, reaction_base
+    from tests.conftest import PLAN
+
+    assert reaction_base("+1::skin-tone-2") == "+1" == reaction_base("thumbsup") == reaction_base(":thumbsup:")
+    people = parse_plan(PLAN, "p").people  # white_check_mark
+    assert people.approves("white_check_mark") and not people.approves("+1")
+    assert not people.approves("white_check_mark_button")
