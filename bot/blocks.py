@@ -20,17 +20,6 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-BIDI_CONTROLS = dict.fromkeys(map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                                       "\u2066\u2067\u2068\u2069"))
-
-
-def from_slack(text: str) -> str:
-    """What a person typed, from Slack's encoding of it (``&amp;``, ``&lt;``, ``&gt;``), without the bidi
-    controls that would make posted text read other than it is. Escaped once again when posted."""
-    decoded = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    return decoded.translate(BIDI_CONTROLS)
-
-
 def header(text: str) -> dict:
     return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
 

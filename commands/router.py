@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from bot import messages
-from bot.blocks import from_slack
+from bot.typed import from_slack, refusal, visible
 from bot.refusals import Refused
 
 if TYPE_CHECKING:
@@ -132,12 +132,19 @@ class Router:
         What is recorded (the audit, the delivery) is written in the commands lane, after the ack.
         """
         caller = Caller(user=body.get("user_id", ""), channel=body.get("channel_id", ""))
-        text = services.redactor.text(from_slack(body.get("text") or "").strip())
+        typed = from_slack(body.get("text") or "").strip()
+        text = services.redactor.text(visible(typed))  # what the audit keeps: hidden characters spelled out
         operator = services.plan.is_operator(caller.user)
 
         def record(action: str, outcome: str, detail: dict | None = None) -> None:
             services.workers.submit("audit", services.once, delivery, services.audit, caller.user, action,
                                     text[:AUDIT_TEXT], outcome, detail)
+
+        hidden = refusal(typed)
+        if hidden is not None:
+            ack(text=hidden)
+            record("command", "refused", {"reason": "invisible characters"})
+            return
 
         named = self.commands.get(text.split()[0].lower()) if text.split() else None
         channel = services.plan.people.channel

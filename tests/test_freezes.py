@@ -265,13 +265,17 @@ def test_a_freeze_whose_announcement_slack_refused_does_not_claim_it_was_announc
         bot.stop()
 
 
-def test_a_note_in_slacks_encoding_is_escaped_once_and_bidi_controls_are_dropped(slack, tmp_path, clock):
+def test_a_note_in_slacks_encoding_is_escaped_once_and_bidi_controls_are_refused(slack, tmp_path, clock):
     bot = start(slack, tmp_path, clock)
     try:
-        reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h -- R&amp;D \u202eall clear"))
+        text = reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h -- R&amp;D \u202eall clear"))
+        assert text.startswith("Your command holds an invisible character: U+202E RIGHT-TO-LEFT OVERRIDE at "
+                               "character 33, before `all`."), text
+        assert slack.messages() == []
+        reply_text(slack, slack.command(OPERATOR, "freeze content at in 25h -- R&amp;D all clear"))
         announcement = slack.wait_for(lambda: slack.messages(), 5, "the announcement")[0]
         text = blocks_text(announcement["blocks"])
-        assert "R&amp;D all clear" in text and "&amp;amp;" not in text and "\u202e" not in text, text
+        assert "R&amp;D all clear" in text and "&amp;amp;" not in text, text
     finally:
         bot.stop()
 

@@ -151,3 +151,14 @@ def test_a_failing_command_says_so_without_a_traceback(slack, plan, tmp_path):
         assert "(ref E" in text and "Traceback" not in text and "disk on fire" not in text
     finally:
         local.stop()
+
+
+def test_a_command_with_a_hidden_character_is_refused_and_audited_spelled_out(slack, bot):
+    env = slack.command(OPERATOR, "run \u202edb-import")
+    text = reply_text(slack, env)
+    assert text == ("Your command holds an invisible character: U+202E RIGHT-TO-LEFT OVERRIDE at character 5, "
+                    "before `db-import`. It can make a command read other than it runs; type it again without it.")
+    entry = slack.wait_for(lambda: [e for e in bot.services.store.recent_audit(10) if e["outcome"] == "refused"], 5,
+                           "the audit entry")[-1]
+    assert entry["target"] == "run \\u202edb-import" and "\u202e" not in entry["target"]
+    assert bot.services.store.latest_runs() == {}
