@@ -21,7 +21,7 @@ from slack_bolt import App  # noqa: E402
 from slack_bolt.adapter.socket_mode import SocketModeHandler  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 
-from bot.local import start_local_bot  # noqa: E402
+from bot.local.bot import start_local_bot  # noqa: E402
 from bot.plan import parse_plan  # noqa: E402
 from bot.standins.slack import SlackStandIn  # noqa: E402
 from bench.common import PLAN  # noqa: E402

@@ -39,13 +39,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.keepalived_wiring import FAULT_ON_FLIP  # noqa: E402
-from bot.local import start_local_bot  # noqa: E402
+from bot.local.bot import start_local_bot  # noqa: E402
 from bot.plan import parse_plan  # noqa: E402
 from bot.standins.digitalocean import DigitalOceanStandIn  # noqa: E402
 from bot.standins.lab import FLOATING_IP, NAMES, TUNED, TUTORIAL, VIP, KeepalivedLab, lab_unavailable  # noqa: E402
 from bot.standins.slack import SlackStandIn  # noqa: E402
 from bot.states import RequestState  # noqa: E402
+from bot.switch.keepalived import FAULT_ON_FLIP  # noqa: E402
 from bot.waiting import wait_until  # noqa: E402
 from bench.common import PLAN  # noqa: E402
 

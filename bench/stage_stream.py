@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PLAN, PeakRss, rss_kb  # noqa: E402
-from bot.local import start_local_bot  # noqa: E402
+from bot.local.bot import start_local_bot  # noqa: E402
 from bot.plan import parse_plan  # noqa: E402
 from bot.standins.slack import SlackStandIn  # noqa: E402
 from bot.standins.sshd import LocalSshd  # noqa: E402
@@ -65,13 +65,13 @@ def raw_ssh(cmd: list[str], size: int) -> dict:
 def upload(bot, run_id: int, log: Path) -> dict:  # type: ignore[no-untyped-def]
     """Upload ``log`` as the full log of ``run_id``: peak RSS growth and seconds."""
     runner = bot.services.stages
-    target = runner.local_log(run_id)
+    target = runner.logs.path(run_id)
     os.replace(log, target)
-    run = runner.row(run_id)
+    run = runner.runs.get(run_id)
     baseline = rss_kb()
     started = time.monotonic()
     with PeakRss() as peak:
-        file_id = runner.upload_log(run, target)
+        file_id = runner.logs.upload(run)
     return {"bytes": target.stat().st_size, "uploaded": file_id is not None,
             "seconds": round(time.monotonic() - started, 2),
             "peak_rss_growth_mb": round((peak.peak - baseline) / 1024, 1)}
@@ -106,7 +106,7 @@ def main() -> None:
             with PeakRss() as following:
                 started = time.monotonic()
                 run_id = runner.start("dump", "U0ALICE")
-                local = runner.local_log(run_id)
+                local = runner.logs.path(run_id)
                 while not local.exists() or local.stat().st_size == 0:
                     time.sleep(0.001)
                 first_byte = time.monotonic()

@@ -6,18 +6,17 @@ import argparse
 import logging
 import sys
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.error import URLError
 
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.health import WRITE_EVERY, Readiness, health_file, write_health
-from bot.notifier import slack_error
+from bot.ops.health import WRITE_EVERY, Readiness, health_file, write_health
 from bot.plan import PlanError, load_plan
 from bot.redact import Redactor
 from bot.settings import SettingsError, load_settings
+from bot.slackapi.notifier import slack_error
 
 log = logging.getLogger("cutover")
 
@@ -69,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "report":
         return write_local_report(args.db, args.plan, Path(args.out))
     if args.cmd == "demo":
-        from bot.demo import run_demo
+        from bot.local.demo import run_demo
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return run_demo()
     if args.cmd == "console":
-        from bot.console import run_console
+        from bot.local.console import run_console
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return run_console(args.plan, args.db)
@@ -92,7 +91,7 @@ def version() -> str:
 
 
 def keepalived_wiring(plan_path: str | None, out: Path, router_id: int) -> int:
-    from bot.keepalived_wiring import DIGITALOCEAN_API, Options, WiringError, write
+    from bot.switch.keepalived import DIGITALOCEAN_API, Options, WiringError, write
 
     settings = load_settings()
     path = plan_path or settings.plan_path
@@ -124,7 +123,8 @@ Then `/cutover check` verifies the wiring over SSH on both servers.""")
 def write_local_report(db: str, plan_path: str | None, out: Path) -> int:
     """``cutover report --db``: the same two files ``/cutover report`` uploads, written here; Slack not needed."""
     from bot.clock import SystemClock
-    from bot.report import write_report
+    from bot.night.records import Records
+    from bot.night.report import write_report
     from bot.store import Store, StoreError
 
     path = plan_path or load_settings().plan_path
@@ -143,7 +143,8 @@ def write_local_report(db: str, plan_path: str | None, out: Path) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        md, png, drawn = write_report(plan, store, SystemClock().now(), out)
+        clock = SystemClock()
+        md, png, drawn = write_report(plan, Records.on(store, clock), clock.now(), out)
     finally:
         store.close()
     print(f"{md}: the report ({len(drawn)} steps, {len(md.read_text(encoding='utf-8').splitlines())} lines)")
@@ -152,7 +153,7 @@ def write_local_report(db: str, plan_path: str | None, out: Path) -> int:
 
 
 def local_status(local: bool) -> int:
-    from bot.health import read_health
+    from bot.ops.health import read_health
 
     if not local:
         print("`cutover status` reads the bot running on this machine: add `--local`. The cutover's own status is "
@@ -165,7 +166,7 @@ def local_status(local: bool) -> int:
 
 
 def check_config(path: str | None, *, http: bool = False, online: bool = False) -> int:
-    from bot.config_check import check
+    from bot.ops.config_check import check
 
     settings = load_settings()
     path = path or settings.plan_path
@@ -190,10 +191,11 @@ def check_config(path: str | None, *, http: bool = False, online: bool = False) 
 
 
 def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
-    from bot.app import build_app, serve_http, serve_socket_mode, wait_for_signal
-    from bot.logs import FORMATS, LEVELS, setup_logging
+    from bot.slack.app import build_app, serve_http, serve_socket_mode, wait_for_signal
+    from bot.ops.logsetup import setup_logging
+    from bot.settings import FORMATS, LEVELS
     from bot.services import build_services
-    from bot.startup import startup_problems
+    from bot.ops.startup import startup_problems
     from bot.store import Store, StoreError
 
     settings = load_settings()

@@ -14,25 +14,28 @@ from typing import Any, Callable
 from slack_sdk import WebClient
 
 from bot.clock import Clock, SystemClock
-from bot.cloud import Cloud
-from bot.failover import Failover
-from bot.freezes import Freezes
-from bot.golive import FRESH_EVERY, GoLive
-from bot.home import HomeView
-from bot.night_report import Reports
-from bot.notifier import Notifier, make_slack_client
-from bot.people_steps import LATE_CHECK_SECONDS
+from bot.freezes.service import Freezes
+from bot.night.home import HomeView
+from bot.night.records import Records
+from bot.night.reports import Reports
+from bot.night.status import build_status
+from bot.ops.scheduler import WatchedScheduler
+from bot.ops.watchdog import Watchdog
 from bot.plan import Plan
-from bot.preflight import Preflights
 from bot.redact import Redactor
-from bot.scheduler import WatchedScheduler
+from bot.runbook.runner import StageRunner
+from bot.runbook.steps import LATE_CHECK_SECONDS
 from bot.settings import Settings
+from bot.slackapi.notifier import Notifier, make_slack_client
 from bot.ssh import SSHPool
-from bot.stages import StageRunner
-from bot.status import build_status
 from bot.store import Store
-from bot.watchdog import Watchdog, Watched
-from bot.witnesses import Witnesses
+from bot.switch.cloud import Cloud
+from bot.switch.failover import Failover
+from bot.switch.freshness import FRESH_EVERY
+from bot.switch.golive import GoLive
+from bot.switch.preflight import Preflights
+from bot.switch.witnesses import Witnesses
+from bot.threads import Watched
 from bot.workers import Workers
 
 log = logging.getLogger("cutover.services")
@@ -62,6 +65,7 @@ class Services:
     reports: Reports
     home: HomeView
     watchdog: Watchdog
+    records: Records
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
@@ -136,17 +140,19 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     ssh = SSHPool(plan.hosts)
     cloud = Cloud(settings.digitalocean_token, settings.digitalocean_end_point)
     scheduler = WatchedScheduler()
-    stages = StageRunner(plan, store, notifier, clock, ssh, lane, redactor, settings.log_dir)
-    freezes = Freezes(plan, store, notifier, clock, scheduler, lane, stages)
-    reports = Reports(plan, store, notifier, clock, redactor, settings.log_dir / "reports")
+    records = Records.on(store, clock)
+    stages = StageRunner(plan, records.runs, store.audit, notifier, clock, ssh, lane, redactor, settings.log_dir)
+    freezes = Freezes(plan, records.freezes, store.audit, notifier, clock, scheduler, lane, stages)
+    reports = Reports(plan, records, notifier, clock, redactor, settings.log_dir / "reports")
     golive = None
     if plan.failover is not None and plan.digitalocean is not None:
-        failover = Failover(plan, ssh, store, clock, Witnesses(plan, ssh, cloud, clock))
-        golive = GoLive(plan, store, notifier, clock, lane, failover, Preflights(plan, store, clock, ssh, failover),
+        failover = Failover(plan, ssh, records.requests, store.audit, clock, Witnesses(plan, ssh, cloud, clock))
+        preflights = Preflights(plan, records.runs, records.freezes, records.requests, clock, ssh, failover)
+        golive = GoLive(plan, store, notifier, clock, lane, failover, preflights, records.requests, records.runs,
                         after_verified=reports.after_verified)
     services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
                         workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
                         stages=stages, freezes=freezes, golive=golive, reports=reports,
-                        home=HomeView(notifier, clock, lambda: build_status(plan, store, clock)),
-                        watchdog=Watchdog(notifier, clock))
+                        home=HomeView(notifier, clock, lambda: build_status(plan, records, clock)),
+                        watchdog=Watchdog(notifier, clock), records=records)
     return services

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from bot.logs import FORMATS, LEVELS
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORMATS = ("text", "json")
 
 
 class SettingsError(Exception):

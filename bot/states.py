@@ -9,6 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+NOT_RUN = "not run"  # what status says of a step of the plan that has no run yet (no run is in this state)
+
+
 class RunState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"

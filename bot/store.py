@@ -21,7 +21,6 @@ from typing import Any, Iterator
 import sqlite_utils
 
 from bot.clock import Clock, SystemClock
-from bot.states import CURRENT_FREEZES, IN_FLIGHT, sql_in
 
 log = logging.getLogger("cutover.audit")
 
@@ -238,6 +237,10 @@ class Store:
         with self.transaction() as tx:
             return tx["audit"].insert(row).last_pk
 
+    def audit_log(self) -> list[dict]:
+        """Every entry of the audit log, oldest first."""
+        return self.query("SELECT * FROM audit ORDER BY id")
+
     def recent_audit(self, limit: int = 20) -> list[dict]:
         rows = self.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit])
         return list(reversed(rows))
@@ -255,20 +258,6 @@ class Store:
         cutoff = (self.clock.now() - older_than).isoformat()
         with self.transaction() as db:
             return db.execute("DELETE FROM processed_events WHERE seen_at < ?", [cutoff]).rowcount
-
-    # -- reads for status ---------------------------------------------------------
-
-    def latest_runs(self) -> dict[str, dict]:
-        rows = self.query(
-            "SELECT * FROM stage_runs WHERE id IN (SELECT MAX(id) FROM stage_runs GROUP BY stage)")
-        return {r["stage"]: r for r in rows}
-
-    def open_requests(self) -> list[dict]:
-        """Requests not yet settled: waiting for approvals, or switching and verifying."""
-        return self.query(f"SELECT * FROM golive_requests WHERE state IN {sql_in(IN_FLIGHT)} ORDER BY id")
-
-    def current_freezes(self) -> list[dict]:
-        return self.query(f"SELECT * FROM freezes WHERE state IN {sql_in(CURRENT_FREEZES)} ORDER BY start_at")
 
 
 class DatabaseHold:
@@ -301,6 +290,24 @@ class DatabaseHold:
         if not self._file.closed:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
+
+
+def database_writable(path: str, deadline: float) -> str | None:
+    """Whether the database takes a write now (a write lock and a change, rolled back, on a connection of its own,
+    within ``deadline`` seconds): None if it does, else why not."""
+    try:
+        conn = sqlite3.connect(path, timeout=deadline, isolation_level=None)
+    except sqlite3.Error as exc:
+        return f"{path} cannot be opened: {exc}"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE schema_version SET version = version")
+        conn.execute("ROLLBACK")
+        return None
+    except sqlite3.Error as exc:
+        return f"{path} does not take writes: {exc}"
+    finally:
+        conn.close()
 
 
 def _split_sql(script: str) -> list[str]:

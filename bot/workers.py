@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from bot.deaths import Death, record_death
+from bot.threads import Death, record_death
 
 log = logging.getLogger("cutover.workers")
 

@@ -3,8 +3,8 @@
 from commands.basic import AUDIT, REPORT, STATUS
 from commands.freezes import FREEZE, UNFREEZE
 from commands.golive import CHECK, GOLIVE, ROLLBACK
-from commands.stages import CANCEL, DONE, FAILED, LOGS, RUN
 from commands.router import Caller, Command, Reply, Router, UsageError
+from commands.stages import CANCEL, DONE, FAILED, LOGS, RUN
 
 ROUTER = Router([STATUS, RUN, DONE, FAILED, CANCEL, LOGS, FREEZE, UNFREEZE, CHECK, GOLIVE, ROLLBACK, AUDIT, REPORT])
 

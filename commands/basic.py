@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot import messages
-from bot.status import build_status
+from bot.night import blocks as night_blocks
+from bot.night.status import build_status
 from commands.router import Caller, Command, Reply, UsageError, no_args
 
 if TYPE_CHECKING:
@@ -16,8 +16,8 @@ AUDIT_MAX = 200
 
 
 def run_status(services: "Services", caller: Caller, _: None) -> Reply:
-    report = build_status(services.plan, services.store, services.clock)
-    return Reply(text="Cutover status", blocks=messages.status_message(report))
+    report = build_status(services.plan, services.records, services.clock)
+    return Reply(text="Cutover status", blocks=night_blocks.status_message(report))
 
 
 def parse_audit(args: list[str], services: "Services") -> int:
@@ -31,7 +31,7 @@ def parse_audit(args: list[str], services: "Services") -> int:
 
 def run_audit(services: "Services", caller: Caller, limit: int) -> Reply:
     events = services.store.recent_audit(limit)
-    return Reply(text=f"The last {len(events)} audit events", blocks=messages.audit_message(events))
+    return Reply(text=f"The last {len(events)} audit events", blocks=night_blocks.audit_message(events))
 
 
 STATUS = Command("status", "status", "stages, freezes, floating IP and go-live at a glance", acts=False,

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot import freeze_messages as fm
-from bot.blocks import sentence
+from bot.freezes import blocks as fm
+from bot.slackapi.blocks import sentence
 from bot.when import WhenError, parse_when_noted
 from commands.router import Caller, Command, Reply, UsageError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.golive_messages import preflight_message
+from bot.switch.blocks import preflight_message
 from commands.router import Caller, Command, Reply, no_args
 
 if TYPE_CHECKING:

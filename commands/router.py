@@ -13,9 +13,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from bot import messages
-from bot.typed import from_slack, refusal, visible
 from bot.refusals import Refused
+from commands.help import help_message
+from commands.typed import from_slack, refusal, visible
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -79,7 +79,7 @@ class Router:
 
     def _help(self, services: "Services", caller: Caller, _: None) -> Reply:
         operator = services.plan.is_operator(caller.user)
-        blocks = messages.help_message(
+        blocks = help_message(
             [(c.usage if operator or not c.read_usage else c.read_usage, c.summary)
              for c in self.allowed(services, caller.user)],
             is_operator=services.plan.is_operator(caller.user),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.people_steps import LATE_CHECK_SECONDS
-from bot.run_all import run_all_and_report
+from bot.runbook.run_all import run_all_and_report
+from bot.runbook.steps import LATE_CHECK_SECONDS
 from commands.router import Caller, Command, Reply, UsageError
 
 if TYPE_CHECKING:
@@ -48,14 +48,15 @@ def run_run(services: "Services", caller: Caller, name: str) -> Reply:
                           "follows there.")
     run_id = services.stages.start(name, caller.user)
     stage = services.plan.stage(name)
+    posted = services.stages.runs.get(run_id).message_ts is not None
     if stage is not None and stage.manual:
-        if services.stages.row(run_id)["message_ts"] is None:
+        if not posted:
             return Reply(text=f"`{name}` is open for <@{stage.owner}>, but its message could not be posted "
                               f"(Slack said `{services.notifier.last_error()}`); the bot tries again every "
                               f"{LATE_CHECK_SECONDS} s. `/cutover done {name}` completes it meanwhile.")
         return Reply(text=f"`{name}` is open: <@{stage.owner}> has its instructions and a Done button in the "
                           "channel.")
-    if services.stages.row(run_id)["message_ts"] is None:
+    if not posted:
         return Reply(text=f"Started `{name}` (run {run_id}), but its progress message could not be posted in the "
                           f"channel (Slack said `{services.notifier.last_error()}`); the bot keeps trying, and "
                           "`/cutover status` shows the run meanwhile.")
@@ -67,10 +68,10 @@ def run_cancel(services: "Services", caller: Caller, name: str) -> Reply:
 
 
 def run_logs(services: "Services", caller: Caller, name: str) -> Reply:
-    run, path = services.stages.latest_log(name)
-    if services.stages.upload_log(run, path, caller.user) is None:
+    run = services.stages.send_log(name, caller.user)
+    if run is None:
         return Reply(text=f"Uploading the log of `{name}` failed; the bot's log says why. Try again in a minute.")
-    return Reply(text=f"The log of `{name}` (run {run['id']}) is in the thread of its progress message.")
+    return Reply(text=f"The log of `{name}` (run {run.id}) is in the thread of its progress message.")
 
 
 def parse_done(args: list[str], services: "Services") -> str:

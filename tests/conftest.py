@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
 from bot.plan import Plan, parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.keepalived_pair import KeepalivedPairStandIn, pair_unavailable

@@ -36,6 +36,20 @@ class FakeClock:
             self._now = when
 
 
+def latest_runs(store) -> dict[str, dict]:
+    """Each stage's latest run, as the runs record has it, as a dict with times as the store keeps them
+    (``run["state"]``, ``parse_time(run["started_at"])``) for short assertions."""
+    from dataclasses import asdict
+
+    from bot.clock import SystemClock
+    from bot.runbook.runs import Runs
+
+    def row(run) -> dict:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(run).items()}
+
+    return {name: row(run) for name, run in Runs(store, SystemClock()).latest().items()}
+
+
 def request_state(services, request_id: int) -> RequestState:
     return RequestState(services.store.get("golive_requests", request_id)["state"])
 

@@ -9,6 +9,7 @@ import uuid
 from bot.standins.slack import blocks_text
 from bot.waiting import wait_until
 from tests.conftest import PLAN
+from tests.helpers import latest_runs
 
 SLOW_LINES = 40
 SLOW = f"i=0; while [ $i -lt {SLOW_LINES} ]; do echo \"line $i of the slow stage\"; i=$((i+1)); sleep 0.1; done"
@@ -43,13 +44,13 @@ def finished(bot, name, timeout=30):
     store = bot.services.store
 
     def done():
-        run = store.latest_runs().get(name)
+        run = latest_runs(store).get(name)
         return run if run and run["state"] not in ("starting", "running") and run["log_uploaded"] else None
 
     try:
         return wait_until(done, timeout, f"{name} to finish", interval=0.05)
     except TimeoutError:
-        raise TimeoutError(f"{name} did not finish: {store.latest_runs().get(name)}") from None
+        raise TimeoutError(f"{name} did not finish: {latest_runs(store).get(name)}") from None
 
 
 def uploaded(slack, run):

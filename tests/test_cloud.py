@@ -11,8 +11,8 @@ import socket
 
 import pytest
 
-from bot.cloud import Cloud, CloudError
 from bot.standins.digitalocean import DigitalOceanStandIn
+from bot.switch.cloud import Cloud, CloudError
 
 IP = "203.0.113.10"
 

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
-from tests.helpers import FakeClock
+from tests.helpers import latest_runs, FakeClock
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -142,7 +142,7 @@ def test_bad_whens_are_refused_with_specific_messages(slack, tmp_path, clock, te
         env = slack.command(OPERATOR, text)
         slack.wait_ack(env)
         assert expected in env.ack_payload["text"], env.ack_payload["text"]
-        assert bot.services.store.current_freezes() == []
+        assert bot.services.records.freezes.current() == []
     finally:
         bot.stop()
 
@@ -153,7 +153,7 @@ def test_only_operators_schedule_but_anyone_lists(slack, tmp_path, clock):
         refused = reply_text(slack, slack.command(OUTSIDER, "freeze content at in 2h"))
         assert refused.startswith("Only operators may use `/cutover freeze`")
         assert "No freeze is scheduled" in reply_text(slack, slack.command(OUTSIDER, "freeze list"))
-        assert bot.services.store.current_freezes() == []
+        assert bot.services.records.freezes.current() == []
     finally:
         bot.stop()
 
@@ -196,7 +196,7 @@ def test_a_start_stage_runs_and_its_result_is_posted(slack, tmp_path, clock):
             at(bot, clock, timedelta(hours=1))
             slack.wait_for(lambda: "The start stage `maintenance-on` of the content freeze succeeded." in
                            "\n".join(channel(slack)), 30, "the start stage result")
-            assert bot.services.store.latest_runs()["maintenance-on"]["state"] == "succeeded"
+            assert latest_runs(bot.services.store)["maintenance-on"]["state"] == "succeeded"
         finally:
             bot.stop()
     finally:

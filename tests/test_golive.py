@@ -12,13 +12,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.lab import DROPLETS, FLOATING_IP
 from bot.standins.slack import blocks_text
 from bot.store import Store
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
-from tests.helpers import FakeClock, wait_settled
+from tests.helpers import latest_runs, FakeClock, wait_settled
 
 BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
 OK = "white_check_mark"
@@ -481,7 +481,7 @@ def test_the_preflight_refuses_when_keepalived_is_not_running(slack, lab, do, bo
     other = "old" if role == "new" else "new"
     assert f"keepalived runs on `{other}`" in text
     reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
-    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+    assert reply.startswith("No go-live was requested") and not bot.services.records.requests.in_flight()
 
 
 @ALSO_ON_THE_STAND_IN
@@ -496,7 +496,7 @@ def test_the_preflight_refuses_keepalived_wired_to_another_file_or_without_its_n
         in text, text
     assert "A go-live would stop here" in text
     reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
-    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+    assert reply.startswith("No go-live was requested") and not bot.services.records.requests.in_flight()
 
 
 @ALSO_ON_THE_STAND_IN
@@ -510,7 +510,7 @@ def test_the_preflight_refuses_a_track_file_left_set_and_a_config_that_does_not_
     assert f"keepalived's track file `{track}` on `old` holds `1`, which tells keepalived to move the address off `old`" in text, text
     assert f"keepalived on `new` does not watch the track file `{lab.servers['new'].dir / 'health.track'}`" in text
     reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
-    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+    assert reply.startswith("No go-live was requested") and not bot.services.records.requests.in_flight()
 
 
 @ALSO_ON_THE_STAND_IN
@@ -567,7 +567,7 @@ def test_the_preflight_refuses_a_token_that_cannot_see_the_droplets(slack, lab, 
     assert f"droplet {DROPLETS['new']} (`new`): DigitalOcean: droplet {DROPLETS['new']}: " in text, text
     assert "the token cannot see it: give it droplet:read" in text and "A go-live would stop here" in text
     reply = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=30)
-    assert reply.startswith("No go-live was requested") and not bot.services.store.open_requests()
+    assert reply.startswith("No go-live was requested") and not bot.services.records.requests.in_flight()
 
 
 def test_an_approval_slack_shows_but_the_bot_missed_is_counted_after_a_restart(slack, lab, do, tmp_path):
@@ -630,7 +630,7 @@ def test_a_request_slack_would_not_post_is_withdrawn_and_blocks_nothing(slack, l
     assert reply.startswith("No go-live was requested: its message could not be posted in the launch channel "
                             "(Slack said `not_in_channel`)"), reply
     assert "Invite the bot" in reply and "posted; it needs" not in reply
-    assert state(bot, 1) == "aborted" and not bot.services.store.open_requests()
+    assert state(bot, 1) == "aborted" and not bot.services.records.requests.in_flight()
     assert "golive-withdrawn" in [e["action"] for e in bot.services.store.recent_audit(20)]
     again, reply = request(slack, bot)
     assert reply.startswith("Go-live #2 posted"), reply
@@ -644,7 +644,7 @@ def test_an_approval_never_waits_behind_a_lane_full_of_commands(slack, lab, do, 
     local = make_bot(slack, lab, do, tmp_path, plan=plan)
     try:
         reply_text(slack, slack.command(OPERATOR, "run hello"))
-        slack.wait_for(lambda: (local.services.store.latest_runs().get("hello") or {}).get("log_uploaded"), 30,
+        slack.wait_for(lambda: (latest_runs(local.services.store).get("hello") or {}).get("log_uploaded"), 30,
                        "the stage and its log")
         req, _ = request(slack, local)
         slack.method_delay["files.getUploadURLExternal"] = 20.0  # every command lane thread held by an upload
@@ -676,9 +676,9 @@ def test_the_threshold_confirms_a_fresh_preflight_quickly_and_runs_a_stale_one_a
     assert "Approvals complete; checked against the preflight of" in thread, thread
     assert "confirmed in" in thread and "Running the preflight again" not in thread
     back, _ = request(slack, bot, kind="rollback")
-    from bot import golive
+    from bot.switch import freshness
 
-    monkeypatch.setattr(golive, "FRESH_FOR", 0.0)  # the request's preflight is already too old to lean on
+    monkeypatch.setattr(freshness, "FRESH_FOR", 0.0)  # the request's preflight is already too old to lean on
     slack.react(DAVE, OK, "C0LAUNCH", back["message_ts"])
     assert wait_settled(bot.services, back["id"], 60) == "verified"
     thread = thread_text(slack, back["message_ts"])

@@ -6,10 +6,11 @@ import urllib.parse
 
 import pytest
 
-from bot.app import build_app, serve_http
-from bot.local import local_settings
+from bot.local.bot import local_settings
 from bot.services import build_services
+from bot.slack.app import build_app, serve_http
 from tests.conftest import OPERATOR, OUTSIDER, reply_text
+from tests.helpers import latest_runs
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_url_verification_challenge(slack, http_bot):
 
 
 def test_the_done_button_and_the_home_tab_work_over_http(slack, tmp_path):
-    from bot.messages import DONE_ACTION
+    from bot.runbook.blocks import DONE_ACTION
     from bot.plan import parse_plan
     from bot.standins.slack import blocks_text
     from tests.test_runbook import night_plan
@@ -97,11 +98,11 @@ def test_the_done_button_and_the_home_tab_work_over_http(slack, tmp_path):
     slack.use_http(f"http://127.0.0.1:{server.server_port}/slack/events")
     try:
         assert reply_text(slack, slack.command(OPERATOR, "run content-check")).startswith("`content-check` is open")
-        ts = slack.wait_for(lambda: services.store.latest_runs()["content-check"]["message_ts"], 10, "the step")
-        slack.wait_for(lambda: services.store.latest_runs()["content-check"]["state"] == "running", 10, "open")
+        ts = slack.wait_for(lambda: latest_runs(services.store)["content-check"]["message_ts"], 10, "the step")
+        slack.wait_for(lambda: latest_runs(services.store)["content-check"]["state"] == "running", 10, "open")
         click = slack.click(OUTSIDER, "C0LAUNCH", ts, DONE_ACTION)  # a signed form with payload=<json>
         assert click.http_status == 200
-        slack.wait_for(lambda: services.store.latest_runs()["content-check"]["state"] == "succeeded", 10, "done")
+        slack.wait_for(lambda: latest_runs(services.store)["content-check"]["state"] == "succeeded", 10, "done")
         slack.wait_for(lambda: "*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 10, "shown")
         assert slack.open_home(OUTSIDER).http_status == 200
         slack.wait_for(lambda: "content-check" in blocks_text(slack.home_views.get(OUTSIDER, {}).get("blocks")),

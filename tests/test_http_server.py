@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import build_app, serve_http
-from bot.http_front import BODY_LIMIT, IDLE_TIMEOUT
-from bot.local import local_settings
+from bot.local.bot import local_settings
 from bot.services import build_services
+from bot.slack.app import build_app, serve_http
+from bot.slack.front import BODY_LIMIT, IDLE_TIMEOUT
 from tests.conftest import OPERATOR, reply_text
 
 SECRET_MARK = "not-for-the-log-7c1f"
@@ -219,17 +219,18 @@ def test_readyz_is_ready_when_slack_the_database_and_the_scheduler_are(slack, pl
 def test_readiness_names_a_locked_database_and_an_unreachable_slack(slack, plan, tmp_path):
     import sqlite3
 
-    from bot.health import Readiness, database_writable
+    from bot.ops.health import Readiness
+    from bot.store import database_writable
 
     db = tmp_path / "cutover.db"
     services = build_services(local_settings(slack, str(db)), plan)
     try:
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
-        item = database_writable(str(db))
+        problem = database_writable(str(db), 2.0)
         holder.execute("ROLLBACK")
         holder.close()
-        assert not item.ok and "does not take writes" in item.detail and "locked" in item.detail
+        assert problem is not None and "does not take writes" in problem and "locked" in problem
         with socket.socket() as closed:
             closed.bind(("127.0.0.1", 0))
             gone = closed.getsockname()[1]
@@ -317,7 +318,7 @@ def test_status_local_reads_the_running_bots_health_and_knows_a_stopped_one(slac
 def test_a_health_file_gone_stale_is_not_ready(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from bot.health import Item, read_health, write_health
+    from bot.ops.health import Item, read_health, write_health
 
     path = tmp_path / "h.json"
     write_health(path, [Item("slack", True, "fine")], "http")

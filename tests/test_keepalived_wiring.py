@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.keepalived_wiring import Options, generate
 from bot.plan import load_plan, parse_plan
 from bot.standins.lab import ADDRESSES, DROPLETS, FLOATING_IP
+from bot.switch.keepalived import Options, generate
 from bot.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

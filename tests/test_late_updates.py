@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
 from bot.plan import parse_plan
 from tests.conftest import OPERATOR, PLAN, reply_text
 from tests.stage_support import finished, message_text, updates_of

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from bot.logs import setup_logging
+from bot.ops.logsetup import setup_logging
 from bot.redact import Redactor
 from bot.settings import SettingsError, load_settings
 

@@ -2,9 +2,10 @@
 
 from datetime import datetime, timedelta, timezone
 
-from bot import messages
-from bot.blocks import MAX_BLOCKS, SECTION_LIMIT, sections, slack_date
-from bot.stage_view import Progress, StageView
+from bot.night import blocks as night_blocks
+from bot.runbook import blocks as stage_blocks
+from bot.runbook.view import Progress, StageView
+from bot.slackapi.blocks import MAX_BLOCKS, SECTION_LIMIT, sections, slack_date
 from bot.states import RequestState, RunState
 
 T0 = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
@@ -23,7 +24,7 @@ def test_slack_date_has_a_fallback():
 def test_running_stage_with_progress_and_rate_eta():
     s = snap(progress=Progress(done=250, total=1000, first_at=100.0, first_fraction=0.0, fraction_at=150.0),
              last_lines=("Processed 250/1000", "<script>"))
-    blocks = messages.stage_message(s, 150.0, T0 + timedelta(seconds=50))
+    blocks = stage_blocks.stage_message(s, 150.0, T0 + timedelta(seconds=50))
     assert blocks[0]["text"]["text"] == "🔵 *db-import* on `new` — *running* · elapsed 50s"
     assert blocks[1]["text"]["text"] == "`█████░░░░░░░░░░░░░░░` 25% (250 / 1,000) · about 2m 30s left"
     assert blocks[2]["text"]["text"] == "```Processed 250/1000\n&lt;script&gt;```"
@@ -32,18 +33,18 @@ def test_running_stage_with_progress_and_rate_eta():
 
 def test_eta_from_the_last_successful_run_when_there_is_no_pattern():
     s = snap(previous_duration=timedelta(minutes=10))
-    blocks = messages.stage_message(s, 0.0, T0 + timedelta(minutes=4))
+    blocks = stage_blocks.stage_message(s, 0.0, T0 + timedelta(minutes=4))
     assert blocks[1]["text"]["text"] == "About 6m 00s left, going by the last successful run."
 
 
 def test_finished_states():
     done = snap(state=RunState.SUCCEEDED, ended_at=T0 + timedelta(minutes=4, seconds=10), exit_code=0)
-    assert messages.stage_message(done, 0, T0)[0]["text"]["text"] == \
+    assert stage_blocks.stage_message(done, 0, T0)[0]["text"]["text"] == \
         "✅ *db-import* on `new` — *succeeded* in 4m 10s (exit 0)"
     failed = snap(state=RunState.FAILED, ended_at=T0 + timedelta(seconds=3), exit_code=3)
-    assert messages.stage_message(failed, 0, T0)[0]["text"]["text"].endswith("*failed* after 3s (exit 3)")
+    assert stage_blocks.stage_message(failed, 0, T0)[0]["text"]["text"].endswith("*failed* after 3s (exit 3)")
     cancelled = snap(state=RunState.CANCELLED, ended_at=T0 + timedelta(seconds=3), reason="stopped", stopped_by="U0BOB")
-    assert messages.stage_message(cancelled, 0, T0)[1]["text"]["text"] == "stopped by <@U0BOB>"
+    assert stage_blocks.stage_message(cancelled, 0, T0)[1]["text"]["text"] == "stopped by <@U0BOB>"
 
 
 def test_sections_respect_slack_limits():
@@ -55,21 +56,21 @@ def test_sections_respect_slack_limits():
 def test_audit_lines():
     event = {"at": T0.isoformat(), "actor": "U0EVE", "action": "run", "target": "db-import", "outcome": "refused",
              "detail": '{"reason": "not an operator"}'}
-    text = messages.audit_message([event])[1]["text"]["text"]
+    text = night_blocks.audit_message([event])[1]["text"]["text"]
     assert text.endswith("<@U0EVE> *run* `db-import` — refused (not an operator)")
 
 
 def test_the_rate_eta_counts_down_between_progress_lines():
     s = snap(progress=Progress(done=250, total=1000, first_at=100.0, first_fraction=0.0, fraction_at=150.0))
-    blocks = messages.stage_message(s, 180.0, T0 + timedelta(seconds=80))
+    blocks = stage_blocks.stage_message(s, 180.0, T0 + timedelta(seconds=80))
     assert blocks[1]["text"]["text"].endswith("about 2m 00s left")
 
 
 def test_a_go_live_request_shows_the_data_window():
     from pathlib import Path
 
-    from bot import golive_messages as gm
-    from bot.failover import Verification
+    from bot.switch import blocks as gm
+    from bot.switch.model import Verification
     from bot.plan import load_plan
 
     failover = load_plan(Path(__file__).resolve().parent.parent / "cutover.example.toml").failover
@@ -95,11 +96,11 @@ def test_a_go_live_request_shows_the_data_window():
 
 
 def test_status_never_says_no_switch_while_one_is_verifying_or_unverified():
-    from bot.status import StatusReport, SwitchLine
+    from bot.night.status import StatusReport, SwitchLine
 
     def floating_ip(switch):
         report = StatusReport(now=T0, stages=[], freezes=[], requests=[], floating_ip="203.0.113.10", switch=switch)
-        return next(b["text"]["text"] for b in messages.status_message(report)
+        return next(b["text"]["text"] for b in night_blocks.status_message(report)
                     if b["type"] == "section" and b["text"]["text"].startswith("*Floating IP*"))
 
     assert "No switch has been made by the bot." in floating_ip(None)
@@ -110,8 +111,8 @@ def test_status_never_says_no_switch_while_one_is_verifying_or_unverified():
 
 
 def test_a_refused_rollback_says_rollback():
-    from bot.golive_messages import preflight_message
-    from bot.preflight import Check, Preflight
+    from bot.switch.blocks import preflight_message
+    from bot.switch.model import Check, Preflight
 
     refused = Preflight("rollback", T0, (Check("backup", False, "no health file content was recorded"),))
     assert preflight_message(refused, "t")[-1]["elements"][0]["text"] == "❌ A rollback would stop here."

@@ -11,13 +11,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.clock import parse_time
-from bot.local import start_local_bot
-from bot.messages import DONE_ACTION
+from bot.local.bot import start_local_bot
+from bot.night.timetable import build_timetable
 from bot.plan import PlanError, parse_plan
+from bot.runbook.blocks import DONE_ACTION
 from bot.standins.slack import blocks_text
-from bot.timetable import build_timetable
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
-from tests.helpers import FakeClock, to_toml
+from tests.helpers import latest_runs, FakeClock, to_toml
 
 STRANGER = "U0FRED"  # neither an operator nor the owner of any step
 NIGHT_START = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
@@ -43,7 +43,7 @@ def night_plan(host_entry: dict | None = None, **schedule) -> dict:
 def step_message(slack, bot, name):
     """The ts of the open step's message, once it shows its Done button."""
     def posted():
-        run = bot.services.store.latest_runs().get(name)
+        run = latest_runs(bot.services.store).get(name)
         if not run or not run["message_ts"] or run["state"] != "running":
             return None
         msg = slack.message("C0LAUNCH", run["message_ts"])
@@ -88,8 +88,8 @@ def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd
         slack.click(STRANGER, "C0LAUNCH", ts, DONE_ACTION)  # neither its owner nor an operator
         refusal = slack.wait_for(lambda: [e for e in slack.ephemerals if e["user"] == STRANGER], 10, "a refusal")
         assert f"`content-check` is <@{OUTSIDER}>'s step: only they or an operator" in refusal[0]["text"]
-        assert store.latest_runs()["content-check"]["state"] == "running"
-        assert "files-sync" not in store.latest_runs()  # nothing that waits for the person has started
+        assert latest_runs(store)["content-check"]["state"] == "running"
+        assert "files-sync" not in latest_runs(store)  # nothing that waits for the person has started
 
         slack.click(OUTSIDER, "C0LAUNCH", ts, DONE_ACTION)
         slack.wait_for(lambda: f"*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 10, "done")
@@ -99,7 +99,7 @@ def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd
         smoke = step_message(slack, bot, "smoke-test")
         home_shows("*files-sync* on `new` — succeeded")
         home_shows(f"*smoke-test* a step for <@{OUTSIDER}> — running")
-        runs = store.latest_runs()
+        runs = latest_runs(store)
         sync, reindex = runs["files-sync"], runs["search-reindex"]
         assert sync["state"] == reindex["state"] == "succeeded"
         assert parse_time(sync["started_at"]) < parse_time(reindex["ended_at"]) and \
@@ -140,7 +140,7 @@ def test_a_failed_step_stops_run_all_and_says_why(slack, tmp_path):
                                  "the summary")
         text = blocks_text(summary[0]["blocks"])
         assert "`content-check` failed" in text and "stopped after `content-check`: `smoke-test` not started" in text
-        run = bot.services.store.latest_runs()["content-check"]
+        run = latest_runs(bot.services.store)["content-check"]
         assert run["completed_by"] == OUTSIDER and run["detail"] == "someone published at 18:02"
         text = blocks_text(slack.message("C0LAUNCH", run["message_ts"])["blocks"])
         assert "*failed* after" in text and f"by <@{OUTSIDER}>" in text and "Why: someone published at 18:02" in text
@@ -217,7 +217,7 @@ def _bands(image, colour, run: int = 12) -> int:
 def test_the_report_matches_the_audit_log_and_draws_one_bar_per_step(slack, tmp_path):
     from PIL import Image
 
-    from bot.report import CHART_NAME, MARKDOWN_NAME, write_report
+    from bot.night.report import CHART_NAME, MARKDOWN_NAME, write_report
 
     clock = FakeClock(NIGHT_START)
     plan = night_plan()
@@ -265,7 +265,7 @@ def test_the_report_matches_the_audit_log_and_draws_one_bar_per_step(slack, tmp_
         assert _bands(image.convert("RGB"), (0x2a, 0x9d, 0x8f)) == 1  # content-check succeeded
         assert _bands(image.convert("RGB"), (0xe6, 0x39, 0x46)) == 1  # smoke-test failed
 
-        md, png, drawn = write_report(bot.services.plan, store, clock.now(), tmp_path / "again")
+        md, png, drawn = write_report(bot.services.plan, bot.services.records, clock.now(), tmp_path / "again")
         assert drawn == ["content-check", "smoke-test"] and png.stat().st_size > 1000
     finally:
         bot.stop()
@@ -316,9 +316,9 @@ def test_the_home_tab_shows_the_runbook_and_follows_each_change(slack, tmp_path)
 
 
 def test_slack_limits_hold_for_a_100_step_plan(slack, tmp_path):
-    from bot import messages
-    from bot.standins.slack import SlackStandIn
-    from bot.status import build_status
+    from bot.night import blocks as night_blocks
+    from bot.night.status import build_status
+    from bot.standins.slack import blockkit
 
     plan = night_plan()
     long = "Check " + "every listed page by hand and note anything odd " * 80  # about 4,000 characters
@@ -336,17 +336,17 @@ def test_slack_limits_hold_for_a_100_step_plan(slack, tmp_path):
         reply_text(slack, slack.command(OPERATOR, "run all"))
         ts = step_message(slack, bot, plan["stages"][0]["name"])
         msg = slack.message("C0LAUNCH", ts)
-        assert len(msg["blocks"]) <= 50 and all(len(b.get("text", {}).get("text", "")) <= 3000 for b in msg["blocks"])
+        blockkit.validate(msg["blocks"])
         assert reply_text(slack, slack.command(OPERATOR, f"cancel {plan['stages'][0]['name']}")).endswith(
             "nothing ran on any host.")
         summary = slack.wait_for(lambda: [m for m in slack.messages() if m["text"] == "`run all` finished"], 10,
                                  "the summary")
         assert "`step-010-" in blocks_text(summary[0]["blocks"]) and "and 89 more not started" in \
             blocks_text(summary[0]["blocks"])
-        report = build_status(bot.services.plan, bot.services.store, bot.services.clock)
-        SlackStandIn._blocks({"blocks": messages.status_message(report)})
-        SlackStandIn._blocks({"blocks": messages.home_view(messages.status_body(report, 80), report.now)["blocks"]},
-                             limit=100)
+        report = build_status(bot.services.plan, bot.services.records, bot.services.clock)
+        blockkit.validate(night_blocks.status_message(report))
+        blockkit.validate(night_blocks.home_view(night_blocks.status_body(report, 80), report.now)["blocks"],
+                          limit=blockkit.HOME_BLOCKS_LIMIT)
     finally:
         bot.stop()
 
@@ -360,7 +360,7 @@ def test_a_step_whose_message_slack_refused_is_posted_later_and_the_reply_says_s
         reply = reply_text(slack, slack.command(OPERATOR, "run content-check"))
         assert reply.startswith(f"`content-check` is open for <@{OUTSIDER}>, but its message could not be posted")
         assert "`/cutover done content-check` completes it meanwhile" in reply
-        assert bot.services.store.latest_runs()["content-check"]["message_ts"] is None
+        assert latest_runs(bot.services.store)["content-check"]["message_ts"] is None
         bot.services.stages.people.remind_late()  # the job's next pass posts it
         step_message(slack, bot, "content-check")
     finally:
@@ -385,17 +385,17 @@ def test_a_step_survives_the_bot_killed_while_it_is_open(slack, tmp_path):
         assert reply_text(slack, slack.command(OPERATOR, "run content-check"), timeout=20).startswith(
             "`content-check` is open")
         store = Store(env["CUTOVER_DB"])
-        ts = slack.wait_for(lambda: (store.latest_runs().get("content-check") or {}).get("message_ts"), 10, "posted")
+        ts = slack.wait_for(lambda: (latest_runs(store).get("content-check") or {}).get("message_ts"), 10, "posted")
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
     second = start_bot_process(slack, env, tmp_path)
     try:
-        assert store.latest_runs()["content-check"]["state"] == "running"  # still the owner's, not lost
+        assert latest_runs(store)["content-check"]["state"] == "running"  # still the owner's, not lost
         status = reply_text(slack, slack.command(OPERATOR, "status"), timeout=15)
         assert f"*content-check* a step for <@{OUTSIDER}> — running" in status
         slack.click(OUTSIDER, "C0LAUNCH", ts, DONE_ACTION)
-        slack.wait_for(lambda: store.latest_runs()["content-check"]["state"] == "succeeded", 15, "done")
+        slack.wait_for(lambda: latest_runs(store)["content-check"]["state"] == "succeeded", 15, "done")
         slack.wait_for(lambda: "*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 15, "message")
         status = reply_text(slack, slack.command(OPERATOR, "status"), timeout=15)
         assert f"*content-check* a step for <@{OUTSIDER}> — succeeded" in status

@@ -124,7 +124,7 @@ def test_a_start_check_slack_does_not_answer_names_what_could_not_be_checked(sla
     from slack_sdk import WebClient
 
     from bot.plan import parse_plan
-    from bot.startup import startup_problems
+    from bot.ops.startup import startup_problems
     from tests.conftest import PLAN
 
     client = WebClient(token=slack.bot_token, base_url=slack.api_url, timeout=1)

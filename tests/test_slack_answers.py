@@ -8,9 +8,9 @@ import sys
 
 from slack_sdk import WebClient
 
+from bot.ops.startup import startup_problems
 from bot.plan import parse_plan
-from bot.slack_answers import SlackAnswerError, checked
-from bot.startup import startup_problems
+from bot.slackapi.answers import SlackAnswerError, checked
 from tests.conftest import OPERATOR, PLAN, reply_text
 from tests.helpers import to_toml
 

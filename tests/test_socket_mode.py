@@ -4,10 +4,11 @@ import time
 
 import pytest
 
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
 from commands import Command, Reply, Router
 from commands.basic import AUDIT, STATUS
 from tests.conftest import OPERATOR, OUTSIDER, reply_text
+from tests.helpers import latest_runs
 
 
 def test_help_lists_only_what_the_caller_may_do(slack, bot):
@@ -161,4 +162,4 @@ def test_a_command_with_a_hidden_character_is_refused_and_audited_spelled_out(sl
     entry = slack.wait_for(lambda: [e for e in bot.services.store.recent_audit(10) if e["outcome"] == "refused"], 5,
                            "the audit entry")[-1]
     assert entry["target"] == "run \\u202edb-import" and "\u202e" not in entry["target"]
-    assert bot.services.store.latest_runs() == {}
+    assert latest_runs(bot.services.store) == {}

@@ -45,8 +45,8 @@ def test_concurrent_commands_each_get_their_whole_output(sshd):
 
 def test_a_snapshot_reads_several_files_and_the_addresses_in_one_command_as_read_file_would(sshd, tmp_path):
     from bot.clock import SystemClock
-    from bot.cloud import Cloud
-    from bot.witnesses import Snapshot, Witnesses
+    from bot.switch.cloud import Cloud
+    from bot.switch.witnesses import Snapshot, Witnesses
 
     plan = copy.deepcopy(PLAN)
     plan["hosts"] = {"new": sshd.host_entry(), "old": sshd.host_entry()}

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bot import follower, stages
 from bot.clock import parse_time
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
 from bot.plan import parse_plan
+from bot.runbook import follower
+from bot.runbook import logs as stage_logs
 from bot.standins.netns import Forwarder
 from bot.standins.slack import blocks_text
 from bot.store import Store
 from tests.conftest import OPERATOR, reply_text
+from tests.helpers import latest_runs
 from tests.stage_support import finished, group_gone, message_text, stage_plan, updates_of, uploaded
 
 TICKS = "i=0; while [ $i -lt {n} ]; do echo tick $i; i=$((i+1)); sleep 0.1; done; echo finished"
@@ -46,7 +48,7 @@ def relayed_bot(slack, sshd, relay, tmp_path, stages_: list[dict]):
 
 
 def running(bot, slack, name):
-    return slack.wait_for(lambda: (bot.services.store.latest_runs().get(name) or {}).get("pid"), 15, f"{name}'s pid")
+    return slack.wait_for(lambda: (latest_runs(bot.services.store).get(name) or {}).get("pid"), 15, f"{name}'s pid")
 
 
 def status_text(slack):
@@ -61,7 +63,7 @@ def test_a_cancel_while_the_host_is_away_is_pending_and_delivered_when_it_answer
         relay.pause()
         reply = reply_text(slack, slack.command("U0BOB", "cancel long"), timeout=60)
         assert reply.startswith("Cancel of `long` is *pending*: `new` does not answer"), reply
-        run = bot.services.store.latest_runs()["long"]
+        run = latest_runs(bot.services.store)["long"]
         assert run["state"] == "running" and run["stop_state"] == "pending"
         assert "cancel pending (asked by <@U0BOB>; the host has not answered)" in status_text(slack)
         slack.wait_for(lambda: "Cancel pending (asked by <@U0BOB>)" in message_text(slack, run["message_ts"]), 15,
@@ -89,7 +91,7 @@ def test_a_cancel_that_reaches_the_host_after_the_stage_ended_leaves_the_true_ou
         running(bot, slack, "brief")
         relay.pause()
         assert "*pending*" in reply_text(slack, slack.command("U0BOB", "cancel brief"), timeout=60)
-        remote_dir = Path(bot.services.store.latest_runs()["brief"]["remote_dir"])
+        remote_dir = Path(latest_runs(bot.services.store)["brief"]["remote_dir"])
         slack.wait_for(lambda: (remote_dir / "exit").exists(), 15, "the stage to end on its host")
         relay.resume()
         run = finished(bot, "brief", timeout=60)
@@ -112,7 +114,7 @@ def test_the_timeout_holds_and_the_end_time_comes_from_the_host_while_the_bot_is
     reply_text(slack, slack.command(OPERATOR, "run brief"))
     pgid = running(first, slack, "hang")
     running(first, slack, "brief")
-    run = first.services.store.latest_runs()["hang"]
+    run = latest_runs(first.services.store)["hang"]
     first.stop()
     remote_dir = Path(run["remote_dir"])
     slack.wait_for(lambda: (remote_dir / "exit").exists(), 20, "the host to stop the stage at its timeout")
@@ -184,7 +186,7 @@ def test_following_outlasts_a_full_disk_says_why_and_loses_nothing(slack, sshd, 
         reply_text(slack, slack.command(OPERATOR, "run bulk"))
         failures = lambda: [r for r in caplog.records if r.getMessage().startswith("following run 1 failed")]  # noqa
         slack.wait_for(lambda: len(failures()) >= 8, 60, "following to have failed more often than it once gave up")
-        run = bot.services.store.latest_runs()["bulk"]
+        run = latest_runs(bot.services.store)["bulk"]
         assert run["state"] in ("running", "starting") and run["log_uploaded"] == 0
         slack.wait_for(lambda: "following stopped: no space left on the bot's disk for the log"
                        in message_text(slack, run["message_ts"]), 15, "the message to say why")
@@ -205,7 +207,7 @@ def run_and_note(slack, bot, name, words, timeout):
     """Run a stage; its run once its message is posted, and the notes in its thread that say ``words``."""
     reply_text(slack, slack.command(OPERATOR, f"run {name}"))
     store = bot.services.store
-    run = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(store.latest_runs().get(name)),
+    run = slack.wait_for(lambda: (lambda r: r if r and r["message_ts"] else None)(latest_runs(store).get(name)),
                          15, "the run's message")
     notes = slack.wait_for(lambda: [m for m in slack.messages("C0LAUNCH", run["message_ts"]) if words in m["text"]],
                            timeout, f"the thread to say {words!r}")
@@ -213,7 +215,7 @@ def run_and_note(slack, bot, name, words, timeout):
 
 
 def test_a_failed_log_upload_is_said_late_and_retried_until_slack_takes_it(slack, stage_bot, monkeypatch):
-    monkeypatch.setattr(stages, "UPLOAD_RETRY_FIRST", 0.3)
+    monkeypatch.setattr(stage_logs, "UPLOAD_RETRY_FIRST", 0.3)
     slack.fail_next("files.getUploadURLExternal", status=500, error="internal_error")
     slack.fail_next("upload", status=502, html=True)
     slack.fail_next("files.completeUploadExternal", status=503, html=True)
@@ -228,7 +230,7 @@ def test_a_failed_log_upload_is_said_late_and_retried_until_slack_takes_it(slack
 
 
 def test_two_runs_of_one_stage_never_share_a_directory_on_the_host(sshd, tmp_path):
-    from bot.remote_run import RemoteRuns
+    from bot.runbook.remote import RemoteRuns
     from bot.ssh import SSHPool
 
     plan = parse_plan(stage_plan(sshd, tmp_path), "p")
@@ -259,7 +261,7 @@ def test_a_progress_update_held_by_a_slow_slack_never_lands_after_the_final_stat
 @pytest.mark.parametrize("slack_refuses", [False, True], ids=["note posted", "note refused"])
 def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, sshd, tmp_path, slack_refuses):
     from bot.store import Store
-    from tests.helpers import start_bot_process, to_toml
+    from tests.helpers import latest_runs, start_bot_process, to_toml
 
     plan_file = tmp_path / "cutover.toml"
     plan_file.write_text(to_toml(stage_plan(sshd, tmp_path)))
@@ -270,8 +272,8 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
     try:
         reply_text(slack, slack.command(OPERATOR, "run hold"), timeout=20)
         store = Store(env["CUTOVER_DB"])
-        pgid = slack.wait_for(lambda: store.latest_runs()["hold"]["pid"], 15, "the stage's pid")
-        ts = store.latest_runs()["hold"]["message_ts"]
+        pgid = slack.wait_for(lambda: latest_runs(store)["hold"]["pid"], 15, "the stage's pid")
+        ts = latest_runs(store)["hold"]["message_ts"]
         if slack_refuses:
             slack.fail_next("chat.update", status=500, error="internal_error", times=1000)
         first.send_signal(signal.SIGTERM)
@@ -293,7 +295,7 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
                        and "the bot stopped" not in message_text(slack, ts), 20, "the message brought up to date")
         assert "— *running*" in message_text(slack, ts)
         assert reply_text(slack, slack.command(OPERATOR, "cancel hold"), timeout=20).startswith("Stopping `hold`")
-        slack.wait_for(lambda: store.latest_runs()["hold"]["state"] == "cancelled", 30, "the stage cancelled")
+        slack.wait_for(lambda: latest_runs(store)["hold"]["state"] == "cancelled", 30, "the stage cancelled")
     finally:
         second.terminate()
         second.wait(30)
@@ -301,17 +303,17 @@ def test_a_stopped_bot_says_the_stage_goes_on_and_catches_up_when_back(slack, ss
 
 
 def test_a_log_slack_never_takes_is_given_up_on_and_the_thread_says_how_to_ask_again(slack, stage_bot, monkeypatch):
-    monkeypatch.setattr(stages, "UPLOAD_RETRY_FIRST", 0.2)
-    monkeypatch.setattr(stages, "UPLOAD_GIVE_UP", 1.0)
+    monkeypatch.setattr(stage_logs, "UPLOAD_RETRY_FIRST", 0.2)
+    monkeypatch.setattr(stage_logs, "UPLOAD_GIVE_UP", 1.0)
     slack.fail_next("files.getUploadURLExternal", status=500, error="internal_error", times=50)
     run, given_up = run_and_note(slack, stage_bot, "quick", "could not be uploaded", 20)
     store = stage_bot.services.store
     assert "the bot has stopped trying. `/cutover logs quick` uploads it when Slack is back." in given_up[0]["text"]
     assert "(internal_error)" in given_up[0]["text"]
-    assert store.latest_runs()["quick"]["log_uploaded"] == 0  # not claimed as uploaded
+    assert latest_runs(store)["quick"]["log_uploaded"] == 0  # not claimed as uploaded
     slack.clear_faults()
     assert reply_text(slack, slack.command(OPERATOR, "logs quick"), timeout=20).startswith("The log of `quick`")
-    assert len(uploaded(slack, store.latest_runs()["quick"])) == 1
+    assert len(uploaded(slack, latest_runs(store)["quick"])) == 1
 
 
 def test_run_all_stopped_by_the_bot_says_what_was_left_running_and_what_did_not_start(slack, sshd, tmp_path):
@@ -323,7 +325,7 @@ def test_run_all_stopped_by_the_bot_says_what_was_left_running_and_what_did_not_
     pgid = None
     try:
         reply_text(slack, slack.command(OPERATOR, "run all"))
-        pgid = slack.wait_for(lambda: (store.latest_runs().get("hold") or {}).get("pid"), 15, "hold to run")
+        pgid = slack.wait_for(lambda: (latest_runs(store).get("hold") or {}).get("pid"), 15, "hold to run")
     finally:
         bot.stop()  # the stages' bot stops; the summary is posted before it is gone
     try:
@@ -333,7 +335,7 @@ def test_run_all_stopped_by_the_bot_says_what_was_left_running_and_what_did_not_
         assert "⏸️ the bot stopped while `hold` was running; a stage keeps running on its host" in text
         assert "Not started: `quick`; `run all` again once the running ones have ended." in text
         os.killpg(pgid, 0)  # it goes on, as the summary says
-        assert "quick" not in store.latest_runs() and store.latest_runs()["hold"]["state"] == "running"
+        assert "quick" not in latest_runs(store) and latest_runs(store)["hold"]["state"] == "running"
     finally:
         if pgid:
             os.killpg(pgid, signal.SIGKILL)

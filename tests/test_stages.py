@@ -9,11 +9,11 @@ import time
 
 
 
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
 from tests.conftest import OPERATOR, reply_text
-from tests.helpers import rss_kb, start_bot_process, start_sshd, to_toml
+from tests.helpers import latest_runs, rss_kb, start_bot_process, start_sshd, to_toml
 from tests.stage_support import SLOW_OUTPUT, finished, group_gone, message_text, stage_plan, updates_of, uploaded
 
 def test_a_successful_stage_reaches_slack_with_its_exit_code(slack, stage_bot):
@@ -67,15 +67,15 @@ def test_run_all_stops_at_the_first_failure(slack, sshd, tmp_path):
         text = blocks_text(summary[0]["blocks"])
         assert "`quick` succeeded" in text and "`fails` failed" in text
         assert "stopped after `fails`: `after-fails` not started" in text
-        assert "after-fails" not in local.services.store.latest_runs()
+        assert "after-fails" not in latest_runs(local.services.store)
     finally:
         local.stop()
 
 
 def test_cancel_stops_the_whole_process_group(slack, stage_bot):
     reply_text(slack, slack.command(OPERATOR, "run hold"))
-    slack.wait_for(lambda: (stage_bot.services.store.latest_runs()["hold"]["pid"]), 10, "the stage's pid")
-    run = stage_bot.services.store.latest_runs()["hold"]
+    slack.wait_for(lambda: (latest_runs(stage_bot.services.store)["hold"]["pid"]), 10, "the stage's pid")
+    run = latest_runs(stage_bot.services.store)["hold"]
     assert reply_text(slack, slack.command("U0BOB", "cancel hold")).startswith("Stopping `hold`")
     run = finished(stage_bot, "hold")
     assert run["state"] == "cancelled"
@@ -107,7 +107,7 @@ def test_an_unknown_host_key_is_refused_with_how_to_add_it(slack, sshd, tmp_path
         assert f"the host key of `new` ([127.0.0.1]:{sshd.port}) is not in {empty}; refusing to connect" in text
         assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {empty}" in text
         assert empty.read_text() == ""
-        run = local.services.store.latest_runs()["quick"]
+        run = latest_runs(local.services.store)["quick"]
         assert run["state"] == "failed"
         shown = message_text(slack, run["message_ts"])
         assert "— *failed*" in shown and "could not start: the host key of `new`" in shown
@@ -149,7 +149,7 @@ def test_a_jump_host_carries_the_connection(slack, sshd, tmp_path):
 
 def test_the_ssh_connection_cut_mid_stage_loses_nothing(slack, sshd, stage_bot):
     reply_text(slack, slack.command(OPERATOR, "run slow"))
-    slack.wait_for(lambda: stage_bot.services.store.latest_runs()["slow"]["log_offset"] > 200, 10, "some output")
+    slack.wait_for(lambda: latest_runs(stage_bot.services.store)["slow"]["log_offset"] > 200, 10, "some output")
     assert sshd.cut_connections() >= 1
     run = finished(stage_bot, "slow")
     assert run["state"] == "succeeded"
@@ -167,7 +167,7 @@ def test_slack_text_never_reaches_a_shell(slack, stage_bot, tmp_path):
         assert "is not a stage of the plan" in reply or "Name one stage" in reply, (text, reply)
     time.sleep(0.5)
     assert not marker.exists()
-    assert stage_bot.services.store.latest_runs() == {}
+    assert latest_runs(stage_bot.services.store) == {}
 
 
 def test_a_token_printed_by_a_stage_is_redacted_everywhere(slack, sshd, tmp_path):
@@ -247,8 +247,8 @@ def test_the_bot_killed_and_restarted_mid_stage_resumes_exactly(slack, sshd, tmp
     try:
         from bot.store import Store
         store = Store(env["CUTOVER_DB"])
-        slack.wait_for(lambda: store.latest_runs()["slow"]["log_uploaded"] == 1, 30, "the stage to finish")
-        run = store.latest_runs()["slow"]
+        slack.wait_for(lambda: latest_runs(store)["slow"]["log_uploaded"] == 1, 30, "the stage to finish")
+        run = latest_runs(store)["slow"]
         assert run["state"] == "succeeded" and run["exit_code"] == 0
         files = uploaded(slack, run)
         assert len(files) == 1 and files[0]["content"].decode() == SLOW_OUTPUT
@@ -321,7 +321,7 @@ def test_the_final_state_lands_even_when_slack_refuses_updates_for_a_while(slack
     run = finished(stage_bot, "quick")
     slack.wait_for(lambda: "succeeded" in (blocks_text(slack.message("C0LAUNCH", run["message_ts"]).get("blocks"))
                                            or ""), 30, "the final state in the message")
-    slack.wait_for(lambda: stage_bot.services.stages.row(run["id"])["message_final"] == 1, 10, "it to be recorded")
+    slack.wait_for(lambda: stage_bot.services.store.get("stage_runs", run["id"])["message_final"] == 1, 10, "it to be recorded")
 
 
 def test_a_restart_brings_a_message_left_running_to_its_final_state(slack, sshd, tmp_path):
@@ -329,9 +329,9 @@ def test_a_restart_brings_a_message_left_running_to_its_final_state(slack, sshd,
     first = start_local_bot(slack, plan, str(tmp_path / "c.db"))
     slack.fail_next("chat.update", status=500, error="internal_error", times=10_000)
     reply_text(slack, slack.command(OPERATOR, "run quick"))
-    slack.wait_for(lambda: (first.services.store.latest_runs().get("quick") or {}).get("state") == "succeeded", 30,
+    slack.wait_for(lambda: (latest_runs(first.services.store).get("quick") or {}).get("state") == "succeeded", 30,
                    "the run to end")
-    run = first.services.store.latest_runs()["quick"]
+    run = latest_runs(first.services.store)["quick"]
     first.stop()
     assert "succeeded" not in (blocks_text(slack.message("C0LAUNCH", run["message_ts"]).get("blocks")) or "")
     slack.clear_faults()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.freeze_plan import Freeze, notices_for
-from bot.notable_grep import GrepNotable, grep_available
-from bot.output_scan import NOTABLE_LIMIT, OutputScanner
+from bot.freezes.model import Freeze, notices_for
 from bot.redact import KEEP, LONG_LINE, MARK, Redactor
+from bot.runbook.grep import GrepNotable, grep_available
+from bot.runbook.scan import NOTABLE_LIMIT, OutputScanner
 from bot.states import FreezeState
 from bot.when import WhenError, parse_when
 from commands import ROUTER, UsageError
@@ -215,7 +215,7 @@ def test_a_probe_gives_up_on_a_server_that_trickles_its_answer():
     import socket
     import threading
 
-    from bot.probes import probe
+    from bot.switch.probes import probe
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -245,8 +245,8 @@ def test_a_probe_gives_up_on_a_server_that_trickles_its_answer():
 
 
 def test_what_slack_encodes_is_decoded_once_and_hidden_characters_are_named():
-    from bot.blocks import escape
-    from bot.typed import from_slack, invisibles, refusal, visible
+    from bot.slackapi.blocks import escape
+    from commands.typed import from_slack, invisibles, refusal, visible
 
     typed = from_slack("R&amp;D &lt;b&gt; \u202eevil\u202c")
     assert typed == "R&D <b> \u202eevil\u202c" and escape(from_slack("R&amp;D &lt;b&gt;")) == "R&amp;D &lt;b&gt;"
@@ -275,7 +275,7 @@ def test_grep_finds_a_coloured_error_as_a_word(log):
 
 
 def test_the_terminal_shows_a_date_for_any_day_but_today():
-    from bot.terminal import plain
+    from bot.local.terminal import plain
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     today = plain(f"<!date^{int(now.timestamp())}^{{time_secs}}|x>")
@@ -289,13 +289,13 @@ def test_the_bot_at_work_does_not_load_the_stand_ins_web_server():
     import subprocess
     import sys
 
-    probe = "import sys, bot.cli, bot.app, bot.services, bot.startup; print('aiohttp' in sys.modules)"
+    probe = "import sys, bot.cli, bot.slack.app, bot.services, bot.ops.startup; print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 
 
 def test_local_settings_keep_a_real_digitalocean_token(slack):
-    from bot.local import local_settings
+    from bot.local.bot import local_settings
 
     assert local_settings(slack, "c.db", digitalocean_end_point="https://api.example/v2/",
                           digitalocean_token="dop_v1_real").digitalocean_token == "dop_v1_real"

@@ -13,16 +13,16 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from apscheduler.jobstores.base import JobLookupError
 
-from bot.deaths import Death
-from bot.follower import Follower
-from bot.health import Readiness
-from bot.local import start_local_bot
+from bot.local.bot import start_local_bot
+from bot.ops.health import Readiness
+from bot.ops.watchdog import RESTARTS_ALLOWED, Watchdog
 from bot.plan import parse_plan
+from bot.runbook.follower import Follower
 from bot.standins.slack import blocks_text
-from bot.watchdog import RESTARTS_ALLOWED, Watchdog, Watched
+from bot.threads import Death
+from bot.threads import Watched
 from tests.conftest import OPERATOR, PLAN, reply_text
 from tests.stage_support import finished, message_text
 
@@ -198,7 +198,7 @@ def test_a_bot_whose_scheduler_keeps_dying_exits_non_zero_and_says_why(slack, tm
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     script = textwrap.dedent("""
         import sys
-        from bot.scheduler import WatchedScheduler
+        from bot.ops.scheduler import WatchedScheduler
         def broken(self):
             raise RuntimeError("the loop is broken")
         WatchedScheduler._process_jobs = broken

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from bot.keepalived_wiring import RECOMMENDED, TUTORIAL, KeepalivedTiming, Options, generate
 from bot.plan import parse_plan
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.netns import Forwarder, connect_in, ip, netns_available
 from bot.standins.sshd import LocalSshd, find_sshd
+from bot.switch.keepalived import RECOMMENDED, TUTORIAL, KeepalivedTiming, Options, generate
 from bot.waiting import wait_until
 
 SERVER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"

@@ -1,0 +1,63 @@
+"""What ``status`` and the Home tab show, as plain data: built by ``bot.night.status``, read by the builders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.night.timetable import StepTimes, Timetable
+from bot.states import RequestState
+
+
+@dataclass(frozen=True)
+class StageLine:
+    name: str
+    host: str
+    state: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    elapsed: timedelta | None
+    depends_on: tuple[str, ...]
+    stopping: str = ""  # "cancel pending" (the host has not had it yet) or "stopping", while the run goes on
+    owner: str | None = None  # a person's step
+    times: StepTimes | None = None
+
+
+@dataclass(frozen=True)
+class FreezeLine:
+    kind: str
+    state: str
+    start_at: datetime
+    end_at: datetime | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class RequestLine:
+    id: int
+    kind: str
+    state: str
+    requested_by: str
+    expires_at: datetime
+    approvals: int
+    required: int
+
+
+@dataclass(frozen=True)
+class SwitchLine:
+    state: RequestState
+    target: str | None
+    at: datetime | None
+    request: str
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    now: datetime
+    stages: list[StageLine]
+    freezes: list[FreezeLine]
+    requests: list[RequestLine]
+    floating_ip: str | None
+    switch: SwitchLine | None = None
+    timetable: Timetable | None = None

@@ -1,0 +1,105 @@
+"""``cutover check-config``: the plan and the environment checked together, every problem listed at once.
+
+Offline it reads the plan, the settings each run mode needs, and the files
+the plan names (SSH keys, known_hosts). With ``--online`` it also asks each
+service whether it accepts its token, blaming the variable that holds it,
+and runs the start's own checks (the bot in its channel, the plan's people).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.ops.startup import startup_problems
+from bot.plan import Plan, PlanError, load_plan
+from bot.settings import Settings
+from bot.slackapi.notifier import slack_error
+from bot.ssh import known_hosts_path
+from bot.switch.cloud import Cloud, CloudError
+
+TOKEN_HINTS = {
+    "invalid_auth": "was rejected (invalid_auth): check it is this workspace's token and was not revoked",
+    "not_authed": "was not sent (not_authed)",
+    "not_allowed_token_type": "is the wrong kind of token (not_allowed_token_type)",
+    "account_inactive": "belongs to a deactivated app or workspace (account_inactive)",
+    "token_revoked": "was revoked (token_revoked)",
+}
+
+
+@dataclass
+class ConfigReport:
+    plan: Plan | None
+    problems: list[str] = field(default_factory=list)
+    confirmed: list[str] = field(default_factory=list)  # what the online checks found in order
+
+
+def check(plan_path: str, settings: Settings, *, mode: str = "socket", online: bool = False) -> ConfigReport:
+    report = ConfigReport(None, settings.problems(mode))
+    try:
+        report.plan = load_plan(plan_path)
+    except PlanError as exc:
+        report.problems += exc.errors
+    plan = report.plan
+    if plan is not None:
+        report.problems += file_problems(plan)
+        if plan.failover is not None and not settings.digitalocean_token:
+            report.problems.append("DIGITALOCEAN_ACCESS_TOKEN: not set; the plan's [failover] needs it to confirm "
+                                   "the switch (a token with reserved_ip:read and droplet:read)")
+    if online:
+        _online(report, settings, mode)
+    return report
+
+
+def file_problems(plan: Plan) -> list[str]:
+    """Each host's key_file and known_hosts: there, and readable by the user the bot runs as."""
+    problems = []
+    for host in plan.hosts.values():
+        files = [("key_file", os.path.expanduser(host.key_file))] if host.key_file else []
+        files.append(("known_hosts", known_hosts_path(host)))
+        for key, path in files:
+            where = f"{plan.path}: hosts.{host.name}.{key}"
+            if not os.path.exists(path):
+                fix = (f"; add the host key: ssh-keyscan -p {host.port} {host.address} >> {path} (after checking "
+                       "its fingerprint)" if key == "known_hosts" else "")
+                problems.append(f"{where}: {path} does not exist{fix}")
+            elif not os.access(path, os.R_OK):
+                problems.append(f"{where}: {path} cannot be read by this user")
+    return problems
+
+
+def _online(report: ConfigReport, settings: Settings, mode: str) -> None:
+    bot_ok = False
+    if settings.slack_bot_token and settings.slack_bot_token.startswith("xoxb-"):
+        client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10)
+        bot_ok = _slack(report, "SLACK_BOT_TOKEN", lambda: client.auth_test(), settings.slack_api_url)
+        if bot_ok and report.plan is not None:
+            report.problems += startup_problems(client, report.plan)
+    if mode == "socket" and settings.slack_app_token and settings.slack_app_token.startswith("xapp-"):
+        app = WebClient(base_url=settings.slack_api_url, timeout=10)
+        token = settings.slack_app_token
+        _slack(report, "SLACK_APP_TOKEN", lambda: app.apps_connections_open(app_token=token), settings.slack_api_url)
+    if settings.digitalocean_token and report.plan is not None and report.plan.failover is not None:
+        try:
+            who = Cloud(settings.digitalocean_token, settings.digitalocean_end_point).account()
+            report.confirmed.append(f"DIGITALOCEAN_ACCESS_TOKEN is accepted (account {who})")
+        except CloudError as exc:
+            report.problems.append(f"DIGITALOCEAN_ACCESS_TOKEN: {exc}")
+
+
+def _slack(report: ConfigReport, variable: str, call, api_url: str) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        call()
+    except SlackApiError as exc:
+        error = slack_error(exc)
+        report.problems.append(f"{variable} {TOKEN_HINTS.get(error, f'was refused ({error})')}")
+        return False
+    except (SlackClientError, OSError, ValueError) as exc:
+        report.problems.append(f"{variable} could not be checked: Slack's Web API at {api_url} did not answer "
+                               f"({exc.__class__.__name__}); check SLACK_API_URL and the network")
+        return False
+    report.confirmed.append(f"{variable} is accepted by Slack")
+    return True

@@ -1,0 +1,10 @@
+"""The plan file: what the night is made of, read and checked (``load``), as typed values (``model``)."""
+
+from bot.plan.checker import PlanError, did_you_mean
+from bot.plan.load import load_plan, parse_plan
+from bot.plan.model import (BUILTIN_FREEZE_KINDS, DEFAULT_REMINDERS, REACTION_ALIASES, DigitalOcean, FailoverPlan,
+                            FreezeKind, FreezesPlan, Host, People, Plan, Schedule, Stage, reaction_base)
+
+__all__ = ["BUILTIN_FREEZE_KINDS", "DEFAULT_REMINDERS", "REACTION_ALIASES", "DigitalOcean", "FailoverPlan", "FreezeKind",
+           "FreezesPlan", "Host", "People", "Plan", "PlanError", "Schedule", "Stage", "did_you_mean", "load_plan",
+           "parse_plan", "reaction_base"]

@@ -1,0 +1,52 @@
+"""The ``[hosts.*]`` tables: where each server is and how to reach it."""
+
+from __future__ import annotations
+
+from bot.plan.checker import NAME, Checker, absolute, did_you_mean, ipv4
+from bot.plan.model import Host
+
+
+def hosts(c: Checker, data: dict) -> dict[str, Host]:
+    t = c.table(data, "hosts", "hosts")
+    if t is None:
+        return {}
+    hosts: dict[str, Host] = {}
+    for name, h in t.items():
+        key = f"hosts.{name}"
+        if not NAME.match(name):
+            c.error(key, name, "a host name of lowercase letters, digits, - or _")
+            continue
+        if not isinstance(h, dict):
+            c.error(key, h, "a table")
+            continue
+        c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file",
+                              "vrrp_state_file", "keepalived_conf", "private_address", "track_file"})
+        address = c.string(h, f"{key}.address", "address", expected="a host name or IP address")
+        user = c.string(h, f"{key}.user", "user", expected="a login name")
+        port = c.integer(h, f"{key}.port", "port", required=False, default=22, low=1, high=65535)
+        key_file = c.string(h, f"{key}.key_file", "key_file", required=False, expected="a path to a private key")
+        known = c.string(h, f"{key}.known_hosts", "known_hosts", required=False,
+                         expected="a path to a known_hosts file")
+        jump = c.string(h, f"{key}.jump", "jump", required=False, expected="the name of another [hosts.*] entry")
+        health = c.string(h, f"{key}.health_file", "health_file", required=False, expected="an absolute path")
+        if health is not None and not health.startswith("/"):
+            c.error(f"{key}.health_file", health, "an absolute path")
+        if address and user:
+            hosts[name] = Host(name=name, address=address, user=user, port=port or 22,
+                               key_file=key_file, known_hosts=known, jump=jump, health_file=health,
+                               vrrp_state_file=absolute(c, h, key, "vrrp_state_file"),
+                               keepalived_conf=absolute(c, h, key, "keepalived_conf"),
+                               track_file=absolute(c, h, key, "track_file"),
+                               private_address=ipv4(c, h, "private_address", required=False, table=key))
+    for name, h in hosts.items():
+        if h.jump is not None and h.jump not in t:
+            c.error(f"hosts.{name}.jump", h.jump, "the name of another [hosts.*] entry"
+                    + did_you_mean(h.jump, t) + ": " + ", ".join(sorted(t)))
+        seen, cur = {name}, h
+        while cur.jump is not None and cur.jump in hosts:
+            if cur.jump in seen:
+                c.error(f"hosts.{name}.jump", h.jump, "a chain of jump hosts without a loop")
+                break
+            seen.add(cur.jump)
+            cur = hosts[cur.jump]
+    return hosts

@@ -1,0 +1,66 @@
+"""The plan file read and checked: every problem found at once, each naming the file, the key, the bad value
+and what was expected, so that the night before a launch nobody has to fix one typo per restart."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from bot.plan.checker import Checker, PlanError, compiled
+from bot.plan.failover import digitalocean, failover
+from bot.plan.freezes import freezes as freezes_table
+from bot.plan.hosts import hosts as hosts_table
+from bot.plan.model import Plan
+from bot.plan.people import people as people_table
+from bot.plan.schedule import schedule as schedule_table
+from bot.plan.stages import stages as stages_table
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan file; raises PlanError with every problem found."""
+    path = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PlanError(path, [f"{path}: file not found; expected a TOML plan file "
+                                "(set CUTOVER_PLAN or pass its path)"]) from None
+    except OSError as exc:
+        raise PlanError(path, [f"{path}: cannot be read ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PlanError(path, [f"{path}: not UTF-8 text; expected a TOML plan file"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(path, [f"{path}: not valid TOML: {exc}"]) from None
+    return parse_plan(data, path)
+
+
+def parse_plan(data: dict, path: str = "<plan>") -> Plan:
+    c = Checker(path)
+    c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact", "schedule"})
+
+    people = people_table(c, data)
+    hosts = hosts_table(c, data)
+    stages = stages_table(c, data, hosts)
+    switch = failover(c, data, hosts)
+    droplets = digitalocean(c, data)
+    freezes = freezes_table(c, data, stages)
+    schedule = schedule_table(c, data)
+    redact = tuple(p for p in (
+        compiled(c, f"redact[{i}]", v) for i, v in enumerate(
+            c.string_list(data, "redact", "redact", expected="a list of regular expressions", required=False))
+    ) if p is not None)
+
+    if "failover" in data and "digitalocean" not in data:
+        c.errors.append(f"{path}: [failover] needs a [digitalocean] table too (old_droplet, new_droplet): a go-live "
+                        "confirms the switch with DigitalOcean")
+    if switch and switch.require_freezes:
+        for i, kind in enumerate(switch.require_freezes):
+            if freezes and kind not in freezes.kinds:
+                c.error(f"failover.require_freezes[{i}]", kind,
+                        "a freeze kind: " + ", ".join(sorted(freezes.kinds)))
+
+    if c.errors:
+        raise PlanError(path, c.errors)
+    assert people is not None and freezes is not None
+    return Plan(path=path, people=people, hosts=hosts, stages=stages, failover=switch,
+                digitalocean=droplets, freezes=freezes, redact=redact, schedule=schedule)

@@ -1,0 +1,174 @@
+"""The plan as the bot uses it: hosts, stages, failover, people, freezes and the night's schedule, as typed
+values. Built by ``bot.plan.load`` from a plan file, checked all at once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+DEFAULT_REMINDERS = ("24h", "1h", "10m")
+BUILTIN_FREEZE_KINDS = ("content", "registration")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    user: str
+    port: int = 22
+    key_file: str | None = None
+    known_hosts: str | None = None
+    jump: str | None = None
+    health_file: str | None = None
+    vrrp_state_file: str | None = None
+    keepalived_conf: str | None = None
+    private_address: str | None = None  # where keepalived speaks VRRP (unicast), for `cutover keepalived`
+    track_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    host: str
+    command: str
+    workdir: str | None = None
+    timeout: timedelta | None = None
+    progress: re.Pattern[str] | None = None
+    notable: re.Pattern[str] | None = None
+    depends_on: tuple[str, ...] = ()
+    required: bool = True
+    owner: str | None = None  # a person's step: the Slack user who does it, by hand
+    instructions: str | None = None  # what they do; a step has these or a command, never both
+    planned: timedelta | None = None  # how long the step should take, for the night's timetable
+
+    @property
+    def manual(self) -> bool:
+        """A person's step (owner and instructions), not a command on a host."""
+        return self.owner is not None
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    floating_ip: str
+    old: str
+    new: str
+    health_file: str
+    healthy: str
+    unhealthy: str
+    probe_url: str
+    new_marker: str
+    verify_timeout: timedelta
+    old_marker: str | None = None
+    interface: str | None = None
+    require_freezes: tuple[str, ...] = ()
+    rollback_approvals: int = 1
+    vip: str = ""
+    new_probe_url: str = ""
+    old_probe_url: str = ""
+    vrrp_state_file: str | None = None  # written by a keepalived notify script: MASTER, BACKUP, FAULT
+    keepalived_conf: str = "/etc/keepalived/keepalived.conf"
+    track_file: str | None = None  # keepalived's vrrp_track_file: the bot writes 1 with the flip, 0 with a rollback
+
+
+@dataclass(frozen=True)
+class DigitalOcean:
+    old_droplet: int
+    new_droplet: int
+
+
+# Slack names some emoji by an alias in its events and answers, whatever the plan calls them.
+REACTION_ALIASES = {"thumbsup": "+1", "thumbsdown": "-1"}
+
+
+def reaction_base(name: str) -> str:
+    """A reaction as one emoji: without its skin tone (Slack sends ``+1::skin-tone-2`` for a person whose default
+    tone is set, every time) and by Slack's own name for it."""
+    base = name.strip(":").split("::", 1)[0]
+    return REACTION_ALIASES.get(base, base)
+
+
+@dataclass(frozen=True)
+class People:
+    channel: str
+    operators: tuple[str, ...]
+    approvers: tuple[str, ...]
+    required_approvals: int
+    approval_reaction: str
+    approval_ttl: timedelta
+
+    def approves(self, reaction: str) -> bool:
+        """Whether ``reaction`` (as Slack names it, a skin tone and all) is the plan's approval reaction."""
+        return reaction_base(reaction) == reaction_base(self.approval_reaction)
+
+
+@dataclass(frozen=True)
+class FreezeKind:
+    name: str
+    start_stage: str | None = None
+    end_stage: str | None = None
+    announce_to: tuple[str, ...] = ()  # more channels that hear the announcement, reminders, start and end
+
+
+@dataclass(frozen=True)
+class FreezesPlan:
+    reminders: tuple[timedelta, ...]
+    kinds: dict[str, FreezeKind]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The night's timetable: when it starts, and how many steps ``run all`` runs side by side."""
+
+    start: datetime | None = None
+    max_parallel: int = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: str
+    people: People
+    hosts: dict[str, Host]
+    stages: tuple[Stage, ...]
+    failover: FailoverPlan | None
+    digitalocean: DigitalOcean | None
+    freezes: FreezesPlan
+    redact: tuple[re.Pattern[str], ...] = field(default_factory=tuple)
+    schedule: Schedule = Schedule()
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def waits_for(self) -> dict[str, tuple[str, ...]]:
+        """What each step waits for: its dependencies, and with one at a time also the step before it."""
+        out = {}
+        for i, stage in enumerate(self.stages):
+            before = (self.stages[i - 1].name,) if self.schedule.max_parallel == 1 and i else ()
+            out[stage.name] = tuple(dict.fromkeys(stage.depends_on + before))
+        return out
+
+    def vrrp_state_file(self, host: str) -> str | None:
+        """Where keepalived's notify script on ``host`` writes its VRRP state, if the plan says."""
+        assert self.failover is not None
+        return self.hosts[host].vrrp_state_file or self.failover.vrrp_state_file
+
+    def track_file(self, host: str) -> str | None:
+        """The file keepalived watches (inotify) on ``host`` for an instant flip, if the plan has one."""
+        assert self.failover is not None
+        return self.hosts[host].track_file or self.failover.track_file
+
+    def keepalived_conf(self, host: str) -> str:
+        """keepalived's configuration file on ``host``: its own, or the failover default."""
+        assert self.failover is not None
+        return self.hosts[host].keepalived_conf or self.failover.keepalived_conf
+
+    def health_file(self, host: str) -> str:
+        """The health file keepalived's check reads on ``host``: its own, or the failover default."""
+        assert self.failover is not None
+        return self.hosts[host].health_file or self.failover.health_file
+
+    def is_operator(self, user: str) -> bool:
+        return user in self.people.operators
+
+    def is_approver(self, user: str) -> bool:
+        return user in self.people.approvers

@@ -1,0 +1,159 @@
+"""Block Kit for go-live and rollback requests and for the preflight: pure functions of plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.durations import format_duration
+from bot.plan import FailoverPlan
+from bot.slackapi.blocks import sentence, clamp, context, divider, escape, header, section, sections, slack_date
+from bot.states import RequestState
+from bot.switch.model import STATE_WORDS, WHAT, Preflight, Verification
+
+__all__ = ["STATE_WORDS", "WHAT", "RequestView", "format_ttl", "people_list", "preflight_lines", "request_message", "slack_date",
+           "text"]
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: int
+    kind: str
+    state: RequestState
+    requested_by: str
+    created_at: datetime
+    expires_at: datetime
+    required: int
+    approvers: tuple[str, ...]
+    reaction: str
+    approvals: list[tuple[str, datetime]]
+    preflight: Preflight | None
+    decided_at: datetime | None
+    failover: FailoverPlan
+    droplets: tuple[int, int]
+    last_sync: tuple[str, datetime] | None = None
+    flipped_at: datetime | None = None
+    verification: Verification | None = None
+    abort_reason: str | None = None
+    unknown_reason: str | None = None
+
+
+def people_list(users: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f"<@{u}>" for u in users) or "nobody"
+
+
+def format_ttl(ttl: timedelta) -> str:
+    return format_duration(ttl)
+
+
+def preflight_lines(preflight: Preflight) -> list[str]:
+    return [f"{'✅' if c.ok else ('❌' if c.blocking else '⚠️')} {c.detail}" for c in preflight.checks]
+
+
+def text(view: RequestView) -> str:
+    return f"{sentence(WHAT[view.kind])} request #{view.id}: {view.state}"
+
+
+def _plan_lines(view: RequestView) -> list[str]:
+    f = view.failover
+    old_droplet, new_droplet = view.droplets
+    if view.kind == "golive":
+        return [f"1. write `{escape(f.unhealthy)}` to the health file on `{f.old}`",
+                f"2. keepalived on `{f.new}` takes VIP `{f.vip}` when `{f.old}`'s check fails",
+                f"3. `{f.new}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {new_droplet}",
+                "4. the bot proves it: the probe answers from the new server, keepalived moved, DigitalOcean agrees",
+                _data_window(view)]
+    return [f"1. restore the health file on `{f.old}` to what it held before the go-live",
+            f"2. keepalived on `{f.old}` takes VIP `{f.vip}` back",
+            f"3. `{f.old}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {old_droplet}",
+            "4. the bot proves it the same way"]
+
+
+def _data_window(view: RequestView) -> str:
+    """What is lost at the switch: whatever the old site took in since the new one last caught up."""
+    if view.last_sync is None:
+        return ("⚠️ No stage has succeeded yet: the new server has none of the old database's recent writes.")
+    stage, at = view.last_sync
+    return (f"⚠️ Writes to the old site after the last stage (`{stage}`, done {slack_date(at)}) are not on the new "
+            "server and are lost when traffic moves to it: sessions, half-filled forms. Keep this window short.")
+
+
+def _timeline(view: RequestView) -> list[str]:
+    v = view.verification
+    lines = []
+    if view.decided_at:
+        lines.append(f"• approvals complete {slack_date(view.decided_at)}")
+    flipped = view.flipped_at
+    if flipped:
+        lines.append(f"• flipped {slack_date(flipped)}")
+        if view.last_sync and view.kind == "golive":
+            # The old server takes writes until traffic moves: the first answer from new, where it is known.
+            stage, at = view.last_sync
+            moved = (f", {format_duration(v.first_answer_at - at, tenths=True)} to the first answer from "
+                     f"`{v.target}`" if v is not None and v.first_answer_at else "")
+            lines.append(f"• data window: {format_duration(flipped - at, tenths=True)} between the end of `{stage}` "
+                         f"and the flip{moved}")
+    if v is None:
+        return lines
+    if v.first_answer_at:
+        after = f" ({format_duration(v.first_answer_at - flipped, tenths=True)} after the flip)" if flipped else ""
+        lines.append(f"• first answer from `{v.target}` {slack_date(v.first_answer_at)}{after}")
+    if v.cloud_confirmed_at:
+        lines.append(f"• DigitalOcean confirmed {slack_date(v.cloud_confirmed_at)}")
+    lines.append(f"• probes without an answer: {v.failed_probes}; answers still from the other "
+                 f"server: {v.other_answers}; DigitalOcean errors retried: {max(v.cloud_error_count, len(v.cloud_errors))}")
+    return lines
+
+
+def _state_lines(view: RequestView) -> list[str]:
+    count = len(view.approvals)
+    approved = ", ".join(f"<@{u}> {slack_date(at, '{time_secs}')}" for u, at in view.approvals)
+    so_far = f"Approved by {approved}." if approved else "No approvals yet."
+    others = [a for a in view.approvers if a != view.requested_by]
+    s = view.state
+    if s == RequestState.OPEN:
+        return [f"*Needs {view.required} approval(s)* from {people_list(others)} — react with :{view.reaction}: "
+                f"on this message. The requester's reaction does not count.",
+                f"{so_far} ({count}/{view.required}) Open until {slack_date(view.expires_at)}."]
+    if s == RequestState.EXPIRED:
+        return [f"⌛ *Expired* {slack_date(view.expires_at)} with {count}/{view.required} approvals. "
+                "Nothing was changed."]
+    if s == RequestState.DECIDING:
+        return [f"{so_far} Checking again before switching…"]
+    if s == RequestState.ABORTED:
+        return [f"🛑 *Not switched*: {view.abort_reason or 'the preflight failed'}. Nothing was changed."]
+    if s == RequestState.UNKNOWN:
+        return [f"{so_far}", f"❓ *Unknown whether the {'switch' if view.kind == 'golive' else 'rollback'} was made*: "
+                f"{view.unknown_reason or 'the write could not be confirmed'}. The bot keeps reading the old "
+                "server's health file and says which in the thread.", *_timeline(view)]
+    if s in (RequestState.FLIPPING, RequestState.FLIPPED):
+        return [f"{so_far}", "🔀 *Switching* — verifying, details in the thread…", *_timeline(view)]
+    if s == RequestState.VERIFIED and view.verification:
+        return [f"✅ *Switched to `{view.verification.target}` and verified.*", *_timeline(view)]
+    if s == RequestState.UNVERIFIED and view.verification:
+        failed = [w.detail for w in view.verification.failed]
+        hint = " `/cutover rollback` switches back." if view.kind == "golive" else ""
+        return [f"❌ *Verification failed*: {'; '.join(failed).rstrip('.')}.{hint}", *_timeline(view)]
+    if s == RequestState.INTERRUPTED:
+        return ["⏸️ *Interrupted* by a bot restart before the switch; nothing was changed. Ask again."]
+    return [s]
+
+
+def request_message(view: RequestView) -> list[dict]:
+    icon = "🚦" if view.kind == "golive" else "↩️"
+    title = f"{icon} {sentence(WHAT[view.kind])} request #{view.id}"
+    blocks = [header(title),
+              section(f"<@{view.requested_by}> asks to switch the site to the "
+                      f"{'new' if view.kind == 'golive' else 'old'} server. What happens:\n"
+                      + "\n".join(_plan_lines(view)))]
+    if view.preflight:
+        blocks += [context(f"Preflight {slack_date(view.preflight.at)}"),
+                   *sections(preflight_lines(view.preflight), budget=8)]
+    blocks += [divider(), *sections(_state_lines(view), budget=6)]
+    return clamp(blocks)
+
+
+def preflight_message(preflight: Preflight, title: str) -> list[dict]:
+    what = WHAT.get(preflight.purpose, "go-live")
+    verdict = f"✅ A {what} would find everything ready." if preflight.ok else f"❌ A {what} would stop here."
+    return [header(title), *sections(preflight_lines(preflight), budget=10), context(verdict)]

@@ -1,0 +1,145 @@
+"""The switch itself: flipping the old server's health file, restoring it, and proving the move.
+
+Flipping writes the unhealthy value to the old server's health file with a
+temp file and a rename (over SFTP), after recording what was there so that a
+rollback restores exactly that. Verification asks the three witnesses in
+turn — the probe URL, keepalived's address, DigitalOcean's assignment —
+until each agrees or the deadline passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from bot.clock import Clock
+from bot.plan import Plan
+from bot.ssh import SSHError, SSHPool, WriteRefused, quote
+from bot.switch.model import Reading, Verification
+from bot.switch.requests import Backup, Requests
+from bot.switch.witnesses import Witnesses
+
+log = logging.getLogger("cutover.failover")
+
+
+class FlipNotMade(Exception):
+    """The health file was not changed; the reason says why."""
+
+
+class FlipUnknown(Exception):
+    """The write was sent, but whether it landed cannot be told now; the reason says what broke."""
+
+
+class Failover:
+    def __init__(self, plan: Plan, ssh: SSHPool, requests: Requests, audit: Callable[..., object], clock: Clock,
+                 witnesses: Witnesses) -> None:
+        assert plan.failover is not None
+        self.plan = plan
+        self.config = plan.failover
+        self.ssh = ssh
+        self.requests = requests
+        self.audit = audit
+        self.clock = clock
+        self.witnesses = witnesses
+
+    # -- changing it -----------------------------------------------------------------------------
+
+    def flip(self, request_id: int) -> datetime:
+        """Record the old server's health file, then write the unhealthy value over it atomically.
+
+        Returns when the host says the file was written. FlipNotMade: the file is as it was. FlipUnknown:
+        the bot cannot tell (the connection went during the write or its read-back).
+        """
+        host = self.config.old
+        path = self.plan.health_file(host)
+        try:
+            previous = self.ssh.read_file(host, path)
+            self.ssh.ensure_connected(host)
+        except SSHError as exc:
+            raise FlipNotMade(str(exc)) from None
+        if previous is None:
+            raise FlipNotMade(f"`{path}` does not exist on `{host}`")
+        self.requests.save_backup(request_id, host, path, previous.decode("utf-8", "replace"))
+        return self._replace(host, path, (self.config.unhealthy + "\n").encode())
+
+    def backup(self) -> Backup | None:
+        """What the health file held before the last flip."""
+        return self.requests.last_backup()
+
+    def restore(self) -> tuple[Backup, datetime]:
+        """Put back the health file content recorded before the last flip; returns it and when it was written."""
+        saved = self.backup()
+        if saved is None:
+            raise FlipNotMade("no health file content was recorded before a flip, so there is nothing to restore")
+        try:
+            self.ssh.ensure_connected(saved.host)
+        except SSHError as exc:
+            raise FlipNotMade(str(exc)) from None
+        return saved, self._replace(saved.host, saved.path, saved.content.encode())
+
+    def tell_keepalived(self, kind: str) -> str | None:
+        """Once the health file is known written, say it to keepalived at once through the old server's track
+        file: 1 after a go-live, 0 after a rollback. None when done (or the plan has none); else what it means.
+
+        The health file decides: a track file not written after a go-live costs only keepalived's check
+        interval; after a rollback it keeps the old server from taking the address back, which the verification
+        then shows.
+        """
+        host = self.config.old
+        path = self.plan.track_file(host)
+        if path is None:
+            return None
+        value = "1" if kind == "golive" else "0"
+        try:
+            self.ssh.replace_file(host, path, f"{value}\n".encode())
+            return None
+        except SSHError as exc:
+            self.audit("cutover", "track-file", f"{host}:{path}", "failed", {"value": value, "error": str(exc)})
+            consequence = ("keepalived notices the flip at its next check instead" if value == "1" else
+                           f"keepalived keeps the address off `{host}` until it holds 0: write 0 there")
+            log.warning("the track file %s on %s was not written (%s): %s", path, host, exc, consequence)
+            return f"keepalived's track file `{path}` on `{host}` was not written ({exc}); {consequence}."
+
+    def _replace(self, host: str, path: str, content: bytes) -> datetime:
+        try:
+            written = self.ssh.replace_file(host, path, content)
+        except WriteRefused as exc:
+            raise FlipNotMade(str(exc)) from None
+        except SSHError as exc:
+            raise FlipUnknown(str(exc)) from None
+        if written.content.strip() != content.strip():
+            raise FlipUnknown(f"`{path}` on `{host}` reads `{written.content.strip()[:40].decode(errors='replace')}` "
+                              "right after the write; something else writes it too")
+        return datetime.fromtimestamp(written.mtime, timezone.utc)
+
+    def written_at(self, host: str) -> datetime:
+        """When the host says its health file was last written."""
+        path = self.plan.health_file(host)
+        stamp = self.ssh.check(host, f"date -r {quote(path)} +%s.%N", timeout=10).strip()
+        try:
+            return datetime.fromtimestamp(float(stamp), timezone.utc)
+        except ValueError:
+            raise SSHError(f"`{host}` did not say when `{path}` was written") from None
+
+    # -- proving it -----------------------------------------------------------------------------------
+
+    def verify(self, target: str, timeout: float, report: Callable[[Reading], None]) -> Verification:
+        """Wait, within ``timeout`` seconds, for all three witnesses to agree that ``target`` serves."""
+        deadline = time.monotonic() + timeout
+        result = Verification(target)
+        counts: dict[str, int] = {}
+        for ask in (lambda: self.witnesses.answers(self.config.probe_url, target, deadline, counts=counts),
+                    lambda: self.witnesses.vip(target, deadline),
+                    lambda: self.witnesses.cloud(target, timeout, deadline, result.cloud_errors)):
+            reading = ask()
+            if reading.name == "probe" and reading.ok:
+                result.first_answer_at = reading.at
+            if reading.name == "digitalocean" and reading.ok:
+                result.cloud_confirmed_at = reading.at
+            result.witnesses.append(reading)
+            report(reading)
+        result.failed_probes = counts.get("failed_probes", 0)
+        result.other_answers = counts.get("other_answers", 0)
+        return result

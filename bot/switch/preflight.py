@@ -1,0 +1,182 @@
+"""What a go-live (or a rollback) would find right now, each item with ✅/❌ and its detail."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from bot.clock import Clock
+from bot.freezes.records import FreezeRecords
+from bot.plan import Plan
+from bot.runbook.runs import Runs
+from bot.ssh import SSHError, SSHPool
+from bot.states import RunState
+from bot.switch.failover import Failover
+from bot.switch.model import Check, Preflight, Reading
+from bot.switch.requests import Requests
+from bot.switch.witnesses import Snapshot
+
+CLOUD_PATIENCE = 2.0
+
+
+class Preflights:
+    """Asks the servers, the probe URLs and DigitalOcean, in parallel, each with its own deadline."""
+
+    def __init__(self, plan: Plan, runs: Runs, freezes: FreezeRecords, requests: Requests, clock: Clock, ssh: SSHPool,
+                 failover: Failover) -> None:
+        assert plan.failover is not None
+        self.plan = plan
+        self.config = plan.failover
+        self.runs = runs
+        self.freezes = freezes
+        self.requests = requests
+        self.clock = clock
+        self.ssh = ssh
+        self.failover = failover
+        self.witnesses = failover.witnesses
+
+    def run(self, purpose: str = "golive", ignore_request: int | None = None) -> Preflight:
+        cfg = self.config
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="preflight") as pool:
+            # Each server's health, track and VRRP state files and addresses, read once by one SSH command for
+            # every check below that needs them. Submitted first, so a worker is on each before any check waits.
+            reads = {host: pool.submit(self.witnesses.snapshot, host, self._small_files(host))
+                     for host in (cfg.old, cfg.new)}
+
+            def snaps() -> dict[str, Snapshot]:
+                return {host: read.result() for host, read in reads.items()}
+
+            checks = self._full_checks(purpose, snaps, ignore_request)
+            results = tuple(pool.map(lambda fn: fn(), checks))
+        return Preflight(purpose, self.clock.now(), results)
+
+    def _full_checks(self, purpose: str, snaps: Callable[[], dict[str, Snapshot]],
+                     ignore_request: int | None) -> list[Callable[[], Check]]:
+        cfg = self.config
+        golive = purpose == "golive"
+        current, target = (cfg.old, cfg.new) if golive else (cfg.new, cfg.old)
+        checks: list[Callable[[], Check]] = [lambda: self._ssh(cfg.old), lambda: self._ssh(cfg.new)]
+        if golive:
+            checks += [lambda: self._health(cfg.old, snaps()[cfg.old]),
+                       lambda: self._health(cfg.new, snaps()[cfg.new]),
+                       lambda: self._answers(cfg.new_probe_url, cfg.new, blocking=True)]
+        else:
+            checks += [self._backup, lambda: self._answers(cfg.old_probe_url, cfg.old, blocking=False)]
+        checks += [lambda: _check(f"keepalived {cfg.old}", self.witnesses.keepalived(cfg.old), True),
+                   lambda: _check(f"keepalived {cfg.new}", self.witnesses.keepalived(cfg.new), True),
+                   lambda: _check("vrrp", self.witnesses.vrrp(current, target, snaps(), backup_may_fault=not golive),
+                                  blocking=self.plan.vrrp_state_file(cfg.old) is not None),
+                   lambda: _check("vip", self.witnesses.vip(current, snaps=snaps()), golive),
+                   lambda: _check("digitalocean", self.witnesses.cloud(current, CLOUD_PATIENCE),
+                                  golive),
+                   lambda: _check(f"wiring {cfg.old}", self.witnesses.wiring(cfg.old), True),
+                   lambda: _check(f"wiring {cfg.new}", self.witnesses.wiring(cfg.new), True),
+                   lambda: _check("droplets", self.witnesses.droplets_seen(), golive)]
+        if golive:
+            checks += [self._stages, self._freezes]
+        checks.append(lambda: self._no_other_request(ignore_request))
+        return checks
+
+    def confirm(self, purpose: str = "golive", ignore_request: int | None = None) -> Preflight:
+        """What can change in seconds, asked again: the health files (over SSH), keepalived's states and the VIP,
+        and the stages, freezes and requests. Tens of milliseconds, where ``run`` takes half a second or more.
+
+        Only valid beside a full preflight that passed moments ago: DigitalOcean's assignment and the new
+        server's answer are not asked again here.
+        """
+        cfg = self.config
+        golive = purpose == "golive"
+        current, target = (cfg.old, cfg.new) if golive else (cfg.new, cfg.old)
+        hosts = (cfg.old, cfg.new)
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="confirm") as pool:
+            # each server is asked once, everything at once: one SSH round trip, not one per file
+            reads = [pool.submit(self.witnesses.snapshot, host, self._small_files(host)) for host in hosts]
+            local = [pool.submit(fn) for fn in ((self._stages, self._freezes) if golive else (self._backup,))]
+            local.append(pool.submit(self._no_other_request, ignore_request))
+            snaps = {host: read.result() for host, read in zip(hosts, reads)}
+            checks = [self._health(host, snaps[host]) if golive else self._reached(snaps[host]) for host in hosts]
+            checks += [f.result() for f in local]
+        checks += [_check("vrrp", self.witnesses.vrrp(current, target, snaps, backup_may_fault=not golive),
+                          blocking=self.plan.vrrp_state_file(cfg.old) is not None),
+                   _check("vip", self.witnesses.vip(current, snaps=snaps), golive)]
+        return Preflight(purpose, self.clock.now(), tuple(checks))
+
+    def _small_files(self, host: str) -> list[str]:
+        """The files a confirmation reads on ``host``: its health file, and its track and VRRP state files."""
+        return [p for p in (self.plan.health_file(host), self.plan.track_file(host), self.plan.vrrp_state_file(host))
+                if p is not None]
+
+    @staticmethod
+    def _reached(snap: Snapshot) -> Check:
+        if snap.error:
+            return Check(f"ssh {snap.host}", False, snap.error)
+        return Check(f"ssh {snap.host}", True, f"SSH to `{snap.host}` works")
+
+    def _ssh(self, host: str) -> Check:
+        try:
+            name = self.ssh.check(host, "hostname", timeout=10).strip()
+            return Check(f"ssh {host}", True, f"SSH to `{host}` works (hostname `{name}`)")
+        except SSHError as exc:
+            return Check(f"ssh {host}", False, str(exc))
+
+    def _health(self, host: str, snap: Snapshot) -> Check:
+        """The health file holds the healthy value, and the track file (if any) 0, as ``snap`` read them."""
+        cfg = self.config
+        path = self.plan.health_file(host)
+        try:
+            value = self.witnesses.health(host, snap)
+        except SSHError as exc:
+            return Check(f"health {host}", False, f"cannot read `{path}` on `{host}`: {exc}")
+        if value == cfg.healthy:
+            track = self.plan.track_file(host)
+            if track is not None:
+                try:
+                    held = snap.read(track)
+                except SSHError as exc:
+                    return Check(f"health {host}", False, f"cannot read `{track}` on `{host}`: {exc}")
+                if held not in ("0", None):
+                    return Check(f"health {host}", False, f"keepalived's track file `{track}` on `{host}` holds "
+                                                          f"`{held[:20]}`, which tells keepalived to move the address off "
+                                                          f"`{host}`; write 0 there once you know why it is set")
+            return Check(f"health {host}", True, f"`{path}` on `{host}` holds `{cfg.healthy}`")
+        shown = "is missing" if value is None else f"holds `{value[:40]}`"
+        return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`")
+
+    def _answers(self, url: str, host: str, blocking: bool) -> Check:
+        return _check(f"answers {host}", self.witnesses.answers(url, host, timeout=3.0), blocking)
+
+    def _stages(self) -> Check:
+        runs = self.runs.latest()
+        missing = [s.name for s in self.plan.stages
+                   if s.required and (s.name not in runs or runs[s.name].state != RunState.SUCCEEDED)]
+        if not missing:
+            return Check("stages", True, "every required stage has succeeded")
+        return Check("stages", False, "not yet succeeded: " + ", ".join(f"`{m}`" for m in missing))
+
+    def _freezes(self) -> Check:
+        required = self.config.require_freezes
+        if not required:
+            return Check("freezes", True, "the plan requires no freeze")
+        active = self.freezes.active_kinds()
+        missing = [k for k in required if k not in active]
+        if not missing:
+            return Check("freezes", True, "in effect: " + ", ".join(f"`{k}`" for k in required))
+        return Check("freezes", False, "not in effect: " + ", ".join(f"`{k}`" for k in missing))
+
+    def _backup(self) -> Check:
+        saved = self.failover.backup()
+        if saved is None:
+            return Check("backup", False, "no health file content was recorded by a go-live; nothing to restore")
+        return Check("backup", True, f"will restore `{saved.path}` on `{saved.host}` to "
+                                     f"`{saved.content.strip()[:40]}`")
+
+    def _no_other_request(self, ignore: int | None) -> Check:
+        others = [r for r in self.requests.in_flight() if r.id != ignore]
+        if not others:
+            return Check("requests", True, "no other request is open")
+        r = others[0]
+        return Check("requests", False, f"{r.kind} request #{r.id} by <@{r.requested_by}> is still open")
+
+
+def _check(name: str, reading: Reading, blocking: bool) -> Check:
+    return Check(name, reading.ok, reading.detail, blocking)
