@@ -144,7 +144,7 @@ def write_local_report(db: str, plan_path: str | None, out: Path) -> int:
         return 2
     try:
         clock = SystemClock()
-        md, png, drawn = write_report(plan, Records.on(store, clock), clock.now(), out)
+        md, png, drawn = write_report(plan, Records.on(store, clock, plan), clock.now(), out)
     finally:
         store.close()
     print(f"{md}: the report ({len(drawn)} steps, {len(md.read_text(encoding='utf-8').splitlines())} lines)")

@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 
 from bot.clock import Clock, SystemClock
 from bot.freezes.service import Freezes
+from bot.ledger.watches import Ledger
 from bot.night.home import HomeView
 from bot.night.records import Records
 from bot.night.reports import Reports
@@ -66,6 +67,7 @@ class Services:
     home: HomeView
     watchdog: Watchdog
     records: Records
+    ledger: Ledger
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
@@ -140,19 +142,21 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     ssh = SSHPool(plan.hosts)
     cloud = Cloud(settings.digitalocean_token, settings.digitalocean_end_point)
     scheduler = WatchedScheduler()
-    records = Records.on(store, clock)
+    records = Records.on(store, clock, plan)
     stages = StageRunner(plan, records.runs, store.audit, notifier, clock, ssh, lane, redactor, settings.log_dir)
-    freezes = Freezes(plan, records.freezes, store.audit, notifier, clock, scheduler, lane, stages)
+    freezes = Freezes(plan, records.freezes, store.audit, notifier, clock, scheduler, lane, stages, ssh)
+    ledger = Ledger(plan, ssh, records.runs, records.counts, clock, stages)
     reports = Reports(plan, records, notifier, clock, redactor, settings.log_dir / "reports")
     golive = None
     if plan.failover is not None and plan.digitalocean is not None:
         failover = Failover(plan, ssh, records.requests, store.audit, clock, Witnesses(plan, ssh, cloud, clock))
-        preflights = Preflights(plan, records.runs, records.freezes, records.requests, clock, ssh, failover)
+        preflights = Preflights(plan, records.runs, records.freezes, records.requests, clock, ssh, failover, ledger,
+                                freezes.read_back)
         golive = GoLive(plan, store, notifier, clock, lane, failover, preflights, records.requests, records.runs,
-                        after_verified=reports.after_verified)
+                        after_verified=reports.after_verified, ledger=ledger)
     services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
                         workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
                         stages=stages, freezes=freezes, golive=golive, reports=reports,
                         home=HomeView(notifier, clock, lambda: build_status(plan, records, clock)),
-                        watchdog=Watchdog(notifier, clock), records=records)
+                        watchdog=Watchdog(notifier, clock), records=records, ledger=ledger)
     return services

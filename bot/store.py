@@ -24,7 +24,7 @@ from bot.clock import Clock, SystemClock
 
 log = logging.getLogger("cutover.audit")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -139,6 +139,24 @@ _MIGRATIONS: dict[int, str] = {
     # An update of the run's message got no answer: Slack may still apply it over a newer one.
     5: """
     ALTER TABLE stage_runs ADD COLUMN message_doubt INTEGER NOT NULL DEFAULT 0;
+    """,
+    # When the command started by its host's clock (the moment of a copy), and the data window's counts.
+    6: """
+    ALTER TABLE stage_runs ADD COLUMN host_started_at TEXT;
+    CREATE TABLE watch_counts (
+        id INTEGER PRIMARY KEY,
+        watch TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        request_id INTEGER,
+        counted_at TEXT NOT NULL,
+        since TEXT NOT NULL,
+        until TEXT,
+        count INTEGER,
+        rows TEXT,
+        more INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX watch_counts_watch ON watch_counts(watch, id);
     """,
 }
 

@@ -64,20 +64,28 @@ def lab(request, tmp_path, do):
     where it can run, else the keepalived stand-in (``bot.standins.keepalived_pair``: real sshd and web servers on
     127.0.0.1) unless the test is marked ``vrrp``. ``parametrize("lab", ["stand-in"], indirect=True)`` asks for
     the stand-in; ``CUTOVER_LAB=stand-in`` gives it to every test that does not need real VRRP."""
+    with make_lab(request, tmp_path, do) as running:
+        yield running
+
+
+def make_lab(request, tmp_path, do, env_of=None):
+    """The lab the ``lab`` fixture gives (see there), not yet started; ``env_of(server_dir)`` gives each server's
+    SSH commands more environment."""
     wanted = getattr(request, "param", os.environ.get("CUTOVER_LAB", "keepalived"))
     why = lab_unavailable()
     needs_vrrp = request.node.get_closest_marker("vrrp") is not None
     if wanted == "keepalived" and why is None or needs_vrrp:
         if why:
             pytest.skip(f"the keepalived lab cannot run here: {why}")
-        with KeepalivedLab(tmp_path / "lab", do, STEADY) as running:
-            yield running
-        return
+        work = tmp_path / "lab"
+        env = {role: env_of(work / role) for role in ("old", "new")} if env_of else None
+        return KeepalivedLab(work, do, STEADY, env=env)
     why_no_pair = pair_unavailable()
     if why_no_pair:
         pytest.skip(f"the keepalived stand-in cannot run here: {why_no_pair}")
-    with KeepalivedPairStandIn(tmp_path / "pair", do, STEADY) as running:
-        yield running
+    work = tmp_path / "pair"
+    env = {role: env_of(work / role) for role in ("old", "new")} if env_of else None
+    return KeepalivedPairStandIn(work, do, STEADY, env=env)
 
 
 @pytest.fixture(scope="module")

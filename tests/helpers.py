@@ -91,6 +91,10 @@ def to_toml(plan: dict) -> str:
         for k, v in data.items():
             if isinstance(v, dict):
                 table(f"{prefix}.{k}", v)
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                for item in v:
+                    out.append(f"[[{prefix}.{k}]]")
+                    out.extend(f"{ik} = {_value(iv)}" for ik, iv in item.items())
 
     for key, value in plan.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):

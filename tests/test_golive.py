@@ -3,7 +3,6 @@ the Slack stand-in and the DigitalOcean stand-in."""
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import threading
@@ -12,34 +11,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.local.bot import start_local_bot
-from bot.plan import parse_plan
 from bot.standins.lab import DROPLETS, FLOATING_IP
-from bot.standins.slack import blocks_text
 from bot.store import Store
-from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
-from tests.helpers import latest_runs, FakeClock, wait_settled
-
-BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
-OK = "white_check_mark"
+from tests.conftest import OPERATOR, OUTSIDER, reply_text
+from tests.golive_support import (BOB, CAROL, DAVE, OK, approvals, ephemerals_for, flipped, flips, lab_plan, make_bot,
+                                  request, shown, state, text_of, thread_text)
+from tests.helpers import FakeClock, latest_runs, wait_settled
 
 # Run on the real lab and on the keepalived stand-in, so the stand-in the demo and laptops use stays true (the
 # rest run on it wherever the lab cannot: CUTOVER_LAB=stand-in runs them all on it).
 ALSO_ON_THE_STAND_IN = pytest.mark.parametrize("lab", ["keepalived", "stand-in"], indirect=True)
-
-
-def lab_plan(lab, **failover) -> dict:
-    base = copy.deepcopy(PLAN)
-    base.pop("hosts")
-    base["stages"] = []
-    plan = lab.plan(base)
-    plan["failover"].update(failover)
-    return plan
-
-
-def make_bot(slack, lab, do, tmp_path, plan=None, clock=None, name="g.db"):
-    plan = parse_plan(plan or lab_plan(lab), "lab plan")
-    return start_local_bot(slack, plan, str(tmp_path / name), clock=clock, digitalocean_end_point=do.end_point)
 
 
 @pytest.fixture
@@ -47,53 +28,6 @@ def bot(slack, lab, do, tmp_path):
     local = make_bot(slack, lab, do, tmp_path)
     yield local
     local.stop()
-
-
-def request(slack, bot, user=OPERATOR, kind="golive"):
-    reply = reply_text(slack, slack.command(user, kind), timeout=30)
-    rows = bot.services.store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")
-    assert rows and rows[0]["kind"] == kind, reply
-    row = rows[0]
-    slack.wait_for(lambda: bot.services.store.query("SELECT message_ts FROM golive_requests WHERE id = ?",
-                                                    [row["id"]])[0]["message_ts"], 10, "the request message")
-    return bot.services.store.query("SELECT * FROM golive_requests WHERE id = ?", [row["id"]])[0], reply
-
-
-def state(bot, request_id):
-    return bot.services.store.query("SELECT state FROM golive_requests WHERE id = ?", [request_id])[0]["state"]
-
-
-def approvals(bot, request_id):
-    return [r["user"] for r in bot.services.store.query("SELECT user FROM approvals WHERE request_id = ?",
-                                                        [request_id])]
-
-
-def text_of(slack, ts):
-    msg = slack.message("C0LAUNCH", ts)
-    return blocks_text(msg.get("blocks")) or msg["text"]
-
-
-def shown(slack, ts, expected, timeout=10):
-    """The request message once it shows ``expected`` (it is updated just after the state settles)."""
-    slack.wait_for(lambda: expected in text_of(slack, ts), timeout, f"the message to show {expected!r}")
-    return text_of(slack, ts)
-
-
-def flipped(slack, lab):
-    """Wait until the bot has written the old server's health file (verification starts then)."""
-    slack.wait_for(lambda: lab.servers["old"].health_file.read_text() == "false\n", 30, "the flip")
-
-
-def thread_text(slack, ts):
-    return "\n".join(m["text"] for m in slack.messages("C0LAUNCH", ts))
-
-
-def ephemerals_for(slack, user):
-    return [e["text"] for e in slack.ephemerals if e["user"] == user]
-
-
-def flips(bot):
-    return [e for e in bot.services.store.recent_audit(200) if e["action"] == "golive-flipped"]
 
 
 def test_check_reports_every_item(slack, bot):
@@ -170,7 +104,7 @@ def test_every_bypass_is_refused_without_a_flip(slack, lab, do, tmp_path):
         assert slack.react(DAVE, OK, "C0LAUNCH", ts) is None  # Slack itself won't add the same reaction twice
         slack.redeliver(slack.envelopes[-1])
         slack.react(DAVE, "+1", "C0LAUNCH", ts)
-        slack.wait_for(lambda: any("Only :white_check_mark: counts" in t for t in ephemerals_for(slack, DAVE)), 10,
+        slack.wait_for(lambda: any("Only :white_check_mark: (or the Approve button) counts" in t for t in ephemerals_for(slack, DAVE)), 10,
                        "a note about the emoji")
         assert approvals(local, req["id"]) == [DAVE]
 
@@ -412,8 +346,10 @@ def test_a_write_refused_by_the_old_server_is_reported_as_itself_and_leaves_noth
         assert wait_settled(bot.services, req["id"], 60) == "aborted"
     finally:
         subprocess.run([*on_old, "umount", str(health_dir)], check=True)
+    # the thread is told just after the request is recorded as aborted
+    slack.wait_for(lambda: "Nothing was changed" in thread_text(slack, req["message_ts"]), 10, "the thread's note")
     thread = thread_text(slack, req["message_ts"])
-    assert "Read-only file system" in thread and "Nothing was changed" in thread, thread
+    assert "Read-only file system" in thread, thread
     assert "lost the SSH connection" not in thread
     assert not [p.name for p in health_dir.iterdir() if ".cutover-" in p.name]
     assert lab.servers["old"].health_file.read_text() == "true\n" and lab.vip_holder() == "old"

@@ -4,7 +4,9 @@ SSH to the old server: the final message, `status`, the audit log and the databa
 Each step is held open by the world, not by the bot's code: an `ip` on the old server that stalls holds the
 re-check at the threshold (its VIP check); a slow DigitalOcean answer holds the verification; a `cat` on the
 old server that stalls (then fails) holds the write after the backup; a `date` that stalls holds the
-read-back after the write has landed.
+read-back after the write has landed; a watch that stalls holds the final count of the data window. The plan
+forwards the old server to the new one at the flip: after a restart the forwarding is on exactly when the
+switch was made, and the window is counted once.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import signal
 
 import pytest
 
+from bot.plan import OPEN_END
 from bot.standins.slack import blocks_text
 from bot.store import Store
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
 from tests.helpers import start_bot_process, to_toml
 from tests.test_golive import BOB, CAROL, OK
 
-STEPS = ("re-check", "after the backup", "after the write", "verification")
+STEPS = ("re-check", "after the backup", "after the write", "verification", "final count")
 
 
 def kill(proc) -> None:
@@ -68,8 +71,15 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
     base = copy.deepcopy(PLAN)
     base.pop("hosts")
     base["stages"] = []
+    plan = lab.plan(base)
+    # A watch whose final count (a closed window: its end is not the open one) stalls while `stall-count` exists.
+    stall_count, counting = tmp_path / "stall-count", tmp_path / "counting"
+    plan["data"] = {**lab.forwarding(), "copied_at": "2026-01-01T00:00:00Z", "watches": [{
+        "name": "sessions", "host": "old", "losses": "accepted", "timeout": "60s",
+        "command": f'if [ "$CUTOVER_UNTIL" != {OPEN_END} ] && [ -e {stall_count} ]; then touch {counting}; '
+                   'sleep 30; fi; echo 2; echo "uid 5 active"; echo "uid 6 active"'}]}
     plan_file = tmp_path / "cutover.toml"
-    plan_file.write_text(to_toml(lab.plan(base)))
+    plan_file.write_text(to_toml(plan))
     db = tmp_path / "bot.db"
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
            "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(db),
@@ -88,13 +98,15 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
             stall(lab, "cat", '[ $# -eq 0 ]', "exit 1")  # `cat > tmp`: the write itself
         elif step == "after the write":
             stall(lab, "date", '[ "$1" = -r ]', ":")  # `date -r file`: the read-back after the rename
+        elif step == "final count":
+            stall_count.touch()
         slack.react(BOB, OK, "C0LAUNCH", ts)
         slack.react(CAROL, OK, "C0LAUNCH", ts)
         if step == "verification":
             slack.wait_for(lambda: request_row(db)["state"] == "flipped", 40, "verification to begin")
             do.fail_next("slow", times=10_000, path="_ips/", method="GET", delay=30)
         expected_state = {"re-check": "deciding", "after the backup": "flipping", "after the write": "flipping",
-                          "verification": "flipped"}[step]
+                          "verification": "flipped", "final count": "verified"}[step]
         slack.wait_for(lambda: request_row(db)["state"] == expected_state, 40, f"the request to be {expected_state}")
         if step == "after the backup":
             store = Store(str(db))
@@ -103,12 +115,17 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
             store.close()
         if step == "after the write":
             slack.wait_for(lambda: lab.servers["old"].health_file.read_text() == "false\n", 20, "the write")
+        if step == "final count":
+            slack.wait_for(counting.exists, 60, "the final count to begin")
     finally:
         kill(first)
     do.clear_faults()
     unstall(lab)
+    stall_count.unlink(missing_ok=True)
+    forward_flag = lab.servers["old"].dir / "forward"
     landed = lab.servers["old"].health_file.read_text() == "false\n"
-    assert landed == (step in ("after the write", "verification"))
+    assert landed == (step in ("after the write", "verification", "final count"))
+    assert forward_flag.exists() == (step in ("verification", "final count"))  # forwarded with the flip's record
 
     if ssh_at_restart == "down":
         lab.ssh_down("old")
@@ -140,7 +157,19 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
             assert "othing was changed" not in thread and "othing was changed" not in text
             assert lab.vip_holder() == "new"
             assert (lab.servers["old"].dir / "health.track").read_text() == "1\n"  # told after a restart too
+            assert forward_flag.exists()  # forwarding at the flip, after a restart too
+            windows = slack.wait_for(lambda: [m["text"] for m in slack.messages("C0LAUNCH", ts)
+                                              if "data window closed" in m["text"]], 60, "the final count")
+            assert "(when the old server began forwarding to the new one)" in windows[0]
+            if "sessions unknown" in windows[0]:  # counted while SSH to the old server was down: said, then again
+                assert ssh_at_restart == "down", windows
+                again = reply_text(slack, slack.command(OUTSIDER, "losses"), timeout=60)
+                assert "from the copy to the switch" in again and "*sessions* (accepted): 2" in again, again
+            else:
+                assert "the old server took 2 sessions (accepted)" in windows[0], windows
             assert "On `new` since" in status and "verified after go-live #1" in status
+            windows = [m["text"] for m in slack.messages("C0LAUNCH", ts) if "data window closed" in m["text"]]
+            assert len(windows) == 1, windows  # counted once, whenever the bot stopped
             written = lab.servers["old"].health_file.stat().st_mtime
             flipped_at = json.loads(final["result"])["flipped_at"]
             from datetime import datetime
@@ -150,6 +179,7 @@ def test_killed_at_each_step_the_channel_status_audit_and_database_agree_with_th
             assert "golive-flipped" not in actions, actions
             assert "othing was changed" in text or "othing was changed" in thread
             assert lab.vip_holder() == "old"
+            assert not forward_flag.exists() and "data window closed" not in thread
             assert "No switch has been made by the bot." in status and "No request is open." in status
     finally:
         lab.ssh_up("old")

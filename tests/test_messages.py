@@ -92,7 +92,7 @@ def test_a_go_live_request_shows_the_data_window():
             "`new`") in text
     assert "• first answer from `new` <!date^" in text and "(0.6s after the flip)" in text
     bare = gm.request_message(gm.RequestView(**{**view.__dict__, "last_sync": None, "state": RequestState.OPEN}))
-    assert "No stage has succeeded yet" in bare[1]["text"]["text"]
+    assert "No stage has succeeded yet" in bare[2]["text"]["text"]  # under what happens: what will be lost
 
 
 def test_status_never_says_no_switch_while_one_is_verifying_or_unverified():
@@ -118,3 +118,43 @@ def test_a_refused_rollback_says_rollback():
     assert preflight_message(refused, "t")[-1]["elements"][0]["text"] == "❌ A rollback would stop here."
     ready = Preflight("golive", T0, (Check("ssh old", True, "SSH works"),))
     assert preflight_message(ready, "t")[-1]["elements"][0]["text"] == "✅ A go-live would find everything ready."
+
+
+def test_the_data_window_stays_within_slacks_limits_for_a_hundred_watches():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from bot.ledger import blocks as ledger_blocks
+    from bot.ledger.model import Count, Tally
+    from bot.plan import ACCEPTED, MUST_BE_ZERO, load_plan
+    from bot.standins.slack.blockkit import validate
+    from bot.switch import blocks as gm
+    from bot.switch.model import Check, Preflight
+
+    rows = tuple(f"nid {n} edited by uid {n % 97} at 2026-12-01 18:{n % 60:02d}" for n in range(300))
+    counts = tuple(Count(watch=f"watch-{i}", label=f"rows of table {i} " + "x" * 60,
+                         losses=MUST_BE_ZERO if i % 2 else ACCEPTED, since=T0, at=T0 + timedelta(minutes=5),
+                         until=T0 + timedelta(minutes=6), count=None if i % 7 == 0 else 300,
+                         rows=rows, error="timed out after 10s" if i % 7 == 0 else "") for i in range(100))
+    tally = Tally(since=T0, source="the start of `db-dump` on `old` (its clock)", counts=counts,
+                  until=T0 + timedelta(minutes=6))
+    checks = tuple(Check(f"check {i}", i % 3 != 0, "a detail " * 40) for i in range(100))
+    failover = load_plan(Path(__file__).resolve().parent.parent / "cutover.example.toml").failover
+    view = gm.RequestView(
+        id=3, kind="golive", state=RequestState.OPEN, requested_by="U0ALICE", created_at=T0,
+        expires_at=T0 + timedelta(minutes=15), required=2, approvers=tuple(f"U0{i:04d}" for i in range(100)),
+        reaction="white_check_mark", approvals=[], preflight=Preflight("golive", T0, checks, tally),
+        decided_at=None, failover=failover, droplets=(1, 2), forwards=True)
+    card = gm.request_message(view)
+    for blocks in (card, ledger_blocks.losses_message(tally), ledger_blocks.closed(tally, "at the flip")[1],
+                   gm.preflight_message(view.preflight, "The preflight")):
+        assert validate(blocks) is not None
+    confirm = next(e for b in card if b["type"] == "actions" for e in b["elements"]
+                   if e["action_id"] == gm.APPROVE_ACTION)["confirm"]
+    assert confirm["text"]["text"].startswith("Losing ")  # the numbers before they could be cut
+    small = replace(tally, counts=counts[1:3])
+    small_card = gm.request_message(replace(view, preflight=Preflight("golive", T0, checks[:2], small)))
+    confirm = next(e for b in small_card if b["type"] == "actions" for e in b["elements"]
+                   if e["action_id"] == gm.APPROVE_ACTION)["confirm"]
+    assert confirm["text"]["text"].startswith("Losing 300 rows of table 2 ")
+    assert "rows of table 1 " + "x" * 60 + " since the copy: 300" in confirm["text"]["text"]

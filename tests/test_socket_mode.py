@@ -40,7 +40,7 @@ def test_audit_shows_events_newest_last_with_local_times(slack, bot):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("frobnicate", "`frobnicate` is not a /cutover command. Usage: `/cutover help | status | run | done | failed | cancel | logs | freeze | unfreeze | check | golive | rollback | audit | report`"),
+    ("frobnicate", "`frobnicate` is not a /cutover command. Usage: `/cutover help | status | run | done | failed | cancel | logs | freeze | unfreeze | check | golive | rollback | losses | salvage | audit | report`"),
     ("audit lots", "`audit` takes how many events to show, a number from 1 to 200 (got `lots`).\n"
                    "Usage: `/cutover audit [N]`"),
     ("audit 0", "a number from 1 to 200"),

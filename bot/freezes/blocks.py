@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from bot.durations import compact_duration, format_duration
-from bot.freezes.model import Freeze, FreezeListing
+from bot.freezes.model import Freeze, FreezeListing, ReadBack
 from bot.slackapi.blocks import sentence, context, escape, header, section, sections, slack_date
 from bot.states import FreezeState
 
@@ -61,6 +61,20 @@ def notice(freeze: Freeze, kind: str, name: str, now: datetime, *, late: bool, d
         blocks.append(context(f"Posted late: this was due {slack_date(due)}, while the bot was not running."))
         text += " (late)"
     return text, blocks
+
+
+def read_back(reading: ReadBack, required: bool) -> tuple[str, list[dict]]:
+    """Whether the site reads back as frozen, said in the start notice's thread."""
+    if reading.frozen:
+        return f"✅ {sentence(reading.describe())}", [section(f"✅ {sentence(reading.describe())}.")]
+    if not required:
+        what = "The plan does not require this freeze for the go-live"
+    elif reading.printed is not None:
+        what = "The go-live refuses until it holds"
+    else:
+        what = "The go-live refuses until the check can tell"
+    text = f"⚠️ {sentence(reading.describe())}. {what}."
+    return text, [section(text)]
 
 
 def skipped(kind: str, reminders: list[str]) -> tuple[str, list[dict]]:

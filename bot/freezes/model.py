@@ -58,3 +58,29 @@ class FreezeListing:
 
     freeze: Freeze
     pending: tuple[Notice, ...]
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """What a freeze's check printed: whether the site reads back as frozen, by the plan's own command."""
+
+    kind: str
+    command: str
+    host: str
+    expected: str  # what the check prints while frozen
+    at: datetime
+    printed: str | None = None  # None: the check could not be run, or failed
+    error: str = ""
+
+    @property
+    def frozen(self) -> bool:
+        return self.printed is not None and self.printed == self.expected
+
+    def describe(self) -> str:
+        if self.printed is None:
+            return (f"the {self.kind} freeze's check `{self.command}` on `{self.host}` could not tell ({self.error}): "
+                    "whether the site is frozen is unknown")
+        if self.frozen:
+            return f"the {self.kind} freeze holds: `{self.command}` on `{self.host}` printed `{self.printed}`"
+        return (f"the {self.kind} freeze does not hold: `{self.command}` on `{self.host}` printed "
+                f"`{self.printed[:60]}`, expected `{self.expected}`")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from typing import Callable
@@ -22,12 +23,13 @@ from apscheduler.schedulers.base import BaseScheduler
 
 from bot.clock import Clock
 from bot.freezes import blocks as fm
-from bot.freezes.model import Freeze, FreezeListing, Notice, notices_for
+from bot.freezes.model import Freeze, FreezeListing, Notice, ReadBack, notices_for
 from bot.freezes.records import FreezeClash, FreezeRecords, NoSuchFreeze
 from bot.plan import Plan
 from bot.refusals import Refused
 from bot.runbook.runner import StageRunner
 from bot.slackapi.notifier import Notifier
+from bot.ssh import SSHError, SSHPool
 from bot.states import FreezeState, RunState
 from bot.workers import Workers
 
@@ -45,7 +47,9 @@ class FreezeRefused(Refused):
 
 class Freezes:
     def __init__(self, plan: Plan, records: FreezeRecords, audit: Callable[..., object], notifier: Notifier,
-                 clock: Clock, scheduler: BaseScheduler, workers: Workers, stages: StageRunner) -> None:
+                 clock: Clock, scheduler: BaseScheduler, workers: Workers, stages: StageRunner,
+                 ssh: SSHPool | None = None) -> None:
+        self.ssh = ssh
         self.plan = plan
         self.records = records
         self.audit = audit
@@ -112,6 +116,22 @@ class Freezes:
             out.append(FreezeListing(freeze, pending))
         return out
 
+    def read_back(self, kind: str) -> ReadBack | None:
+        """Run the freeze's check on its host: whether the site reads back as frozen. None when the plan gives the
+        kind no check."""
+        freeze = self.plan.freezes.kinds[kind]
+        if freeze.check is None or freeze.frozen is None or freeze.check_host is None or self.ssh is None:
+            return None
+        base = ReadBack(kind, freeze.check, freeze.check_host, freeze.frozen, self.clock.now())
+        try:
+            result = self.ssh.run(freeze.check_host, freeze.check, timeout=freeze.check_timeout.total_seconds())
+        except SSHError as exc:
+            return replace(base, error=str(exc))
+        if result.exit_code != 0:
+            said = (result.stderr or result.stdout).strip().splitlines()
+            return replace(base, error=f"it exited {result.exit_code}" + (f": {said[-1][:200]}" if said else ""))
+        return replace(base, printed=result.stdout.strip())
+
     def notice_outcome(self, freeze_id: int, notice: str) -> str | None:
         """What became of a notice: pending, posted, late, failed, skipped or merged; None if not claimed."""
         return self.records.outcome(freeze_id, notice)
@@ -165,9 +185,12 @@ class Freezes:
                 self._say(freeze_id, elsewhere, now, by)
         if ts and notice.kind in ("start", "end"):
             stage = getattr(self.plan.freezes.kinds[freeze.kind], f"{notice.kind}_stage")
+            read_back = notice.kind == "start" and self.plan.freezes.kinds[freeze.kind].check is not None
             if stage:
                 self.workers.submit(f"{notice.kind} stage of the {freeze.kind} freeze",
-                                    self._run_stage, freeze.kind, notice.kind, stage)
+                                    self._run_stage, freeze.kind, notice.kind, stage, ts if read_back else None)
+            elif read_back:
+                self.workers.submit(f"read-back of the {freeze.kind} freeze", self._say_read_back, freeze.kind, ts)
 
     def _say(self, freeze_id: int, notice: Notice, now: datetime, by: str | None = None) -> str | None:
         """Post one claimed notice and record what became of it; ``NAME@CHANNEL`` is a notice in another channel
@@ -207,15 +230,30 @@ class Freezes:
             else:
                 self._post_notice(row.freeze_id, notice, now)
 
-    def _run_stage(self, kind: str, when: str, stage: str) -> None:
+    def _say_read_back(self, kind: str, ts: str) -> None:
+        """At the freeze's start (after its start stage, if any, has run), whether the site reads back as frozen."""
+        reading = self.read_back(kind)
+        if reading is None:
+            return
+        self.audit("cutover", "freeze-read-back", kind, "frozen" if reading.frozen else
+                   "unknown" if reading.printed is None else "not frozen", {"printed": reading.printed,
+                                                                           "error": reading.error})
+        required = self.plan.failover is not None and kind in self.plan.failover.require_freezes
+        self.notifier.post(*fm.read_back(reading, required), thread_ts=ts)
+
+    def _run_stage(self, kind: str, when: str, stage: str, read_back_to: str | None = None) -> None:
+        """Run a freeze's start or end stage and say how it ended; then, at the start, read the freeze back (in the
+        thread ``read_back_to``)."""
         try:
             run_id = self.stages.start(stage, "cutover")
         except Refused as exc:
             self.notifier.post(f"The {when} stage `{stage}` of the {fm.title(kind)} did not start: {exc}")
-            return
-        state = self.stages.wait(run_id)
-        self.notifier.post(f"{'✅' if state == RunState.SUCCEEDED else '❌'} The {when} stage `{stage}` of the "
-                                    f"{fm.title(kind)} {state}.")
+        else:
+            state = self.stages.wait(run_id)
+            self.notifier.post(f"{'✅' if state == RunState.SUCCEEDED else '❌'} The {when} stage `{stage}` of the "
+                               f"{fm.title(kind)} {state}.")
+        if read_back_to is not None:
+            self._say_read_back(kind, read_back_to)
 
     # -- jobs ------------------------------------------------------------------------------------------------
 

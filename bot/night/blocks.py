@@ -8,6 +8,7 @@ from datetime import datetime
 
 from bot.clock import parse_time
 from bot.durations import format_duration
+from bot.ledger import blocks as ledger_blocks
 from bot.night.model import StageLine, StatusReport
 from bot.night.timetable import LAST_RUN, ON_TIME, StepTimes, Timetable, lateness
 from bot.runbook.blocks import STATE_ICONS
@@ -104,10 +105,15 @@ def status_body(report: StatusReport, stage_budget: int = 20) -> list[dict]:
             until = f" until {slack_date(f.end_at)}" if f.end_at else ""
             verb = "in effect since" if f.state == "active" else "from"
             note = f" — {escape(f.note)}" if f.note else ""
-            lines.append(f"🧊 *{f.kind}* {verb} {slack_date(f.start_at)}{until}{note}")
+            held = "".join(f" · {c.label} since the copy: {c.count if c.known else 'unknown'} (counted "
+                           f"{slack_date(c.at, '{time_secs}')})" for c in f.held)
+            lines.append(f"🧊 *{f.kind}* {verb} {slack_date(f.start_at)}{until}{note}{held}")
         blocks += [section("*Freezes*"), *sections(lines, budget=10)]
     else:
         blocks.append(section("*Freezes*\nNone scheduled."))
+    if report.window:
+        blocks += [section("*Data window*"), *sections(ledger_blocks.status_lines(list(report.window),
+                                                                                   report.window_source), budget=8)]
     if report.floating_ip:
         switch = report.switch
         if switch is not None and switch.state == RequestState.VERIFIED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot.ledger.model import Count
 from bot.night.timetable import StepTimes, Timetable
 from bot.states import RequestState
 
@@ -31,6 +32,7 @@ class FreezeLine:
     start_at: datetime
     end_at: datetime | None
     note: str | None
+    held: tuple[Count, ...] = ()  # the must-be-zero watches that prove it held
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,5 @@ class StatusReport:
     floating_ip: str | None
     switch: SwitchLine | None = None
     timetable: Timetable | None = None
+    window: tuple[Count, ...] = ()  # each watch's latest count of the data window
+    window_source: str = ""  # where the moment of the copy comes from

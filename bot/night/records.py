@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from bot.clock import Clock
 from bot.freezes.records import FreezeRecords
+from bot.ledger.counts import Counts
+from bot.plan import Plan
 from bot.runbook.runs import Runs
 from bot.store import Store
 from bot.switch.requests import Requests
@@ -16,8 +18,10 @@ class Records:
     runs: Runs
     requests: Requests
     freezes: FreezeRecords
+    counts: Counts
     store: Store  # the audit log
 
     @classmethod
-    def on(cls, store: Store, clock: Clock) -> "Records":
-        return cls(Runs(store, clock), Requests(store, clock), FreezeRecords(store, clock), store)
+    def on(cls, store: Store, clock: Clock, plan: Plan) -> "Records":
+        return cls(Runs(store, clock), Requests(store, clock), FreezeRecords(store, clock), Counts(store, clock, plan),
+                   store)

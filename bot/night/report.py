@@ -10,12 +10,13 @@ the same two files a ``/cutover report`` uploads.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.durations import format_duration
 from bot.freezes.model import Freeze
+from bot.ledger.model import Count
 from bot.night.records import Records
 from bot.night.timetable import Timetable, build_timetable, lateness
 from bot.plan import Plan
@@ -51,6 +52,7 @@ class ReportData:
     approvals: dict[int, list[tuple[str, datetime]]]  # request id -> who approved it, when
     audit: list[dict]
     last_stage: tuple[str, datetime] | None  # the stage that succeeded last before the first switch
+    finals: dict[int, list[Count]] = field(default_factory=dict)  # go-live -> its closed data window, per watch
 
 
 def collect(plan: Plan, records: Records, now: datetime) -> ReportData:
@@ -70,7 +72,8 @@ def collect(plan: Plan, records: Records, now: datetime) -> ReportData:
                       timetable=build_timetable(plan, latest, runs.last_durations(), now), steps=steps,
                       freezes=records.freezes.every(), switches=switches,
                       approvals={r.id: [(a.user, a.at) for a in records.requests.approvals(r.id)] for r in switches},
-                      audit=records.store.audit_log(), last_stage=runs.last_succeeded(before=first_flip))
+                      audit=records.store.audit_log(), last_stage=runs.last_succeeded(before=first_flip),
+                      finals={r.id: records.counts.final(r.id) for r in switches if r.kind == "golive"})
 
 
 # -- Markdown ------------------------------------------------------------------------------------------------
@@ -159,11 +162,27 @@ def markdown(data: ReportData) -> str:
             out.append(f"- Data window: the last stage, `{stage}`, ended {_t(ended)}; the switch came "
                        f"{format_duration(s.flipped_at - ended, tenths=True)} later{moved}. Anything written to the "
                        "old server until traffic moved is not on the new one unless a freeze kept it out.")
+        out += _window(data.finals.get(s.id) or [])
         out.append("")
     out += ["## Audit log", "", f"Every entry of the audit log ({len(data.audit)}), oldest first: "
             "at · who · action · target · outcome · detail.", ""]
     out += [audit_line(e) for e in data.audit]
     return "\n".join(out) + "\n"
+
+
+def _window(counts: list[Count]) -> list[str]:
+    """A go-live's closed data window: what the old server took after the copy, per watch, every row."""
+    if not counts:
+        return []
+    c0 = counts[0]
+    out = [f"- What the old server took after the copy ({_t(c0.since)} to {_t(c0.until)}), counted {_t(c0.at)}:"]
+    for c in counts:
+        kind = "must be zero" if c.must_be_zero else "accepted"
+        out.append(f"  - {c.label} ({kind}): " + (f"{c.count:,}" if c.known else f"unknown ({_cell(c.error)})"))
+        out += [f"    - `{_cell(row)}`" for row in c.rows]
+        if c.more:
+            out.append(f"    - … and {c.more:,} more the watch printed")
+    return out
 
 
 def _late(delta: timedelta | None) -> str:

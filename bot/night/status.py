@@ -4,6 +4,7 @@ turns it into blocks."""
 from __future__ import annotations
 
 from bot.clock import Clock
+from bot.ledger.counts import copy_moment
 from bot.night.model import FreezeLine, RequestLine, StageLine, StatusReport, SwitchLine
 from bot.night.records import Records
 from bot.night.timetable import build_timetable
@@ -28,7 +29,10 @@ def build_status(plan: Plan, records: Records, clock: Clock) -> StatusReport:
                                 exit_code=run.exit_code if run else None, elapsed=elapsed,
                                 depends_on=stage.depends_on, stopping=_stopping(run), owner=stage.owner,
                                 times=times[stage.name]))
-    lines = [FreezeLine(kind=f.kind, state=f.state, start_at=f.start_at, end_at=f.end_at, note=f.note)
+    latest = records.counts.latest()
+    window = tuple(latest[w.name] for w in plan.data.watches if w.name in latest)
+    lines = [FreezeLine(kind=f.kind, state=f.state, start_at=f.start_at, end_at=f.end_at, note=f.note,
+                        held=tuple(c for c in window if c.freeze == f.kind and c.must_be_zero))
              for f in records.freezes.current()]
     open_ = [RequestLine(id=r.id, kind=r.kind, state=r.state, requested_by=r.requested_by, expires_at=r.expires_at,
                          approvals=len(requests.approvals(r.id)), required=r.required)
@@ -36,7 +40,8 @@ def build_status(plan: Plan, records: Records, clock: Clock) -> StatusReport:
     failover = plan.failover
     return StatusReport(now=now, stages=stages, freezes=lines, requests=open_,
                         floating_ip=failover.floating_ip if failover else None,
-                        switch=_last_switch(requests) if failover else None, timetable=timetable)
+                        switch=_last_switch(requests) if failover else None, timetable=timetable,
+                        window=window, window_source=copy_moment(plan.data, runs)[1])
 
 
 def _stopping(run: Run | None) -> str:

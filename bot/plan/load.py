@@ -4,9 +4,11 @@ and what was expected, so that the night before a launch nobody has to fix one t
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
-from bot.plan.checker import Checker, PlanError, compiled
+from bot.plan.checker import MISSING, Checker, PlanError, compiled
+from bot.plan.data import data as data_table
 from bot.plan.failover import digitalocean, failover
 from bot.plan.freezes import freezes as freezes_table
 from bot.plan.hosts import hosts as hosts_table
@@ -36,15 +38,16 @@ def load_plan(path: str | Path) -> Plan:
 
 def parse_plan(data: dict, path: str = "<plan>") -> Plan:
     c = Checker(path)
-    c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact", "schedule"})
+    c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact", "schedule", "data"})
 
     people = people_table(c, data)
     hosts = hosts_table(c, data)
     stages = stages_table(c, data, hosts)
     switch = failover(c, data, hosts)
     droplets = digitalocean(c, data)
-    freezes = freezes_table(c, data, stages)
+    freezes = freezes_table(c, data, stages, hosts)
     schedule = schedule_table(c, data)
+    window = data_table(c, data, hosts, stages, freezes, switch)
     redact = tuple(p for p in (
         compiled(c, f"redact[{i}]", v) for i, v in enumerate(
             c.string_list(data, "redact", "redact", expected="a list of regular expressions", required=False))
@@ -59,8 +62,20 @@ def parse_plan(data: dict, path: str = "<plan>") -> Plan:
                 c.error(f"failover.require_freezes[{i}]", kind,
                         "a freeze kind: " + ", ".join(sorted(freezes.kinds)))
 
+    for kind in freezes.kinds.values():
+        if kind.check is not None and kind.check_host is None:
+            if switch is None:
+                c.error(f"freezes.{kind.name}.check_host", MISSING, "the host the check runs on (with no [failover], "
+                                                                 "there is no old server to default to)")
+            else:
+                freezes.kinds[kind.name] = replace(kind, check_host=switch.old)
+    for watch in window.watches:
+        if watch.salvage and watch.salvage_step in {s.name for s in stages}:
+            c.error("data.watches", watch.name, f"a watch name whose salvage step (`{watch.salvage_step}`) is no "
+                                                "stage's name")
+
     if c.errors:
         raise PlanError(path, c.errors)
     assert people is not None and freezes is not None
     return Plan(path=path, people=people, hosts=hosts, stages=stages, failover=switch,
-                digitalocean=droplets, freezes=freezes, redact=redact, schedule=schedule)
+                digitalocean=droplets, freezes=freezes, redact=redact, schedule=schedule, data=window)

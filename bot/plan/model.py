@@ -108,12 +108,61 @@ class FreezeKind:
     start_stage: str | None = None
     end_stage: str | None = None
     announce_to: tuple[str, ...] = ()  # more channels that hear the announcement, reminders, start and end
+    check: str | None = None  # a read-only command that says whether the site is frozen (drush maint:get)
+    frozen: str | None = None  # what ``check`` prints while it is
+    check_host: str | None = None  # where ``check`` runs
+    check_timeout: timedelta = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
 class FreezesPlan:
     reminders: tuple[timedelta, ...]
     kinds: dict[str, FreezeKind]
+
+
+ACCEPTED = "accepted"
+MUST_BE_ZERO = "must-be-zero"
+OPEN_END = 4102444800  # CUTOVER_UNTIL while the window is open: 2100-01-01, so a query bounded by it counts all
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A read-only count of the rows the old server took after the copy: sessions, saved forms, edits."""
+
+    name: str
+    host: str
+    command: str  # prints a count, then one row per line; reads $CUTOVER_SINCE and $CUTOVER_UNTIL
+    losses: str  # ACCEPTED (lost when traffic moves, as the plan says) or MUST_BE_ZERO (refuses the go-live)
+    label: str  # what a row is, in the plural: "sessions", "content edits"
+    timeout: timedelta = timedelta(seconds=30)
+    freeze: str | None = None  # the freeze that keeps it at zero
+    salvage: str | None = None  # saves the window's rows, run on demand once the window has closed
+    salvage_host: str | None = None
+
+    @property
+    def must_be_zero(self) -> bool:
+        return self.losses == MUST_BE_ZERO
+
+    @property
+    def salvage_step(self) -> str:
+        return f"salvage-{self.name}"
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The data window: when the old server's data was copied, what it took since, and how to close it."""
+
+    watches: tuple[Watch, ...] = ()
+    copy_stage: str | None = None  # the data was copied when this stage started, by its host's clock
+    copied_at: datetime | None = None  # or at this moment
+    show_ids: int = 200  # at most this many rows of a watch are listed
+    forward: str | None = None  # makes the old server's web tier forward every request to the new server
+    unforward: str | None = None  # undoes it
+    forward_host: str | None = None
+    forward_timeout: timedelta = timedelta(seconds=20)
+
+    def watch(self, name: str) -> Watch | None:
+        return next((w for w in self.watches if w.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -135,9 +184,21 @@ class Plan:
     freezes: FreezesPlan
     redact: tuple[re.Pattern[str], ...] = field(default_factory=tuple)
     schedule: Schedule = Schedule()
+    data: DataPlan = DataPlan()
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    def step(self, name: str) -> Stage | None:
+        """A stage of the plan, or a watch's salvage run (``salvage-WATCH``), which runs like one."""
+        stage = self.stage(name)
+        if stage is not None:
+            return stage
+        watch = next((w for w in self.data.watches if w.salvage and w.salvage_step == name), None)
+        if watch is None or watch.salvage is None:
+            return None
+        return Stage(name=watch.salvage_step, host=watch.salvage_host or watch.host, command=watch.salvage,
+                     required=False)
 
     def waits_for(self) -> dict[str, tuple[str, ...]]:
         """What each step waits for: its dependencies, and with one at a time also the step before it."""

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, Callable
 
 import paramiko
@@ -161,6 +161,7 @@ class Follower:
         self.saved_offset = self.offset
         self.last_save = time.monotonic()
         self.helper_died: Death | None = None
+        self.start_noted = run.host_started_at is not None
 
     def run(self) -> None:
         self.kit.followers.attach(self)
@@ -285,12 +286,19 @@ class Follower:
         while self.end is None and not self.tail_done.wait(EXIT_CHECK_INTERVAL):
             try:
                 state = self.kit.remote.state(self.host, self.remote_dir, self.pid)
+                self._note_start(state)
                 self._deliver_stop()
             except SSHError as exc:
                 self._set(connection=f"lost the connection to `{self.host}`; retrying ({exc})")
                 self.reconnect.set()
                 continue
             self.end = self._settled(state)
+
+    def _note_start(self, state: RemoteState) -> None:
+        """When the command started, by its host's clock: the moment of a copy is the copy stage's start."""
+        if state.started is not None and not self.start_noted:
+            self.kit.runs.host_started(self.run_id, datetime.fromtimestamp(state.started, timezone.utc))
+            self.start_noted = True
 
     def _deliver_stop(self) -> None:
         if self.kit.runs.get(self.run_id).stop_state == StopState.PENDING:

@@ -45,6 +45,7 @@ class RemoteState:
     wrapper_alive: bool
     ended_ago: float | None  # seconds between the command's end and this check, by the host's clock
     stop: str | None  # the reason a stop reached the run, if one did
+    started: float | None = None  # when the wrapper started the command, epoch seconds by the host's clock
 
     @property
     def exited(self) -> bool:
@@ -56,8 +57,9 @@ class RemoteState:
         return self.exited or not (self.group_alive or self.wrapper_alive)
 
 
-def wrapper(stage: Stage, remote_dir: str) -> bytes:
-    """The script that runs on the host: it outlives the SSH connection and the bot."""
+def wrapper(stage: Stage, remote_dir: str, env: dict[str, int | str] | None = None) -> bytes:
+    """The script that runs on the host: it outlives the SSH connection and the bot. ``env``: variables the
+    command finds set (a salvage run's window), given as values, never pasted into its text."""
     d = quote(remote_dir)
     body = []
     if stage.workdir:
@@ -67,6 +69,8 @@ def wrapper(stage: Stage, remote_dir: str) -> bytes:
     body.append(stage.command or "")
     lines = ["#!/bin/sh", f"# cutover: stage {stage.name}", f"D={d}", "trap '' HUP",
              'echo $$ > "$D/wrapper"',
+             *[f"export {name}={quote(str(value))}" for name, value in sorted((env or {}).items())],
+             'date +%s.%N > "$D/started.tmp" && mv "$D/started.tmp" "$D/started"',
              f"setsid sh -c {quote(chr(10).join(body))} < /dev/null &",
              "G=$!",
              'echo $G > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"']
@@ -102,7 +106,7 @@ class RemoteRuns:
     def __init__(self, ssh: SSHPool) -> None:
         self.ssh = ssh
 
-    def prepare(self, stage: Stage, run_id: int) -> str:
+    def prepare(self, stage: Stage, run_id: int, env: dict[str, int | str] | None = None) -> str:
         """Create the run's own directory (exclusively) and write its wrapper; returns the directory."""
         key = f"{stage.name}-{run_id}-{secrets.token_hex(6)}"
         remote_dir = self.ssh.check(
@@ -110,7 +114,7 @@ class RemoteRuns:
                         f'mkdir -p "$HOME/.cutover/runs" && d="$HOME/.cutover/runs/{key}" && mkdir "$d" '
                         '&& cd "$d" && pwd').strip()
         self.ssh.write_file_atomic(stage.host, f"{remote_dir}/stop.sh", stop_script(remote_dir), 0o700)
-        self.ssh.write_file_atomic(stage.host, f"{remote_dir}/run.sh", wrapper(stage, remote_dir), 0o700)
+        self.ssh.write_file_atomic(stage.host, f"{remote_dir}/run.sh", wrapper(stage, remote_dir, env), 0o700)
         return remote_dir
 
     def launch(self, host: str, remote_dir: str) -> int:
@@ -147,9 +151,10 @@ class RemoteRuns:
             f"kill -0 -{int(pid)} 2>/dev/null && echo alive || echo gone",
             f'w=$(cat {d}/wrapper 2>/dev/null); [ -n "$w" ] && kill -0 "$w" 2>/dev/null && echo alive || echo gone',
             "date +%s", f"stat -c %s {d}/log",
-            f'echo "stop:$(head -c 40 {d}/stop 2>/dev/null)"', f'echo "exit:$(cat {d}/exit 2>/dev/null)"']))
+            f'echo "stop:$(head -c 40 {d}/stop 2>/dev/null)"', f'echo "exit:$(cat {d}/exit 2>/dev/null)"',
+            f'echo "started:$(cat {d}/started 2>/dev/null)"']))
         lines = result.stdout.splitlines()
-        if len(lines) < 6 or not lines[2].isdigit() or not lines[3].isdigit():
+        if len(lines) < 7 or not lines[2].isdigit() or not lines[3].isdigit():
             raise SSHError(f"could not read the state of the run in `{remote_dir}` on `{host}`")
         stop = lines[4].removeprefix("stop:").strip()
         exit_words = lines[5].removeprefix("exit:").split()
@@ -157,9 +162,13 @@ class RemoteRuns:
         ended_ago = None
         if len(exit_words) > 1 and exit_words[1].isdigit():
             ended_ago = max(0, int(lines[2]) - int(exit_words[1]))
+        try:
+            started = float(lines[6].removeprefix("started:")) or None
+        except ValueError:
+            started = None  # a wrapper from before the start was recorded, or not written yet
         return RemoteState(size=int(lines[3]), exit_code=code, group_alive=lines[0] == "alive",
                            wrapper_alive=lines[1] == "alive", ended_ago=ended_ago,
-                           stop=stop if stop in STOP_REASONS else None)
+                           stop=stop if stop in STOP_REASONS else None, started=started)
 
     def tail(self, host: str, remote_dir: str, offset: int) -> paramiko.Channel:
         """A stream of the log from byte ``offset`` on, following it as it grows."""

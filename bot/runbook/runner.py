@@ -60,8 +60,9 @@ class StageRunner:
 
     # -- operations (called from the worker pool) ------------------------------------------------
 
-    def start(self, name: str, user: str) -> int:
-        """Start one stage; returns its run id once it is running on the host. Raises StageRefused."""
+    def start(self, name: str, user: str, env: dict[str, int | str] | None = None) -> int:
+        """Start one stage (or a salvage run); returns its run id once it is running on the host. Raises
+        StageRefused. ``env``: variables its command finds set."""
         stage = self.stage(name)
         run_id = self.runs.claim(stage, user)
         self.messages.post(run_id, self.messages.view_of(self.runs.get(run_id)))
@@ -69,7 +70,7 @@ class StageRunner:
             self.people.open(run_id)
             return run_id
         try:
-            remote_dir = self.remote.prepare(stage, run_id)
+            remote_dir = self.remote.prepare(stage, run_id, env)
             self.runs.prepared(run_id, remote_dir)
             pid = self.remote.launch(stage.host, remote_dir)
         except SSHError as exc:
@@ -141,7 +142,7 @@ class StageRunner:
         """Re-attach to runs that were in flight when the bot stopped; finish the messages and uploads it missed."""
         notes = []
         for run in self.runs.active():
-            if self.plan.stage(run.stage) is None:
+            if self.plan.step(run.stage) is None:
                 self.moves.finish(run.id, RunState.LOST, None, "the stage is no longer in the plan")
                 continue
             if run.owner:  # a person's step: still theirs, nothing to follow on a host
@@ -181,7 +182,7 @@ class StageRunner:
             note.join(max(0.0, deadline - time.monotonic()))
 
     def stage(self, name: str) -> Stage:
-        stage = self.plan.stage(name)
+        stage = self.plan.step(name)
         if stage is None:
             raise StageRefused(f"`{name}` is not a stage of the plan.")
         return stage

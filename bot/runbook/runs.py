@@ -52,6 +52,7 @@ class Run:
     completed_by: str | None = None
     reminded_at: datetime | None = None
     message_doubt: bool = False  # an update of its message got no answer and may still land
+    host_started_at: datetime | None = None  # when its command started, by its host's clock
 
     @property
     def active(self) -> bool:
@@ -69,6 +70,7 @@ class Run:
         values["started_at"] = parse_time(row["started_at"])
         values["ended_at"] = parse_optional_time(row["ended_at"])
         values["reminded_at"] = parse_optional_time(row.get("reminded_at"))
+        values["host_started_at"] = parse_optional_time(row.get("host_started_at"))
         values["stop_state"] = StopState(row["stop_state"]) if row.get("stop_state") else None
         for flag in ("log_uploaded", "message_final", "message_doubt"):
             values[flag] = bool(row.get(flag))
@@ -179,6 +181,14 @@ class Runs:
         """How a run ended; ``ended_at`` is when it ended on its host, if known, else now."""
         self._set(run_id, state=state.value, exit_code=exit_code, detail=detail or None,
                   ended_at=(ended_at or self.clock.now()).isoformat())
+
+    def host_started(self, run_id: int, at: datetime) -> None:
+        self._set(run_id, host_started_at=at.isoformat())
+
+    def last_success(self, stage: str) -> Run | None:
+        """The stage's latest run that succeeded."""
+        found = self._where("stage = ? AND state = ? ORDER BY id DESC LIMIT 1", [stage, RunState.SUCCEEDED.value])
+        return found[0] if found else None
 
     def offset(self, run_id: int, offset: int) -> None:
         self._set(run_id, log_offset=offset)

@@ -22,6 +22,7 @@ from bot.runbook.blocks import DONE_ACTION
 from bot.services import Services
 from bot.slack.deliveries import RecentDeliveries, delivery_key
 from bot.slack.front import HttpServer, SlackFront
+from bot.switch.blocks import APPROVE_ACTION, WITHDRAW_ACTION
 from commands import ROUTER, Router
 
 log = logging.getLogger("cutover.app")
@@ -93,6 +94,22 @@ def build_app(services: Services, router: Router = ROUTER) -> App:
         except Refused as exc:
             services.audit(user, "done", run.stage, "refused", {"reason": str(exc)})
             services.notifier.ephemeral(user, str(exc))
+
+    @app.action(APPROVE_ACTION)
+    @app.action(WITHDRAW_ACTION)
+    def request_button(ack: Any, body: dict, context: dict) -> None:
+        """Approve or Withdraw on a go-live or rollback request: the same rules as the reaction, in the events lane."""
+        ack()
+        user = (body.get("user") or {}).get("id", "")
+        action = (body.get("actions") or [{}])[0]
+        services.events.submit(f"{action.get('action_id')} by {user}", services.once, context.get("delivery_key"),
+                               on_request_button, user, action.get("action_id", ""), action.get("value", ""))
+
+    def on_request_button(user: str, action_id: str, value: str) -> None:
+        if services.golive is None or not value.isdigit():
+            services.notifier.ephemeral(user, "That button belongs to no request this bot knows.")
+            return
+        services.golive.approvals.on_button(int(value), user, approve=action_id == APPROVE_ACTION)
 
     @app.error
     def on_error(error: Exception, body: dict) -> None:

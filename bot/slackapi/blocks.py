@@ -34,11 +34,31 @@ def context(text: str) -> dict:
 
 def button(text: str, action_id: str, value: str, style: str | None = None) -> dict:
     """An actions block with one button; Slack allows 75 characters of label and 2,000 of value."""
+    return actions(button_element(text, action_id, value, style))
+
+
+def button_element(text: str, action_id: str, value: str, style: str | None = None,
+                   confirm: dict | None = None) -> dict:
+    """A button, with Slack's confirm dialog when ``confirm`` is given (``confirm_dialog``)."""
     element = {"type": "button", "text": {"type": "plain_text", "text": text[:75], "emoji": True},
                "action_id": action_id, "value": value[:2000]}
     if style:
         element["style"] = style
-    return {"type": "actions", "elements": [element]}
+    if confirm:
+        element["confirm"] = confirm
+    return element
+
+
+def confirm_dialog(title: str, text: str, ok: str, deny: str = "Cancel", style: str = "danger") -> dict:
+    """Slack's "are you sure" dialog: a title of 100 characters, a text of 300, buttons of 30."""
+    return {"title": {"type": "plain_text", "text": title[:100]},
+            "text": {"type": "mrkdwn", "text": text if len(text) <= 300 else text[:299] + "…"},
+            "confirm": {"type": "plain_text", "text": ok[:30]}, "deny": {"type": "plain_text", "text": deny[:30]},
+            "style": style}
+
+
+def actions(*elements: dict) -> dict:
+    return {"type": "actions", "elements": list(elements)}
 
 
 def divider() -> dict:

@@ -68,8 +68,9 @@ class KeepalivedPairStandIn(ServerPair):
              "as keepalived would move the VIP")
 
     def __init__(self, workdir: Path, do: DigitalOceanStandIn, timing: KeepalivedTiming = TUNED,
-                 client_key: Path | None = None) -> None:
+                 client_key: Path | None = None, env: dict[str, dict[str, str]] | None = None) -> None:
         self.workdir = Path(workdir)
+        self.env = env or {}  # per role: more of the environment its SSH commands get
         self.do = do
         self.timing = timing
         self.client_key = client_key
@@ -82,7 +83,7 @@ class KeepalivedPairStandIn(ServerPair):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _bring_up(self, timeout: float) -> None:
-        for role in ROLES:
+        for role in reversed(ROLES):  # new first: the old server's web tier forwards to it when asked
             self._server(role)
         # The VIP's socket is made here and handed to the stand-in, so the plan knows its port up front.
         self.vip_socket = socket.socket()
@@ -105,7 +106,7 @@ class KeepalivedPairStandIn(ServerPair):
         (d / "health").write_text("true\n")
         self._tools(role, d)
         sshd = LocalSshd(d / "sshd", client_key=self.client_key,
-                         env={"PATH": f"{d / 'bin'}:{d / 'tools'}:{SERVER_PATH}"})
+                         env={"PATH": f"{d / 'bin'}:{d / 'tools'}:{SERVER_PATH}", **self.env.get(role, {})})
         server = Server(role, None, d, sshd)
         self.servers[role] = server
         sshd.start()
@@ -114,9 +115,11 @@ class KeepalivedPairStandIn(ServerPair):
         sshd.reachable_at("127.0.0.1", fwd.port)
         port_file = d / "web.port"
         log = open(d / "web.log", "ab")
+        forward = (["--forward-flag", str(d / "forward"), "--forward-to", f"127.0.0.1:{self.ports['web-new']}"]
+                   if role == "old" else [])
         server.processes["web"] = subprocess.Popen(
             [sys.executable, "-m", "bot.standins.webserver", "--name", NAMES[role], "--health", str(d / "health"),
-             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)], stdout=log, stderr=log,
+             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), *forward], stdout=log, stderr=log,
             cwd=Path(__file__).resolve().parents[2])
         self._wait(port_file.exists, 10, f"the {role} web server")
         self.ports[f"web-{role}"] = int(port_file.read_text())

@@ -81,6 +81,7 @@ class ServerPair:
 
     servers: dict[str, Server]
     ports: dict[str, int]
+    env: dict[str, dict[str, str]]
     forwarders: list[Forwarder]
     do: DigitalOceanStandIn
     track: bool = True  # the plan names a track file (what `cutover keepalived` recommends)
@@ -142,6 +143,11 @@ class ServerPair:
             (d / name).write_text(content)
             (d / name).chmod(0o755 if name.endswith(".sh") else 0o644)
 
+    def forwarding(self) -> dict:
+        """The ``[data]`` keys that make the old server's web tier forward to the new one, and undo it."""
+        flag = self.servers["old"].dir / "forward"
+        return {"forward": f"touch {flag}", "unforward": f"rm -f {flag}"}
+
     def plan(self, base: dict) -> dict:
         """``base`` (the [slack] table and any stages) completed with these servers and the failover."""
         plan = dict(base)
@@ -186,8 +192,10 @@ class _Edge(Forwarder):
 
 class KeepalivedLab(ServerPair):
     def __init__(self, workdir: Path, do: DigitalOceanStandIn, timing: KeepalivedTiming = TUTORIAL,
-                 client_key: Path | None = None, track: bool = True) -> None:
+                 client_key: Path | None = None, track: bool = True,
+                 env: dict[str, dict[str, str]] | None = None) -> None:
         self.workdir = Path(workdir)
+        self.env = env or {}  # per role: more of the environment its SSH commands get
         self.do = do
         self.timing = timing
         self.client_key = client_key
@@ -231,7 +239,7 @@ class KeepalivedLab(ServerPair):
         (d / "health").write_text("true\n")
         (d / "bin").mkdir(exist_ok=True)  # first on the PATH of commands run over SSH: tests put stand-ins there
         sshd = LocalSshd(d / "sshd", client_key=self.client_key, netns=self.ns[role], listen="0.0.0.0", port=22,
-                         env={"PATH": f"{d / 'bin'}:{SERVER_PATH}"})
+                         env={"PATH": f"{d / 'bin'}:{SERVER_PATH}", **self.env.get(role, {})})
         server = Server(role, self.ns[role], d, sshd)
         self.servers[role] = server
         sshd.start()
@@ -239,9 +247,10 @@ class KeepalivedLab(ServerPair):
         sshd.reachable_at("127.0.0.1", fwd)
         self.ports[f"ssh-{role}"] = fwd
         log = open(d / "web.log", "ab")
+        forward = ["--forward-flag", str(d / "forward"), "--forward-to", f"{ADDRESSES['new']}:80"] if role == "old" else []
         server.processes["web"] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns[role], sys.executable, "-m", "bot.standins.webserver",
-             "--name", NAMES[role], "--health", str(d / "health")], stdout=log, stderr=log,
+             "--name", NAMES[role], "--health", str(d / "health"), *forward], stdout=log, stderr=log,
             cwd=Path(__file__).resolve().parents[2])
         self._wait(lambda: self._answers(self.ns["cli"], ADDRESSES[role], 80), 10, f"the {role} web server")
         self.ports[f"web-{role}"] = self._forward(None, (self.ns["cli"], ADDRESSES[role], 80))

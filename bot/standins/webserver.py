@@ -2,11 +2,16 @@
 
 Run inside a server's namespace: ``python -m bot.standins.webserver --name web-new-01 --health FILE``;
 on a machine without namespaces, ``--host 127.0.0.1 --port 0 --port-file FILE`` says where it listens.
+With ``--forward-flag FILE --forward-to HOST:PORT`` it is the old server's web tier that a plan's
+``forward`` command can turn into a relay: while FILE exists, each new connection is passed, byte for byte,
+to the other server (as an nginx upstream swap would), so the old application answers nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,8 +23,15 @@ def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--port-file", help="write the port listened on here (by rename) once listening")
+    parser.add_argument("--forward-flag", help="while this file exists, relay each connection to --forward-to")
+    parser.add_argument("--forward-to", help="HOST:PORT of the server to forward to")
     args = parser.parse_args()
     health = Path(args.health)
+    flag = Path(args.forward_flag) if args.forward_flag else None
+    target = None
+    if args.forward_to:
+        host, _, port = args.forward_to.rpartition(":")
+        target = (host, int(port))
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
@@ -44,6 +56,12 @@ def main() -> None:
         # handshake is dropped and its client waits a second to retry. A web server takes far more.
         request_queue_size = 1024
 
+        def finish_request(self, request: socket.socket, client_address: object) -> None:
+            if flag is not None and target is not None and flag.exists():
+                relay(request, target)
+                return
+            super().finish_request(request, client_address)
+
     server = Server((args.host, args.port), Handler)
     server.daemon_threads = True
     if args.port_file:
@@ -51,6 +69,33 @@ def main() -> None:
         tmp.write_text(str(server.server_address[1]))
         tmp.rename(args.port_file)
     server.serve_forever()
+
+
+def relay(client: socket.socket, target: tuple[str, int]) -> None:
+    """Pass one connection to ``target`` and back, until either side is done."""
+    try:
+        upstream = socket.create_connection(target, timeout=5)
+    except OSError:
+        return
+    upstream.settimeout(None)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+    back.start()
+    pump(client, upstream)
+    back.join(30)
+    upstream.close()
 
 
 if __name__ == "__main__":

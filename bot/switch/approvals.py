@@ -20,7 +20,7 @@ from bot.slackapi.blocks import sentence
 from bot.slackapi.notifier import Notifier
 from bot.states import RequestState
 from bot.switch.model import STATE_WORDS
-from bot.switch.requests import Request, Requests
+from bot.switch.requests import BUTTON, Request, Requests
 from bot.workers import Workers
 
 log = logging.getLogger("cutover.golive")
@@ -63,32 +63,50 @@ class Approvals:
         is_bot = self.is_a_bot(user)
         if is_bot:
             return
-        approver = self.plan.is_approver(user)
         if request is None:
-            self._elsewhere(user, name, approver)
+            self._elsewhere(user, name, self.plan.is_approver(user))
             return
         if not self.people.approves(name):
-            if approver:
-                self._note(user, f"Only :{self.people.approval_reaction}: counts as an approval of "
-                                 f"{request.what} #{request.id}; :{name}: does not.")
+            if self.plan.is_approver(user):
+                self._note(user, f"Only :{self.people.approval_reaction}: (or the Approve button) counts as an "
+                                 f"approval of {request.what} #{request.id}; :{name}: does not.")
             return
+        if self._may_approve(request, user, is_bot, f":{name}:"):
+            self.approve(request, user, name)
+
+    def on_button(self, request_id: int, user: str, approve: bool) -> None:
+        """The Approve (or Withdraw) button on a request's message: the same rules as the reaction."""
+        try:
+            request = self.requests.get(request_id)
+        except LookupError:
+            self._note(user, "That button belongs to no request this bot knows.")
+            return
+        if not approve:
+            self.withdraw(request, user, by_button=True)
+            return
+        if self._may_approve(request, user, self.is_a_bot(user), "approval"):
+            self.approve(request, user, BUTTON)
+
+    def _may_approve(self, request: Request, user: str, is_bot: bool | None, what: str) -> bool:
+        """The rules every approval meets, by reaction or button; who breaks one is told which, and it is audited."""
+        if is_bot:
+            return False
         if user == request.requested_by:
             self._refuse(request, user, "the requester",
                          f"You asked for {request.what} #{request.id}, so your approval does not count: it needs "
                          f"{request.required} other approver(s).")
-            return
-        if not approver:
+            return False
+        if not self.plan.is_approver(user):
             self._refuse(request, user, "not an approver",
-                         f"Your :{name}: does not count: only the plan's approvers may approve "
+                         f"Your {what} does not count: only the plan's approvers may approve "
                          f"({people_list(self.people.approvers)}).")
-            return
+            return False
         if is_bot is None:
             self._refuse(request, user, "identity unconfirmed",
-                         f"Your :{name}: was not counted: Slack did not confirm that you are a person (its "
-                         "`users.info` answer failed), and an approval must come from a person. Remove your "
-                         "reaction and add it again in a minute.")
-            return
-        self.approve(request, user, name)
+                         f"Your {what} was not counted: Slack did not confirm that you are a person (its `users.info` "
+                         "answer failed), and an approval must come from a person. Try again in a minute.")
+            return False
+        return True
 
     def reconcile(self) -> None:
         """Approvals as the open requests' messages show them now, under the same rules as a reaction event.
@@ -105,7 +123,7 @@ class Approvals:
                 continue
             shown = list(dict.fromkeys(u for r in reactions if self.people.approves(str(r.get("name", "")))
                                        for u in r.get("users") or []))
-            counted = {a.user for a in self.requests.approvals(request.id)}
+            counted = {a.user for a in self.requests.approvals(request.id) if a.reaction != BUTTON}
             for user in shown:
                 if user in counted or user == request.requested_by or not self.plan.is_approver(user):
                     continue
@@ -128,29 +146,41 @@ class Approvals:
                                                    "approval; ask for a new one.")
             self.show(request.id)
             return
+        if verdict == "again":
+            self._note(user, f"Your approval of {request.what} #{request.id} is already counted; it counts once.")
+            return
         if verdict == "closed":
             self._note(user, f"{sentence(request.what)} #{request.id} is no longer open "
                              f"({self.requests.get(request.id).state}); your approval was not needed.")
             return
         self.audit(user, "approval", f"#{request.id}", "ok",
-                   {"reason": "found on the message after a restart"} if reconciled else None)
+                   {"reason": "found on the message after a restart"} if reconciled else
+                   {"via": "button"} if reaction == BUTTON else None)
         if verdict == "threshold":
             self.decide(request.id)  # every outcome of the decision updates the message
             return
         self.show(request.id)
         self.workers.submit(f"preflight for #{request.id}", self.refresh, request.id)
 
-    def withdraw(self, request: Request, user: str) -> None:
-        if self.requests.withdraw(request.id, user):
-            self.audit(user, "approval-withdrawn", f"#{request.id}", "ok")
+    def withdraw(self, request: Request, user: str, by_button: bool = False) -> None:
+        """Take an approval back the way it was given: a reaction removed, or the Withdraw button."""
+        if self.requests.withdraw(request.id, user, by_button):
+            self.audit(user, "approval-withdrawn", f"#{request.id}", "ok", {"via": "button"} if by_button else None)
             self.show(request.id)
             return
         state = self.requests.get(request.id).state
-        if state != RequestState.OPEN and any(a.user == user for a in self.requests.approvals(request.id)):
+        given = next((a for a in self.requests.approvals(request.id) if a.user == user), None)
+        how = "pressed Withdraw" if by_button else "removed your reaction"
+        if given is not None and state != RequestState.OPEN:
             self.audit(user, "approval-withdrawn", f"#{request.id}", "too-late", {"state": state.value})
             self._note(user, f"Your approval of {request.what} #{request.id} still stands: the decision was "
-                             f"already taken when you removed your reaction, and the request is now `{state}` "
+                             f"already taken when you {how}, and the request is now `{state}` "
                              f"({STATE_WORDS.get(state, state)}). To undo a go-live, use `/cutover rollback`.")
+        elif given is not None and by_button:
+            self._note(user, f"You approved {request.what} #{request.id} with :{given.reaction}:; remove that "
+                             "reaction to withdraw.")
+        elif by_button:
+            self._note(user, f"You have no approval of {request.what} #{request.id} to withdraw.")
 
     # -- who is who ------------------------------------------------------------------------------------
 

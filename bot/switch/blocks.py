@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.durations import format_duration
+from bot.ledger import blocks as ledger_blocks
 from bot.plan import FailoverPlan
-from bot.slackapi.blocks import sentence, clamp, context, divider, escape, header, section, sections, slack_date
+from bot.slackapi.blocks import (actions, button_element, clamp, confirm_dialog, context, divider, escape, header,
+                                 section, sections, sentence, slack_date)
 from bot.states import RequestState
-from bot.switch.model import STATE_WORDS, WHAT, Preflight, Verification
+from bot.switch.model import STATE_WORDS, WHAT, Forwarding, Preflight, Verification
 
-__all__ = ["STATE_WORDS", "WHAT", "RequestView", "format_ttl", "people_list", "preflight_lines", "request_message", "slack_date",
-           "text"]
+__all__ = ["APPROVE_ACTION", "STATE_WORDS", "WHAT", "WITHDRAW_ACTION", "RequestView", "format_ttl", "people_list",
+           "preflight_lines", "request_message", "slack_date", "text"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class RequestView:
     verification: Verification | None = None
     abort_reason: str | None = None
     unknown_reason: str | None = None
+    forwards: bool = False  # the plan makes the old server forward to the new one at the flip
+    forwarded_at: datetime | None = None
 
 
 def people_list(users: tuple[str, ...] | list[str]) -> str:
@@ -61,8 +65,9 @@ def _plan_lines(view: RequestView) -> list[str]:
         return [f"1. write `{escape(f.unhealthy)}` to the health file on `{f.old}`",
                 f"2. keepalived on `{f.new}` takes VIP `{f.vip}` when `{f.old}`'s check fails",
                 f"3. `{f.new}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {new_droplet}",
-                "4. the bot proves it: the probe answers from the new server, keepalived moved, DigitalOcean agrees",
-                _data_window(view)]
+                *([f"↪️ at the flip `{f.old}` forwards every request to `{f.new}`: it takes no more writes"]
+                  if view.forwards else []),
+                "4. the bot proves it: the site answers from the new server, keepalived moved, DigitalOcean agrees"]
     return [f"1. restore the health file on `{f.old}` to what it held before the go-live",
             f"2. keepalived on `{f.old}` takes VIP `{f.vip}` back",
             f"3. `{f.old}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {old_droplet}",
@@ -112,8 +117,8 @@ def _state_lines(view: RequestView) -> list[str]:
     others = [a for a in view.approvers if a != view.requested_by]
     s = view.state
     if s == RequestState.OPEN:
-        return [f"*Needs {view.required} approval(s)* from {people_list(others)} — react with :{view.reaction}: "
-                f"on this message. The requester's reaction does not count.",
+        return [f"*Needs {view.required} approval(s)* from {people_list(others)}: react with :{view.reaction}: on "
+                "this message, or press Approve. The requester's approval does not count.",
                 f"{so_far} ({count}/{view.required}) Open until {slack_date(view.expires_at)}."]
     if s == RequestState.EXPIRED:
         return [f"⌛ *Expired* {slack_date(view.expires_at)} with {count}/{view.required} approvals. "
@@ -139,18 +144,76 @@ def _state_lines(view: RequestView) -> list[str]:
     return [s]
 
 
+APPROVE_ACTION = "approve_request"
+WITHDRAW_ACTION = "withdraw_approval"
+
+
+def losses_line(view: RequestView) -> str:
+    """What the switch loses, as the approvers decide on it: the numbers, or the window as a time."""
+    tally = view.preflight.tally if view.preflight else None
+    if tally is not None and tally.since is not None:
+        after = ("At the flip the old server forwards to the new one, so nothing more is written there."
+                 if view.forwards else "Anything written to the old server until traffic moves is lost too.")
+        return (f"*What will be lost* (written to the old server since the copy {slack_date(tally.since)}): "
+                f"{tally.losing()}. {after}")
+    if tally is not None:
+        return f"*What will be lost:* unknown: {escape(tally.problem)}."
+    return _data_window(view)
+
+
+def _findings(view: RequestView) -> list[dict]:
+    """What the preflight found wrong, in full; what passed, folded into one line (each check is in the thread)."""
+    preflight = view.preflight
+    if preflight is None:
+        return []
+    wrong = [f"{'❌' if c.blocking else '⚠️'} {c.detail}" for c in preflight.checks if not c.ok]
+    verdict = (f"✅ {len(preflight.passed)} of {len(preflight.checks)} checks passed at {slack_date(preflight.at)}; "
+               "every check is in the thread.")
+    return [*sections(wrong, budget=8), context(verdict)]
+
+
+def approve_buttons(view: RequestView) -> dict:
+    """Approve (with Slack's confirm dialog repeating what is lost) and Withdraw, beside the reaction."""
+    tally = view.preflight.tally if view.preflight else None
+    numbers = f"{ledger_blocks.approval_numbers(tally)}. " if tally is not None and tally.since is not None else ""
+    target = "new" if view.kind == "golive" else "old"
+    # The numbers first: the dialog holds 300 characters, and they are what the approver accepts.
+    ask = confirm_dialog(f"Approve {WHAT[view.kind]} #{view.id}?",
+                         f"{numbers}The site moves to the {target} server. Your approval counts once; you can "
+                         "withdraw it until the last one is in.", "Approve", style="danger")
+    return actions(button_element("Approve", APPROVE_ACTION, str(view.id), style="danger", confirm=ask),
+                   button_element("Withdraw my approval", WITHDRAW_ACTION, str(view.id)))
+
+
 def request_message(view: RequestView) -> list[dict]:
     icon = "🚦" if view.kind == "golive" else "↩️"
     title = f"{icon} {sentence(WHAT[view.kind])} request #{view.id}"
     blocks = [header(title),
               section(f"<@{view.requested_by}> asks to switch the site to the "
-                      f"{'new' if view.kind == 'golive' else 'old'} server. What happens:\n"
+                      f"{'new' if view.kind == 'golive' else 'old'} server. *What happens:*\n"
                       + "\n".join(_plan_lines(view)))]
-    if view.preflight:
-        blocks += [context(f"Preflight {slack_date(view.preflight.at)}"),
-                   *sections(preflight_lines(view.preflight), budget=8)]
+    if view.kind == "golive":
+        blocks.append(section(losses_line(view)))
+    blocks += _findings(view)
     blocks += [divider(), *sections(_state_lines(view), budget=6)]
+    if view.state == RequestState.OPEN and view.required:
+        blocks.append(approve_buttons(view))
     return clamp(blocks)
+
+
+def forwarding(f: Forwarding) -> str:
+    """What the forwarding at the flip (or its undoing at a rollback) did, for the request's thread."""
+    if f.done and f.on:
+        return (f"↪️ `{f.host}` forwards every request to the new server since {slack_date(f.at)} (its clock; "
+                f"`{escape(f.command)}`): from then on the old application takes no writes, whatever keepalived and "
+                "DigitalOcean are still doing.")
+    if f.done:
+        return f"↩️ `{f.host}` serves its own requests again since {slack_date(f.at)} (`{escape(f.command)}`)."
+    if f.on:
+        return (f"⚠️ The forwarding on `{f.host}` failed ({escape(f.error)}): the old application keeps taking "
+                "writes until traffic moves.")
+    return (f"⚠️ Undoing the forwarding on `{f.host}` failed ({escape(f.error)}): it still forwards to the new server; "
+            f"run `{escape(f.command)}` there.")
 
 
 def preflight_message(preflight: Preflight, title: str) -> list[dict]:

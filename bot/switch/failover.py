@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 
 from bot.clock import Clock
 from bot.plan import Plan
 from bot.ssh import SSHError, SSHPool, WriteRefused, quote
-from bot.switch.model import Reading, Verification
+from bot.switch.model import Forwarding, Reading, Verification
 from bot.switch.requests import Backup, Requests
 from bot.switch.witnesses import Witnesses
 
@@ -102,6 +103,31 @@ class Failover:
             log.warning("the track file %s on %s was not written (%s): %s", path, host, exc, consequence)
             return f"keepalived's track file `{path}` on `{host}` was not written ({exc}); {consequence}."
 
+    def forward(self, on: bool) -> Forwarding | None:
+        """Make the old server's web tier forward every request to the new server (``on``), or stop it; None when
+        the plan has no forwarding. From the moment it took effect the old application takes no writes,
+        whatever keepalived or DigitalOcean are still doing."""
+        data = self.plan.data
+        command = data.forward if on else data.unforward
+        if command is None or data.forward_host is None:
+            return None
+        host = data.forward_host
+        try:
+            result = self.ssh.run(host, f"sh -c {quote(command)} && date +%s.%N",
+                                  timeout=data.forward_timeout.total_seconds(), retry=False)
+        except SSHError as exc:
+            return Forwarding(on, host, command, error=str(exc))
+        if result.exit_code != 0:
+            said = (result.stderr or result.stdout).strip().splitlines()
+            return Forwarding(on, host, command, error=f"it exited {result.exit_code}"
+                                                       + (f": {said[-1][:200]}" if said else ""))
+        try:
+            at = datetime.fromtimestamp(float(result.stdout.strip().splitlines()[-1]), timezone.utc)
+        except (ValueError, IndexError):
+            return Forwarding(on, host, command, error="it ran, but the host did not say when")
+        self.audit("cutover", "forward" if on else "unforward", host, "ok", {"at": at.isoformat()})
+        return Forwarding(on, host, command, at=at)
+
     def _replace(self, host: str, path: str, content: bytes) -> datetime:
         try:
             written = self.ssh.replace_file(host, path, content)
@@ -125,15 +151,24 @@ class Failover:
 
     # -- proving it -----------------------------------------------------------------------------------
 
-    def verify(self, target: str, timeout: float, report: Callable[[Reading], None]) -> Verification:
-        """Wait, within ``timeout`` seconds, for all three witnesses to agree that ``target`` serves."""
+    def verify(self, target: str, timeout: float, report: Callable[[Reading], None],
+               forwarding: bool = False) -> Verification:
+        """Wait, within ``timeout`` seconds, for every witness to agree that ``target`` serves.
+
+        With the old server forwarding to the new one, an answer from new through the reserved IP no longer
+        proves the IP moved: DigitalOcean's word does, and a fourth witness shows the old server forwards.
+        """
         deadline = time.monotonic() + timeout
         result = Verification(target)
         counts: dict[str, int] = {}
-        for ask in (lambda: self.witnesses.answers(self.config.probe_url, target, deadline, counts=counts),
-                    lambda: self.witnesses.vip(target, deadline),
-                    lambda: self.witnesses.cloud(target, timeout, deadline, result.cloud_errors)):
-            reading = ask()
+        asks = [lambda: self.witnesses.answers(self.config.probe_url, target, deadline, counts=counts),
+                lambda: self.witnesses.vip(target, deadline),
+                lambda: self.witnesses.cloud(target, timeout, deadline, result.cloud_errors)]
+        if forwarding:
+            asks.append(lambda: replace(self.witnesses.answers(self.config.old_probe_url, target, deadline),
+                                        name="forwarding"))
+        for ask in asks:
+            reading = _said_for_what(ask(), target, forwarding)
             if reading.name == "probe" and reading.ok:
                 result.first_answer_at = reading.at
             if reading.name == "digitalocean" and reading.ok:
@@ -143,3 +178,15 @@ class Failover:
         result.failed_probes = counts.get("failed_probes", 0)
         result.other_answers = counts.get("other_answers", 0)
         return result
+
+
+def _said_for_what(reading: Reading, target: str, forwarding: bool) -> Reading:
+    """Which witness proved what, in its own words: with forwarding, the probe proves who serves, DigitalOcean
+    that the IP moved, the old server's own address that it forwards."""
+    if not reading.ok or not forwarding:
+        return reading
+    what = {"probe": f" (through the old server's forwarding too: this shows `{target}` serves, not that the reserved "
+                     "IP moved)",
+            "digitalocean": ": the reserved IP moved",
+            "forwarding": ": the old server forwards to the new one and takes no writes"}.get(reading.name, "")
+    return replace(reading, detail=reading.detail + what)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
+from bot.ledger.model import Tally
 from bot.states import RequestState
 from bot.switch.model import Preflight
 from bot.switch.preflight import Preflights
@@ -61,8 +63,9 @@ class FreshPreflights:
             merged = {c.name: c for c in fresh[1].checks}
             merged.update({c.name: c for c in confirmation.checks})
             how = (f"the preflight of {fresh[0]:.0f} s ago, confirmed in {took:.0f} ms (health files, keepalived, "
-                   "VIP, stages, freezes)")
-            return Preflight(kind, confirmation.at, tuple(merged.values())), how
+                   "VIP, stages, freezes" + (", the must-be-zero watches" if confirmation.tally else "") + ")")
+            return Preflight(kind, confirmation.at, tuple(merged.values()),
+                             _merged(fresh[1].tally, confirmation.tally)), how
         self.say(request_id, f"Approvals complete. Running the preflight again before the "
                              f"{'flip' if kind == 'golive' else 'rollback'}…")
         return self.preflights.run(kind, ignore_request=request_id), "a full preflight"
@@ -74,3 +77,11 @@ class FreshPreflights:
         if fresh is None or not fresh[1].ok or time.monotonic() - fresh[0] > FRESH_FOR:
             return None
         return time.monotonic() - fresh[0], fresh[1]
+
+
+def _merged(fresh: Tally | None, confirmed: Tally | None) -> Tally | None:
+    """The fresh preflight's counts, with those counted again at the threshold in their place."""
+    if fresh is None or confirmed is None:
+        return confirmed or fresh
+    again = {c.watch: c for c in confirmed.counts}
+    return replace(fresh, counts=tuple(again.get(c.watch, c) for c in fresh.counts))

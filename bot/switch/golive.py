@@ -25,6 +25,8 @@ from datetime import datetime
 from typing import Callable
 
 from bot.clock import Clock
+from bot.ledger import blocks as ledger_blocks
+from bot.ledger.watches import Ledger
 from bot.plan import Plan
 from bot.runbook.runs import Runs
 from bot.slackapi.blocks import sentence, slack_date
@@ -59,7 +61,7 @@ class Outcome:
 class GoLive:
     def __init__(self, plan: Plan, store: Store, notifier: Notifier, clock: Clock, workers: Workers,
                  failover: Failover, preflights: Preflights, requests: Requests, runs: Runs,
-                 after_verified: Callable[[int], None] | None = None) -> None:
+                 after_verified: Callable[[int], None] | None = None, ledger: Ledger | None = None) -> None:
         assert plan.failover is not None
         self.after_verified = after_verified
         self.plan = plan
@@ -71,6 +73,7 @@ class GoLive:
         self.preflights = preflights
         self.requests = requests
         self.runs = runs
+        self.ledger = ledger
         self.people = plan.people
         self.fresh = FreshPreflights(preflights, requests, self._thread)
         self.approvals = Approvals(plan, requests, notifier, self.audit, workers, show=self._post,
@@ -101,6 +104,8 @@ class GoLive:
             self.workers.submit(f"{kind} #{request_id}", self._guarded, request_id, self._decided)
             return Outcome(f"{sentence(WHAT[kind])} #{request_id} needs no approval; going ahead.")
         self.notifier.react(ts, self.people.approval_reaction)
+        self._thread_blocks(request_id, f"The preflight of {WHAT[kind]} #{request_id}",
+                            request_blocks.preflight_message(preflight, f"The preflight of {WHAT[kind]} #{request_id}"))
         self.fresh.remember(request_id, preflight, preflight_started)
         self.approvals.look_up_approvers()
         return Outcome(f"{sentence(WHAT[kind])} #{request_id} posted; it needs {required} approval(s) "
@@ -191,11 +196,15 @@ class GoLive:
         # Every path that learns the switch was made passes here (after a restart too), and before the request is
         # recorded as flipped: a bot stopped in between tells keepalived again when it learns it once more.
         note = self.failover.tell_keepalived(kind)
-        if not self.requests.move(request_id, from_state, RequestState.FLIPPED,
-                                  Facts(flipped_at=written, action=action),
+        forwarding = self.failover.forward(on=kind == "golive")  # the window closes here, not when traffic moves
+        facts = Facts(flipped_at=written, action=action)
+        if forwarding is not None:
+            facts.forwarded_at, facts.forward_error = (forwarding.at, None) if forwarding.done else (None, forwarding.error)
+        if not self.requests.move(request_id, from_state, RequestState.FLIPPED, facts,
                                   (f"{kind}-flipped", "ok", {"action": action, "written_at": written.isoformat()})):
             return
-        self._thread(request_id, say + (f"\n⚠️ {note}" if note else ""))
+        said = [say] + ([f"⚠️ {note}"] if note else []) + ([request_blocks.forwarding(forwarding)] if forwarding else [])
+        self._thread(request_id, "\n".join(said))
         self._post(request_id)
         self._verify(request_id)
 
@@ -206,16 +215,36 @@ class GoLive:
         def report(witness: Reading) -> None:
             self._thread(request_id, ("✅ " if witness.ok else "❌ ") + witness.detail)
 
-        result = self.failover.verify(target, self.failover.config.verify_timeout.total_seconds(), report)
+        forwarded = kind == "golive" and self.requests.get(request_id).forwarded_at is not None
+        result = self.failover.verify(target, self.failover.config.verify_timeout.total_seconds(), report, forwarded)
         state = RequestState.VERIFIED if result.ok else RequestState.UNVERIFIED
         self.requests.move(request_id, RequestState.FLIPPED, state, Facts(verification=result),
                            (f"{kind}-{state}", "ok" if result.ok else state, {"failed": [w.name for w in result.failed]}))
         self._post(request_id)
+        if kind == "golive":
+            self._close_window(request_id)
         if result.ok and kind == "golive" and self.after_verified is not None:
             self.workers.submit(f"the report after #{request_id}", self.after_verified, request_id)
         if not result.ok and kind == "golive":
             self._thread(request_id, "Verification failed: " + "; ".join(w.detail for w in result.failed).rstrip(".")
                          + ". `/cutover rollback` switches back to the old server.")
+
+    def _close_window(self, request_id: int) -> None:
+        """Once traffic has moved, count what the old server took over the whole window, with the rows."""
+        if self.ledger is None or not self.ledger.watching:
+            return
+        request = self.requests.get(request_id)
+        v = request.verification
+        if request.forwarded_at is not None:
+            until, how = request.forwarded_at, "when the old server began forwarding to the new one"
+        elif v is not None and v.ok and v.first_answer_at is not None:
+            until, how = v.first_answer_at, "at the first answer from the new server"
+        else:
+            self._thread(request_id, "📒 No final count of the data window: traffic has not been shown to have moved, "
+                                     "so the old server may still be taking writes. `/cutover losses` counts them now.")
+            return
+        tally = self.ledger.count("final", until=until, request_id=request_id)
+        self._thread_blocks(request_id, *ledger_blocks.closed(tally, how))
 
     # -- when the bot cannot know ---------------------------------------------------------------------
 
@@ -267,6 +296,7 @@ class GoLive:
     def resume(self) -> None:
         """After a restart: never flip on our own; find out what happened and say exactly that."""
         self.reconcile()
+        self._count_missed_window()  # before any verification below can end in a count of its own
         for request in self.requests.in_state(RequestState.DECIDING, RequestState.FLIPPING, RequestState.FLIPPED,
                                               RequestState.UNKNOWN):
             if request.state == RequestState.DECIDING:
@@ -280,6 +310,16 @@ class GoLive:
             else:
                 self._thread(request.id, "The bot restarted during verification; verifying again.")
                 self.workers.submit(f"verification of #{request.id}", self._guarded, request.id, self._verify)
+
+    def _count_missed_window(self) -> None:
+        """A bot stopped between a verified go-live and its final count counts the window now, over the same
+        bounds: the copy to the moment the old server stopped serving."""
+        if self.ledger is None or not self.ledger.watching:
+            return
+        golives = [r for r in self.requests.in_state(RequestState.VERIFIED) if r.kind == "golive"]
+        if golives and not self.ledger.counts.final(golives[-1].id):
+            request_id = golives[-1].id
+            self.workers.submit(f"the final count of #{request_id}", self._guarded, request_id, self._close_window)
 
     def _after_restart(self, request_id: int) -> None:
         """A restart found the write under way: the old server's health file says whether it landed."""
@@ -332,7 +372,8 @@ class GoLive:
             preflight=preflight or request.preflight, decided_at=request.decided_at, failover=self.failover.config,
             droplets=(witnesses.droplet_of(self.failover.config.old), witnesses.droplet_of(self.failover.config.new)),
             last_sync=self.runs.last_succeeded(), flipped_at=request.flipped_at, verification=request.verification,
-            abort_reason=request.abort_reason, unknown_reason=request.unknown)
+            abort_reason=request.abort_reason, unknown_reason=request.unknown, forwards=bool(self.plan.data.forward),
+            forwarded_at=request.forwarded_at)
         text, blocks = request_blocks.text(view), request_blocks.request_message(view)
         if request.message_ts:
             self.notifier.update(request.message_ts, text, blocks)
@@ -346,6 +387,11 @@ class GoLive:
         ts = self.requests.get(request_id).message_ts
         if ts:
             self.notifier.post(text, thread_ts=ts)
+
+    def _thread_blocks(self, request_id: int, text: str, blocks: list[dict]) -> None:
+        ts = self.requests.get(request_id).message_ts
+        if ts:
+            self.notifier.post(text, blocks, thread_ts=ts)
 
 
 def _switch(kind: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from bot.ledger.model import Tally
 from bot.states import RequestState
 
 WHAT = {"golive": "go-live", "rollback": "rollback"}
@@ -46,6 +47,7 @@ class Preflight:
     purpose: str
     at: datetime
     checks: tuple[Check, ...] = field(default_factory=tuple)
+    tally: Tally | None = None  # what the old server took after the copy, when the plan watches it
 
     @property
     def ok(self) -> bool:
@@ -55,13 +57,24 @@ class Preflight:
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.blocking and not c.ok]
 
+    @property
+    def passed(self) -> list[Check]:
+        return [c for c in self.checks if c.ok]
+
+    @property
+    def warnings(self) -> list[Check]:
+        """What failed without stopping anything (the old server's own answer, say)."""
+        return [c for c in self.checks if not c.ok and not c.blocking]
+
     def to_json(self) -> dict:
-        return {"purpose": self.purpose, "at": self.at.isoformat(), "checks": [asdict(c) for c in self.checks]}
+        return {"purpose": self.purpose, "at": self.at.isoformat(), "checks": [asdict(c) for c in self.checks],
+                "tally": self.tally.to_json() if self.tally else None}
 
     @classmethod
     def from_json(cls, data: dict) -> "Preflight":
         return cls(data["purpose"], datetime.fromisoformat(data["at"]),
-                   tuple(Check(c["name"], c["ok"], c["detail"], c.get("blocking", True)) for c in data["checks"]))
+                   tuple(Check(c["name"], c["ok"], c["detail"], c.get("blocking", True)) for c in data["checks"]),
+                   Tally.from_json(data["tally"]) if data.get("tally") else None)
 
 
 @dataclass
@@ -108,3 +121,18 @@ class Verification:
                    cloud_errors=list(data.get("cloud_errors") or []) if isinstance(data.get("cloud_errors"), list) else [],
                    cloud_error_count=data.get("cloud_error_count", data.get("cloud_errors") if
                                               isinstance(data.get("cloud_errors"), int) else 0))
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """What the plan's forward (or unforward) command did on the old server, by its word."""
+
+    on: bool
+    host: str
+    command: str
+    at: datetime | None = None  # when it had taken effect, by the host's clock
+    error: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.at is not None

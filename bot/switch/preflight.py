@@ -6,9 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from bot.clock import Clock
+from bot.freezes.model import ReadBack
 from bot.freezes.records import FreezeRecords
+from bot.ledger.model import Count, Tally
+from bot.ledger.watches import Ledger
 from bot.plan import Plan
 from bot.runbook.runs import Runs
+from bot.slackapi.blocks import sentence
 from bot.ssh import SSHError, SSHPool
 from bot.states import RunState
 from bot.switch.failover import Failover
@@ -23,12 +27,15 @@ class Preflights:
     """Asks the servers, the probe URLs and DigitalOcean, in parallel, each with its own deadline."""
 
     def __init__(self, plan: Plan, runs: Runs, freezes: FreezeRecords, requests: Requests, clock: Clock, ssh: SSHPool,
-                 failover: Failover) -> None:
+                 failover: Failover, ledger: Ledger | None = None,
+                 read_back: Callable[[str], ReadBack | None] | None = None) -> None:
         assert plan.failover is not None
         self.plan = plan
         self.config = plan.failover
         self.runs = runs
         self.freezes = freezes
+        self.ledger = ledger
+        self.read_back = read_back  # a freeze's check, run on its host
         self.requests = requests
         self.clock = clock
         self.ssh = ssh
@@ -37,18 +44,43 @@ class Preflights:
 
     def run(self, purpose: str = "golive", ignore_request: int | None = None) -> Preflight:
         cfg = self.config
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="preflight") as pool:
+        golive = purpose == "golive"
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="preflight") as pool:
             # Each server's health, track and VRRP state files and addresses, read once by one SSH command for
             # every check below that needs them. Submitted first, so a worker is on each before any check waits.
             reads = {host: pool.submit(self.witnesses.snapshot, host, self._small_files(host))
                      for host in (cfg.old, cfg.new)}
+            data = self._data_window(pool, golive, only_must_be_zero=False)
 
             def snaps() -> dict[str, Snapshot]:
                 return {host: read.result() for host, read in reads.items()}
 
             checks = self._full_checks(purpose, snaps, ignore_request)
             results = tuple(pool.map(lambda fn: fn(), checks))
-        return Preflight(purpose, self.clock.now(), results)
+            tally, more = data()
+        return Preflight(purpose, self.clock.now(), results + more, tally)
+
+    def _data_window(self, pool: ThreadPoolExecutor, golive: bool,
+                     only_must_be_zero: bool) -> Callable[[], tuple[Tally | None, tuple[Check, ...]]]:
+        """Start counting the watches (all of them, or the must-be-zero ones) and reading back the required
+        freezes; the answer, to be taken once the other checks are under way."""
+        if not golive:
+            return lambda: (None, ())
+        counting = None
+        if self.ledger is not None and self.ledger.watching:
+            only = {w.name for w in self.plan.data.watches if w.must_be_zero} if only_must_be_zero else None
+            if only is None or only:
+                counting = pool.submit(self.ledger.count, "preflight", None, None, only)
+        kinds = [k for k in self.config.require_freezes if self.plan.freezes.kinds[k].check]
+        backs = [pool.submit(self.read_back, k) for k in kinds] if self.read_back is not None else []
+
+        def answer() -> tuple[Tally | None, tuple[Check, ...]]:
+            tally = counting.result() if counting is not None else None
+            checks = [watch_check(c, tally, self.plan) for c in (tally.counts if tally else ())]
+            checks += [read_back_check(reading) for f in backs if (reading := f.result()) is not None]
+            return tally, tuple(checks)
+
+        return answer
 
     def _full_checks(self, purpose: str, snaps: Callable[[], dict[str, Snapshot]],
                      ignore_request: int | None) -> list[Callable[[], Check]]:
@@ -82,24 +114,27 @@ class Preflights:
         and the stages, freezes and requests. Tens of milliseconds, where ``run`` takes half a second or more.
 
         Only valid beside a full preflight that passed moments ago: DigitalOcean's assignment and the new
-        server's answer are not asked again here.
+        server's answer are not asked again here, nor the watches whose losses the plan accepts; the must-be-zero
+        watches and the freezes' read-back are, since one edit would make the switch lose it.
         """
         cfg = self.config
         golive = purpose == "golive"
         current, target = (cfg.old, cfg.new) if golive else (cfg.new, cfg.old)
         hosts = (cfg.old, cfg.new)
-        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="confirm") as pool:
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="confirm") as pool:
             # each server is asked once, everything at once: one SSH round trip, not one per file
             reads = [pool.submit(self.witnesses.snapshot, host, self._small_files(host)) for host in hosts]
+            data = self._data_window(pool, golive, only_must_be_zero=True)  # an edit can come in seconds
             local = [pool.submit(fn) for fn in ((self._stages, self._freezes) if golive else (self._backup,))]
             local.append(pool.submit(self._no_other_request, ignore_request))
             snaps = {host: read.result() for host, read in zip(hosts, reads)}
             checks = [self._health(host, snaps[host]) if golive else self._reached(snaps[host]) for host in hosts]
             checks += [f.result() for f in local]
+            tally, more = data()
         checks += [_check("vrrp", self.witnesses.vrrp(current, target, snaps, backup_may_fault=not golive),
                           blocking=self.plan.vrrp_state_file(cfg.old) is not None),
-                   _check("vip", self.witnesses.vip(current, snaps=snaps), golive)]
-        return Preflight(purpose, self.clock.now(), tuple(checks))
+                   _check("vip", self.witnesses.vip(current, snaps=snaps), golive), *more]
+        return Preflight(purpose, self.clock.now(), tuple(checks), tally)
 
     def _small_files(self, host: str) -> list[str]:
         """The files a confirmation reads on ``host``: its health file, and its track and VRRP state files."""
@@ -180,3 +215,30 @@ class Preflights:
 
 def _check(name: str, reading: Reading, blocking: bool) -> Check:
     return Check(name, reading.ok, reading.detail, blocking)
+
+
+def watch_check(count: Count, tally: Tally | None, plan: Plan) -> Check:
+    """A watch's count as the preflight judges it: unknown and rows where there must be none refuse."""
+    name = f"watch {count.watch}"
+    since = tally.source if tally else "the copy"
+    if count.count is None:
+        return Check(name, False, f"{count.label}: *unknown* ({count.error}); no go-live on a guess: fix the watch "
+                                  f"`{count.watch}` (its command, or its host) and check again")
+    if count.must_be_zero and count.count:
+        shown = "; ".join(count.rows[:3]) + (f" and {count.count - 3:,} more" if count.count > 3 else "")
+        again = f"run `{plan.data.copy_stage}` and the stages after it again" if plan.data.copy_stage else "re-sync them"
+        return Check(name, False, f"{count.count:,} {count.label} since the copy ({since}), and there must be none: "
+                                  f"{shown or 'the watch printed no rows'}. Bring them to the new server ({again}), or "
+                                  f"make the plan accept them (`losses = \"accepted\"` in the watch `{count.watch}`)")
+    if count.must_be_zero:
+        return Check(name, True, f"0 {count.label} since the copy: held")
+    return Check(name, True, f"{count.phrase()} written to the old server since the copy (accepted by "
+                             "the plan: lost when traffic moves)")
+
+
+def read_back_check(reading: ReadBack) -> Check:
+    if reading.frozen:
+        return Check(f"read-back {reading.kind}", True, sentence(reading.describe()))
+    fix = ("freeze it, or take it out of `require_freezes`" if reading.printed is not None
+           else "fix the check's command or its host")
+    return Check(f"read-back {reading.kind}", False, f"{sentence(reading.describe())}; {fix}")

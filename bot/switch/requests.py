@@ -23,6 +23,7 @@ from bot.states import IN_FLIGHT, RequestState, sql_in
 from bot.store import Store
 from bot.switch.model import WHAT, Preflight, Verification
 
+BUTTON = "button"  # an approval's "reaction" when it was given with the Approve button
 SWITCHED = (RequestState.FLIPPING, RequestState.FLIPPED, RequestState.VERIFIED, RequestState.UNVERIFIED,
             RequestState.UNKNOWN)
 
@@ -50,6 +51,8 @@ class Request:
     error: str | None = None  # why the write did not happen
     unknown: str | None = None  # why it cannot yet be told whether it happened
     stopped_by: Preflight | None = None  # the preflight at the threshold that stopped it
+    forwarded_at: datetime | None = None  # when the old server began forwarding to the new one, by its clock
+    forward_error: str | None = None  # why it did not
 
     @property
     def what(self) -> str:
@@ -74,7 +77,9 @@ class Request:
                    flipped_at=parse_optional_time(result.get("flipped_at")), action=result.get("action"),
                    verification=Verification.from_json(verification) if verification else None,
                    error=result.get("error"), unknown=result.get("unknown"),
-                   stopped_by=Preflight.from_json(result["preflight"]) if result.get("preflight") else None)
+                   stopped_by=Preflight.from_json(result["preflight"]) if result.get("preflight") else None,
+                   forwarded_at=parse_optional_time(result.get("forwarded_at")),
+                   forward_error=result.get("forward_error"))
 
 
 @dataclass(frozen=True)
@@ -105,13 +110,16 @@ class Facts:
     error: str | None = None
     unknown: str | None = None
     stopped_by: Preflight | None = None
+    forwarded_at: datetime | None = None
+    forward_error: str | None = None
     extra: dict = field(default_factory=dict)
 
     def encoded(self) -> dict:
         out: dict = {}
-        if self.flipped_at is not None:
-            out["flipped_at"] = self.flipped_at.isoformat()
-        for name in ("action", "error", "unknown"):
+        for name in ("flipped_at", "forwarded_at"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name).isoformat()
+        for name in ("action", "error", "unknown", "forward_error"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         if self.verification is not None:
@@ -206,8 +214,9 @@ class Requests:
 
     def approve(self, request_id: int, user: str, reaction: str) -> str:
         """Count ``user``'s approval, in one write with its consequence: ``counted``; ``threshold`` (this one
-        reached the required number and moved the request to deciding); ``expired`` (the request's time was up:
-        it is expired now); ``closed`` (it was no longer open)."""
+        reached the required number and moved the request to deciding); ``again`` (it was counted already, given
+        another way); ``expired`` (the request's time was up: it is expired now); ``closed`` (it was no longer
+        open)."""
         now = self.clock.now()
         with self.store.transaction() as db:
             row = db["golive_requests"].get(request_id)
@@ -217,8 +226,9 @@ class Requests:
                 db.execute("UPDATE golive_requests SET state = ? WHERE id = ? AND state = ?",
                            [RequestState.EXPIRED.value, request_id, RequestState.OPEN.value])
                 return "expired"
-            db.execute("INSERT OR IGNORE INTO approvals (request_id, user, reaction, approved_at) VALUES (?, ?, ?, ?)",
-                       [request_id, user, reaction, now.isoformat()])
+            if db.execute("INSERT OR IGNORE INTO approvals (request_id, user, reaction, approved_at) VALUES (?, ?, ?, ?)",
+                          [request_id, user, reaction, now.isoformat()]).rowcount == 0:
+                return "again"
             count = db.execute("SELECT COUNT(*) FROM approvals WHERE request_id = ?", [request_id]).fetchone()[0]
             if count < row["required"]:
                 return "counted"
@@ -227,13 +237,15 @@ class Requests:
                                 RequestState.OPEN.value]).rowcount
             return "threshold" if taken else "closed"
 
-    def withdraw(self, request_id: int, user: str) -> bool:
-        """Take ``user``'s approval back while the request is open; False when there was none to take, or the
-        decision was already taken."""
+    def withdraw(self, request_id: int, user: str, by_button: bool) -> bool:
+        """Take ``user``'s approval back while the request is open, if it was given the same way (a reaction taken
+        back withdraws a reaction's approval, the Withdraw button a button's); False when there was none to take,
+        or the decision was already taken."""
         with self.store.transaction() as db:
-            return db.execute("DELETE FROM approvals WHERE request_id = ? AND user = ? AND EXISTS "
-                              "(SELECT 1 FROM golive_requests WHERE id = ? AND state = ?)",
-                              [request_id, user, request_id, RequestState.OPEN.value]).rowcount == 1
+            return db.execute("DELETE FROM approvals WHERE request_id = ? AND user = ? AND (reaction = ?) = ? AND "
+                              "EXISTS (SELECT 1 FROM golive_requests WHERE id = ? AND state = ?)",
+                              [request_id, user, BUTTON, int(by_button), request_id,
+                               RequestState.OPEN.value]).rowcount == 1
 
     def approvals(self, request_id: int) -> list[Approval]:
         return [Approval(r["user"], r["reaction"], parse_time(r["approved_at"])) for r in self.store.query(
