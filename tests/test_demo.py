@@ -12,10 +12,13 @@ import pytest
 
 from bot.standins.lab import lab_unavailable
 
-GO_LIVE = ("100% (600 / 600)", "db-import-run2.log", "so your approval does not count",
+GO_LIVE = ("100% (600 / 600)", "db-import-run4.log", "so your approval does not count",
            "✅ *Switched to `new` and verified.*", "first answer from `new`", "s to the first answer from `new`",
            "DigitalOcean confirmed",
-           "answers from `old`", "25/25 checks passed")
+           "answers from `old`", "30/30 checks passed")
+DATA = ("The content freeze holds:", "losing 3 sessions, 1 saved form, 2 profile edits; content edits since the copy: 0",
+        "[ Approve ]", "▸ carol presses Approve on the request, and confirms", "forwards every request to the new server",
+        "📒 The data window closed", "```uid 5 active at")
 RUNBOOK = ("a step for @eve — *waiting for its owner*", "[ Done ]", "▸ eve presses Done on content-check",
            "`run all` by @alice finished, up to 2 side by side", "▸ eve opens the cutover app's Home tab",
            "│ == Cutover runbook ==", "📎 cutover-timeline.png", "The report is also written here")
@@ -26,7 +29,7 @@ def test_the_demo_runs_to_a_green_summary():
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "FAILED" not in out and "Traceback" not in result.stderr
-    for line in ("Content freeze* scheduled by @alice", "The content freeze is now in effect", *GO_LIVE, *RUNBOOK):
+    for line in ("Content freeze* scheduled by @alice", "The content freeze is now in effect", *GO_LIVE, *RUNBOOK, *DATA):
         assert line in out, line
     assert ("keepalived was a stand-in" in out) == (lab_unavailable() is not None)
 
@@ -62,6 +65,6 @@ def test_the_demo_shows_the_go_live_as_a_user_without_root(tmp_path):
     assert result.returncode == 0, out + result.stderr
     assert "network namespaces need root" in out and "KEEPALIVED" in out, out[:600]
     assert "FAILED" not in out and "Traceback" not in result.stderr
-    for line in GO_LIVE:
+    for line in (*GO_LIVE, *DATA):
         assert line in out, line
     assert "(keepalived was a stand-in)" in out

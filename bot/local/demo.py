@@ -31,9 +31,11 @@ from bot.runbook.blocks import DONE_ACTION
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.keepalived_pair import KeepalivedPairStandIn, pair_unavailable
 from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
+from bot.standins.site import Site
 from bot.standins.slack import Envelope, SlackStandIn
 from bot.standins.sshd import LocalSshd, find_sshd
 from bot.states import RequestState
+from bot.switch.blocks import APPROVE_ACTION
 from bot.switch.requests import Request
 from bot.waiting import wait_until
 
@@ -65,6 +67,7 @@ class Demo:
     clock: JumpClock
     bot: LocalBot | None = None
     lab: KeepalivedLab | KeepalivedPairStandIn | None = None
+    site: Site | None = None  # the demo site's data, on the old server
     do: DigitalOceanStandIn | None = None
     results: list[tuple[str, bool]] = field(default_factory=list)
 
@@ -181,6 +184,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             ]
         if demo.lab is not None:
             plan["failover"]["require_freezes"] = ["content", "registration"]
+            demo.site = _site(demo.lab, plan)
         demo.bot = start_local_bot(slack, parse_plan(plan, "demo plan"), str(work / "cutover.db"), clock=demo.clock,
                                    digitalocean_end_point=demo.do.end_point if demo.do else None)
         stack.callback(demo.bot.stop)
@@ -203,6 +207,48 @@ def run_demo(out: TextIO = sys.stdout) -> int:
     return 0 if not failed else 1
 
 
+SITE_SCRIPT = Path(__file__).resolve().parents[1] / "standins" / "site.py"
+
+
+def _site(lab: KeepalivedLab | KeepalivedPairStandIn, plan: dict) -> Site:
+    """The demo site on the old server (its data in SQLite), frozen by the plan's own stages and read back by its
+    checks, its data window watched, and its web tier forwarding to the new server at the flip."""
+    db = lab.servers["old"].dir / "site.db"
+    site = Site(db)
+    script = f"{sys.executable} {SITE_SCRIPT} --db {db}"
+    plan["stages"] = [
+        {"name": "maintenance-on", "host": "old", "command": f"{script} set maintenance 1", "planned": "1s"},
+        {"name": "registration-off", "host": "old", "command": f"{script} set registration admin_only",
+         "planned": "1s"}] + plan["stages"]
+    plan["freezes"]["content"] = {"start_stage": "maintenance-on", "check": f"{script} get maintenance",
+                                  "frozen": "1"}
+    plan["freezes"]["registration"] = {"start_stage": "registration-off", "check": f"{script} get registration",
+                                       "frozen": "admin_only"}
+    plan["data"] = {"copy_stage": "db-import", **lab.forwarding(), "watches": [
+        {"name": "sessions", "host": "old", "losses": "accepted", "command": f"{script} count sessions"},
+        {"name": "saved-forms", "label": "saved forms", "host": "old", "losses": "accepted",
+         "command": f"{script} count saved-forms"},
+        {"name": "profile-edits", "label": "profile edits", "host": "old", "losses": "accepted",
+         "command": f"{script} count profile-edits"},
+        {"name": "content-edits", "label": "content edits", "host": "old", "losses": "must-be-zero",
+         "freeze": "content", "command": f"{script} count content-edits"}]}
+    site.session(3, int(time.time()) - 3600)  # before the copy: the new server has it
+    return site
+
+
+def _visitors(d: Demo) -> None:
+    """While the data is copied, the old server keeps taking what the freezes let through: logins, a half-filled
+    form, profile edits. No content edit: the content freeze holds."""
+    if d.site is None:
+        return
+    d.view.line("\n▸ on the old server, visitors log in (3), fill in a form (1) and edit profiles (2) after the copy")
+    for uid in (5, 6, 7):
+        d.site.session(uid)
+    d.site.saved_form("contact_form_a1b2")
+    for uid in (8, 9):
+        d.site.profile_edit(uid)
+
+
 def _freezes(d: Demo) -> None:
     d.reply(d.say("alice", "/cutover freeze content at in 25h until in 30h -- editors: publish before Friday"))
     d.reply(d.say("alice", "/cutover freeze registration at in 25h until in 30h"))
@@ -218,6 +264,10 @@ def _freezes(d: Demo) -> None:
                 and "Posted late" not in d.channel_text())
     d.jump(timedelta(minutes=10), "to the start of the freezes")
     d.check("both freezes are in effect", d.channel_text().count("is now in effect") == 2)
+    if d.site is not None:
+        d.check("both freezes read back as holding, by the plan's own checks",
+                d.wait("the read-backs", lambda: all(f"The {k} freeze holds" in d.channel_text()
+                                                     for k in ("content", "registration")), 30))
 
 
 def _stages(d: Demo, on_hosts: bool) -> None:
@@ -236,6 +286,10 @@ def _stages(d: Demo, on_hosts: bool) -> None:
             runs.latest()["content-check"].state == "running" and "db-import" not in runs.latest())
     d.view.line("\n▸ eve presses Done on content-check")
     d.slack.click("U0EVE", "C0LAUNCH", ts, DONE_ACTION)
+    if d.site is not None:
+        d.wait("the copy to start", lambda: runs.latest().get("db-import") is not None
+               and runs.latest()["db-import"].host_started_at is not None, 30)
+        _visitors(d)
     d.wait("the run all summary", lambda: "`run all` by @alice finished" in d.channel_text(), 120)
     latest = runs.latest()
     d.check("eve's step is done, by eve", latest["content-check"].state == "succeeded"
@@ -282,6 +336,9 @@ def _report(d: Demo, work: Path) -> None:
     d.check("the report has every step and the whole audit log",
             all(f"| {name} |" in md.read_text() for name in drawn)
             and md.read_text().count("\n- `") == len(d.bot.services.store.audit_log()))
+    if d.site is not None:
+        d.check("the report has the data window, with every row", "What the old server took after the copy" in
+                md.read_text() and "  - sessions (accepted): 3" in md.read_text() and "uid 9 edited at" in md.read_text())
 
 
 def _golive(d: Demo) -> bool:
@@ -293,17 +350,31 @@ def _golive(d: Demo) -> bool:
     if not posted:
         return False
     request, ts = d.latest_request()
+    card = render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks"))
+    if d.site is not None:
+        d.check("the card says what will be lost: 3 sessions, 1 saved form, 2 profile edits; content edits 0",
+                "losing 3 sessions, 1 saved form, 2 profile edits; content edits since the copy: 0" in card)
     d.react("alice", ts)
     d.check("the requester's own approval is refused",
             d.wait("a note", lambda: any("so your approval does not count" in e["text"] for e in d.slack.ephemerals)))
     d.react("bob", ts)
     d.wait("bob's approval", lambda: "(1/2)" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
-    d.react("carol", ts)
+    d.view.line("\n▸ carol presses Approve on the request, and confirms")
+    d.slack.click("U0CAROL", "C0LAUNCH", ts, APPROVE_ACTION)
     state = d.settled(request.id)
     d.wait("the final message", lambda: "verified" in render_blocks(d.slack.message("C0LAUNCH", ts).get("blocks")))
     d.check("the switch is verified: probe, keepalived and DigitalOcean agree", state == "verified")
     d.check(f"{_keepalived(d)} moved the VIP to the new server", d.lab.vip_holder() == "new")
     d.check("DigitalOcean shows the new droplet", d.do.holder(FLOATING_IP) == d.lab.plan({})["digitalocean"]["new_droplet"])
+    if d.site is not None:
+        thread = "\n".join(render_blocks(m.get("blocks"), m["text"], PEOPLE) for m in d.slack.messages("C0LAUNCH", ts))
+        d.check("the old server forwarded to the new one at the flip", "forwards every request to the new server" in thread)
+        d.check("the go-live thread gives the final count, with the rows",
+                d.wait("the final count", lambda: "the old server took 3 sessions, 1 saved form, 2 profile edits "
+                                                  "(accepted); content edits: 0" in "\n".join(
+                           m["text"] for m in d.slack.messages("C0LAUNCH", ts)), 20)
+                and "uid 5 active at" in "\n".join(render_blocks(m.get("blocks"), m["text"], PEOPLE)
+                                                   for m in d.slack.messages("C0LAUNCH", ts)))
     return state == "verified"
 
 
