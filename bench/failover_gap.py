@@ -13,6 +13,13 @@ the notify script's assign action completes (the path of DigitalOcean's
 public traffic), one path per run (--together: both at once); the bot asked
 for a go-live and approved by two people through the Slack stand-in.
 
+Two more settings measure the data window with DigitalOcean's own pace: an
+assign action of 11 s (the duration in DigitalOcean's API example), with and
+without the plan's forwarding (the old server's web tier relays every request
+to the new one from the flip on). For them the old application's answers
+after the last approval are counted: each is a write the new server never
+sees.
+
 Per run: the service gap (last good answer from old → first good answer from
 new) and the client's own longest pause between sends within it, requests
 that failed (refused, reset, timeout, other; and whether after connecting),
@@ -51,6 +58,7 @@ from bench.common import PLAN  # noqa: E402
 
 PATHS = {"vrrp": VIP, "digitalocean": FLOATING_IP}
 ACTION_DELAY = 0.3  # the DigitalOcean stand-in's assign action: in-progress this long, then completed
+SLOW_ACTION = 11.0  # DigitalOcean's own example of an assign action: 11 s from in-progress to completed
 CLIENT_SECONDS = 14.0
 CLIENT_TIMEOUT = 1.0
 LATE_MS = 200
@@ -73,21 +81,26 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def one_run(timing, track: bool, rate: float,  # type: ignore[no-untyped-def]
-            paths: tuple[str, ...] = tuple(PATHS)) -> dict:
+            paths: tuple[str, ...] = tuple(PATHS), action_delay: float = ACTION_DELAY, forward: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="cutover-gap-"))
-    with DigitalOceanStandIn(action_delay=ACTION_DELAY) as do, \
+    seconds = CLIENT_SECONDS + max(0.0, action_delay - ACTION_DELAY)  # until well after the slowest assignment
+    with DigitalOceanStandIn(action_delay=action_delay) as do, \
             KeepalivedLab(work / "lab", do, timing, track=track) as lab, SlackStandIn(redeliver_after=None) as slack:
         base = copy.deepcopy(PLAN)
         base.pop("hosts")
         base["stages"] = []
-        bot = start_local_bot(slack, parse_plan(lab.plan(base), "bench"), str(work / "gap.db"),
+        plan = lab.plan(base)
+        plan["failover"]["verify_timeout"] = f"{int(action_delay) + 30}s"
+        if forward:
+            plan["data"] = lab.forwarding()
+        bot = start_local_bot(slack, parse_plan(plan, "bench"), str(work / "gap.db"),
                               digitalocean_end_point=do.end_point)
         # A client on keepalived's VIP (a private network's path), or on the reserved IP through the edge that
         # follows DigitalOcean's assignment (a DigitalOcean user's public path), or both.
         files = {path: open(work / f"samples-{path}.jsonl", "w") for path in paths}  # files: never block
         clients = [subprocess.Popen(["ip", "netns", "exec", lab.client_netns(), sys.executable,
                                      str(ROOT / "bench" / "vip_client.py"), PATHS[path], str(rate),
-                                     str(CLIENT_SECONDS), str(CLIENT_TIMEOUT)], stdout=files[path]) for path in paths]
+                                     str(seconds), str(CLIENT_TIMEOUT)], stdout=files[path]) for path in paths]
         try:
             time.sleep(3.0)
             bot.services.golive.request("U0ALICE")
@@ -101,7 +114,7 @@ def one_run(timing, track: bool, rate: float,  # type: ignore[no-untyped-def]
                                                 [request["id"], "U0CAROL"])
             result = json.loads(bot.services.store.get("golive_requests", request["id"])["result"] or "{}")
             for client in clients:
-                client.wait(timeout=CLIENT_SECONDS + 30)
+                client.wait(timeout=seconds + 30)
         finally:
             for client in clients:
                 if client.poll() is None:
@@ -110,6 +123,10 @@ def one_run(timing, track: bool, rate: float,  # type: ignore[no-untyped-def]
                 f.close()
             bot.stop()
     written = datetime.fromisoformat(result["flipped_at"]).timestamp() if result.get("flipped_at") else None
+    # The moment the old application stopped taking requests: the forwarding, or without it the health write
+    # (after which only the network's move sends requests elsewhere). Both by the host's clock, the lab's own.
+    stopped = (datetime.fromisoformat(result["forwarded_at"]).timestamp() if result.get("forwarded_at")
+               else written)
     # Where approval → write goes: Slack delivering the reaction and the bot recording it, then the fast
     # confirmation and the write itself.
     counted = datetime.fromisoformat(recorded[0]["approved_at"]).timestamp() if recorded else None
@@ -121,12 +138,14 @@ def one_run(timing, track: bool, rate: float,  # type: ignore[no-untyped-def]
         lines = [json.loads(line) for line in (work / f"samples-{path}.jsonl").read_text().splitlines()
                  if line.strip()]
         samples = sorted((s for s in lines if "i" in s), key=lambda s: s["sent"])
-        out[path] = {**analyse(samples, state, approved_at, written, rate), **breakdown}
+        out[path] = {**analyse(samples, state, approved_at, written, rate, stopped), **breakdown}
     return out
 
 
-def analyse(samples: list[dict], state: str, approved_at: float, written: float | None, rate: float) -> dict:
+def analyse(samples: list[dict], state: str, approved_at: float, written: float | None, rate: float,
+            stopped: float | None = None) -> dict:
     ok = [s for s in samples if s["who"] in NAMES.values()]
+    old_answered = [s for s in ok if s["who"] == NAMES["old"]]
     old_ok = [s["end"] for s in ok if s["who"] == NAMES["old"]]
     new_ok = [s["end"] for s in ok if s["who"] == NAMES["new"]]
     first_new = min(new_ok, default=None)
@@ -166,6 +185,14 @@ def analyse(samples: list[dict], state: str, approved_at: float, written: float 
         "approval_to_health_write_ms": round((written - approved_at) * 1000, 1) if written else None,
         "approval_to_first_new_ms": round((first_new - approved_at) * 1000, 1) if first_new else None,
         "old_answers_after_first_new": sum(1 for t in old_ok if first_new and t > first_new),
+        # Each answer of the old application after the last approval is a write the new server never sees.
+        "old_app_answers_after_approval": sum(1 for t in old_ok if t > approved_at),
+        "approval_to_every_answer_from_new_ms": round((max((t for t in old_ok if t > approved_at), default=approved_at)
+                                                       - approved_at) * 1000, 1),
+        # After the flip (the forwarding, or the health write): requests sent after it that the old application
+        # still answered, and those already in flight at it (sent before, answered after).
+        "old_app_answers_after_flip": sum(1 for s in old_answered if stopped and s["sent"] > stopped),
+        "old_app_answers_in_flight_at_flip": sum(1 for s in old_answered if stopped and s["sent"] <= stopped < s["end"]),
         "send_skew_ms_p99": round(percentile(skew, 0.99) or 0, 1) if skew else None,
     }
 
@@ -185,7 +212,8 @@ def main() -> None:
                         help="both paths' clients in one run (the default runs one path at a time, so that the "
                              "lab's own load is one client's)")
     parser.add_argument("--only", help="one setting by name: digitalocean_tutorial, generated_without_track_file, "
-                                       "generated_fault_on_flip, generated")
+                                       "generated_fault_on_flip, generated, generated_11s_action, "
+                                       "generated_11s_action_forwarding")
     args = parser.parse_args()
     why = lab_unavailable()
     if why:
@@ -200,22 +228,29 @@ def main() -> None:
                           "request, never as gap"},
         "settings": []}
     report["digitalocean_action_delay_ms"] = ACTION_DELAY * 1000
-    settings = (("digitalocean_tutorial", TUTORIAL, False), ("generated_without_track_file", TUNED, False),
-                ("generated_fault_on_flip", FAULT_ON_FLIP, True), ("generated", TUNED, True))
-    for name, timing, track in (s for s in settings if args.only in (None, s[0])):
+    settings = (("digitalocean_tutorial", TUTORIAL, False, ACTION_DELAY, False),
+                ("generated_without_track_file", TUNED, False, ACTION_DELAY, False),
+                ("generated_fault_on_flip", FAULT_ON_FLIP, True, ACTION_DELAY, False),
+                ("generated", TUNED, True, ACTION_DELAY, False),
+                ("generated_11s_action", TUNED, True, SLOW_ACTION, False),
+                ("generated_11s_action_forwarding", TUNED, True, SLOW_ACTION, True))
+    for name, timing, track, delay, forward in (s for s in settings if args.only in (None, s[0])):
         runs: dict[str, list[dict]] = {path: [] for path in PATHS}
         for _ in range(args.runs):
             for paths in ([tuple(PATHS)] if args.together else [(path,) for path in PATHS]):
-                for path, result in one_run(timing, track, args.rate, paths).items():
+                for path, result in one_run(timing, track, args.rate, paths, delay, forward).items():
                     runs[path].append(result)
         report["settings"].append({
             "name": name, "keepalived": timing.label() + (", track file" if track else ""),
+            "digitalocean_action_delay_ms": delay * 1000, "forwarding": forward,
             **{path: {"runs": runs[path],
                       **{key: spread(runs[path], key)
                          for key in ("gap_ms", "client_pause_in_gap_ms", "failed", "failed_during_switch",
                                      "late_over_200ms", "p99_ms_around_flip", "approval_to_health_write_ms",
                                      "approval_to_recorded_ms", "recorded_to_health_write_ms",
-                                     "approval_to_first_new_ms")}}
+                                     "approval_to_first_new_ms", "old_app_answers_after_approval",
+                                     "old_app_answers_after_flip", "old_app_answers_in_flight_at_flip",
+                                     "approval_to_every_answer_from_new_ms")}}
                for path in PATHS},
         })
     report["clients"] = "both paths at once" if args.together else "one path's client per run"
