@@ -92,7 +92,7 @@ def test_run_all_waits_for_the_owners_and_runs_the_pair_side_by_side(slack, sshd
         assert "files-sync" not in latest_runs(store)  # nothing that waits for the person has started
 
         slack.click(OUTSIDER, "C0LAUNCH", ts, DONE_ACTION)
-        slack.wait_for(lambda: f"*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 10, "done")
+        slack.wait_for(lambda: "*done* after" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"]), 10, "done")
         assert f"· by <@{OUTSIDER}>" in blocks_text(slack.message("C0LAUNCH", ts)["blocks"])
         assert not any(b["type"] == "actions" for b in slack.message("C0LAUNCH", ts)["blocks"])
 
