@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                                                             "./keepalived)")
     wiring.add_argument("--router-id", type=int, default=51, help="VRRP virtual_router_id, 1-255 (default 51); "
                                                                   "unique among VRRP pairs on the network")
+    wiring.add_argument("--online", action="store_true",
+                        help="read over SSH which interface holds each server's private_address, and speak VRRP "
+                             "there (instead of the plan's `interface`)")
     status = sub.add_parser("status", help="with --local: whether the bot running on this machine is ready")
     status.add_argument("--local", action="store_true",
                         help="read the running bot's health file (beside $CUTOVER_DB); exit 0 only when ready")
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "run":
         return run_bot(args.plan, http=args.http, port=args.port)
     if args.cmd == "keepalived":
-        return keepalived_wiring(args.plan, Path(args.out), args.router_id)
+        return keepalived_wiring(args.plan, Path(args.out), args.router_id, args.online)
     if args.cmd == "status":
         return local_status(args.local)
     if args.cmd == "report":
@@ -90,8 +93,8 @@ def version() -> str:
         return "(not installed: run from a source tree)"
 
 
-def keepalived_wiring(plan_path: str | None, out: Path, router_id: int) -> int:
-    from bot.switch.keepalived import DIGITALOCEAN_API, Options, WiringError, write
+def keepalived_wiring(plan_path: str | None, out: Path, router_id: int, online: bool = False) -> int:
+    from bot.switch.keepalived import DIGITALOCEAN_API, Options, WiringError, read_interfaces, write
 
     settings = load_settings()
     path = plan_path or settings.plan_path
@@ -99,8 +102,12 @@ def keepalived_wiring(plan_path: str | None, out: Path, router_id: int) -> int:
         plan = load_plan(path)
         if not 1 <= router_id <= 255:
             raise WiringError([f"--router-id: expected 1 to 255 (got {router_id})"])
+        interfaces = read_interfaces(plan) if online else None
+        if interfaces:
+            for host, interface in interfaces.items():
+                print(f"`{host}`: its private address is on {interface}")
         options = Options(digitalocean_api=settings.digitalocean_end_point or DIGITALOCEAN_API,
-                          virtual_router_id=router_id)
+                          virtual_router_id=router_id, interfaces=interfaces)
         written = write(plan, out, options)
     except (PlanError, WiringError) as exc:
         for error in exc.errors:

@@ -35,6 +35,7 @@ from bot.switch.failover import Failover
 from bot.switch.freshness import FRESH_EVERY
 from bot.switch.golive import GoLive
 from bot.switch.preflight import Preflights
+from bot.switch.sites import SiteProbes
 from bot.switch.witnesses import Witnesses
 from bot.threads import Watched
 from bot.workers import Workers
@@ -149,9 +150,10 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     reports = Reports(plan, records, notifier, clock, redactor, settings.log_dir / "reports")
     golive = None
     if plan.failover is not None and plan.digitalocean is not None:
-        failover = Failover(plan, ssh, records.requests, store.audit, clock, Witnesses(plan, ssh, cloud, clock))
+        sites = SiteProbes(plan, ssh, clock)
+        failover = Failover(plan, ssh, records.requests, store.audit, clock, Witnesses(plan, ssh, cloud, clock), sites)
         preflights = Preflights(plan, records.runs, records.freezes, records.requests, clock, ssh, failover, ledger,
-                                freezes.read_back)
+                                freezes.read_back, sites)
         golive = GoLive(plan, store, notifier, clock, lane, failover, preflights, records.requests, records.runs,
                         after_verified=reports.after_verified, ledger=ledger)
     services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,

@@ -15,10 +15,11 @@ from bot.standins.lab import lab_unavailable
 GO_LIVE = ("100% (600 / 600)", "db-import-run4.log", "so your approval does not count",
            "✅ *Switched to `new` and verified.*", "first answer from `new`", "s to the first answer from `new`",
            "DigitalOcean confirmed",
-           "answers from `old`", "30/30 checks passed")
+           "answers from `old`", "31/31 checks passed")
 DATA = ("The content freeze holds:", "losing 3 sessions, 1 saved form, 2 profile edits; content edits since the copy: 0",
         "[ Approve ]", "▸ carol presses Approve on the request, and confirms", "forwards every request to the new server",
-        "📒 The data window closed", "```uid 5 active at")
+        "📒 The data window closed", "```uid 5 active at", "*Every site after the switch*",
+        "`fr.example.test` old ✅ `new` · new ✅ · reserved IP ✅ `new`")
 RUNBOOK = ("a step for @eve — *waiting for its owner*", "[ Done ]", "▸ eve presses Done on content-check",
            "`run all` by @alice finished, up to 2 side by side", "▸ eve opens the cutover app's Home tab",
            "│ == Cutover runbook ==", "📎 cutover-timeline.png", "The report is also written here")

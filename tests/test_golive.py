@@ -13,7 +13,7 @@ import pytest
 
 from bot.standins.lab import DROPLETS, FLOATING_IP
 from bot.store import Store
-from tests.conftest import OPERATOR, OUTSIDER, reply_text
+from tests.conftest import OPERATOR, OUTSIDER, make_lab, reply_text
 from tests.golive_support import (BOB, CAROL, DAVE, OK, approvals, ephemerals_for, flipped, flips, lab_plan, make_bot,
                                   request, shown, state, text_of, thread_text)
 from tests.helpers import FakeClock, latest_runs, wait_settled
@@ -647,3 +647,43 @@ def test_an_approval_counts_with_or_without_a_skin_tone_and_either_removal_withd
         assert sorted(approvals(local, req["id"])) == [CAROL, DAVE]
     finally:
         local.stop()
+
+
+@ALSO_ON_THE_STAND_IN
+def test_the_preflight_refuses_keepalived_speaking_vrrp_where_the_private_address_is_not(slack, lab, do, bot):
+    """Each server has two interfaces, as droplets do: eth0 public, eth1 private. A configuration that speaks VRRP
+    on eth0 would never reach the peer over the private network."""
+    conf = lab.servers["new"].dir / "keepalived.conf"
+    conf.write_text(conf.read_text().replace("interface eth1", "interface eth0"))
+    text = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+    assert ("keepalived on `new` speaks VRRP on `eth0`, but its private address 10.213.7.3 is on `eth1`: the adverts "
+            "would not reach the peer and both servers would become master; regenerate with `cutover keepalived "
+            "--online`") in text, text
+    assert "A go-live would stop here" in text
+
+
+@pytest.mark.vrrp
+def test_without_a_private_vip_keepalived_moves_only_the_reserved_ip_and_the_switch_is_verified(
+        request, slack, do, tmp_path):
+    """DigitalOcean's own wiring: no address bound by keepalived; its MASTER state and the reserved IP move."""
+    from tests.golive_support import request as ask
+
+    lab = make_lab(request, tmp_path, do)
+    lab.vip = False
+    with lab:
+        assert "virtual_ipaddress" not in (lab.servers["old"].dir / "keepalived.conf").read_text()
+        local = make_bot(slack, lab, do, tmp_path)
+        try:
+            check = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
+            assert "keepalived is MASTER on `old` alone (`new`: BACKUP); no VIP: it moves the reserved IP only" \
+                in check, check
+            assert "A go-live would find everything ready" in check
+            req, _ = ask(slack, local)
+            slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+            slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+            assert wait_settled(local.services, req["id"], 60) == "verified"
+            thread = thread_text(slack, req["message_ts"])
+            assert "✅ keepalived is MASTER on `new` alone (`old`: BACKUP)" in thread, thread
+            assert lab.vip_holder() is None
+        finally:
+            local.stop()

@@ -7,14 +7,18 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from bot.plan import load_plan, parse_plan
 from bot.standins.lab import ADDRESSES, DROPLETS, FLOATING_IP
-from bot.switch.keepalived import Options, generate
+from bot.standins.metadata import MetadataStandIn
+from bot.switch.keepalived import Options, WiringError, generate
 from bot.waiting import wait_until
+from tests.golive_support import lab_plan
+from tests.helpers import to_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "cutover.example.toml"
@@ -46,7 +50,9 @@ def test_the_command_writes_both_servers_files_and_says_how_to_install_them(tmp_
             assert (tmp_path / "out" / role / name).exists(), (role, name)
         assert (tmp_path / "out" / role / "cutover-notify.sh").stat().st_mode & 0o111
     conf = (tmp_path / "out" / "old" / "keepalived.conf").read_text()
-    assert "unicast_src_ip 10.110.0.2" in conf and "priority 254" in conf and "advert_int 0.2" in conf
+    assert "unicast_src_ip 10.110.0.2" in conf and "priority 254" in conf and "interface eth1" in conf
+    # The example has no private VIP: DigitalOcean's form, VRRPv2 (v3 needs an address to carry), whole seconds.
+    assert "version 2" in conf and "advert_int 1\n" in conf and "virtual_ipaddress" not in conf
     assert "/var/www/health/state" in (tmp_path / "out" / "old" / "cutover-check.sh").read_text()
     assert 'vrrp_track_file cutover_flip {\n    file "/var/www/health/keepalived-track"' in conf
     assert "track_file {\n        cutover_flip\n    }" in conf
@@ -93,11 +99,15 @@ def test_a_plan_without_private_addresses_is_refused_by_name(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_generated_configuration_passes_keepalived_config_test(tmp_path):
+@pytest.mark.parametrize("vip", [None, "10.110.0.100"], ids=["digitalocean-form", "vip-form"])
+def test_the_generated_configuration_passes_keepalived_config_test(tmp_path, vip):
     keepalived = shutil.which("keepalived") or shutil.which("keepalived", path="/usr/sbin:/sbin")
     if keepalived is None:
         pytest.skip("keepalived is not installed (Debian package keepalived)")
-    plan = load_plan(example_with_addresses(tmp_path))
+    data = tomllib.loads(EXAMPLE.read_text())
+    if vip:
+        data["failover"]["vip"] = vip
+    plan = parse_plan(data, str(EXAMPLE))
     for role, files in generate(plan, Options(install_dir=str(tmp_path / "etc"))).items():
         d = tmp_path / "etc"
         d.mkdir(exist_ok=True)
@@ -110,8 +120,15 @@ def test_the_generated_configuration_passes_keepalived_config_test(tmp_path):
 
 
 @pytest.fixture
-def notify(tmp_path, do):
-    """The old server's generated notify script, pointed at the DigitalOcean stand-in."""
+def metadata(do):
+    service = MetadataStandIn(do, DROPLETS["old"], FLOATING_IP).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def notify(tmp_path, do, metadata):
+    """The old server's generated notify script, pointed at the DigitalOcean stand-in and its droplet's metadata."""
     if shutil.which("curl") is None:
         pytest.skip("the notify script needs curl (Debian package curl)")
     do.add_droplet(DROPLETS["old"], "web-old-01")
@@ -121,8 +138,10 @@ def notify(tmp_path, do):
         "slack": {"channel": "C0LAUNCH", "operators": ["U0ALICE"], "approvers": ["U0BOB", "U0CAROL"],
                   "required_approvals": 2},
         "hosts": {"old": {"address": "127.0.0.1", "user": "deploy", "private_address": "10.0.0.2",
-                          "vrrp_state_file": str(tmp_path / "state")},
-                  "new": {"address": "127.0.0.1", "user": "deploy", "private_address": "10.0.0.3"}},
+                          "vrrp_state_file": str(tmp_path / "state"), "interface": "eth1",
+                          "metadata_url": f"http://127.0.0.1:{metadata.port}/metadata/v1"},
+                  "new": {"address": "127.0.0.1", "user": "deploy", "private_address": "10.0.0.3",
+                          "interface": "eth1"}},
         "failover": {"floating_ip": FLOATING_IP, "old": "old", "new": "new", "health_file": "/srv/health",
                      "probe_url": "http://127.0.0.1/health.php", "new_marker": "web-new-01"},
         "digitalocean": {"old_droplet": DROPLETS["old"], "new_droplet": DROPLETS["new"]},
@@ -155,13 +174,66 @@ def test_the_notify_script_records_the_state_and_assigns_the_reserved_ip_on_mast
         f"assign {FLOATING_IP} to droplet {DROPLETS['old']} (reserved_ips): attempt 3: HTTP 201"], log
 
 
-def test_the_notify_script_falls_back_to_floating_ips_and_stops_when_no_longer_master(notify, do, tmp_path):
+def test_the_notify_script_falls_back_to_floating_ips_and_stops_when_no_longer_master(notify, do, metadata,
+                                                                                      tmp_path):
     do.serves_reserved_ips = False
     run_notify(notify, "MASTER")
     wait_until(lambda: do.holder(FLOATING_IP) == DROPLETS["old"], 20, "the assignment")
     assert "(floating_ips): attempt 1: HTTP 201" in (tmp_path / "notify.log").read_text()
+    metadata.say("false")  # as if the IP had gone elsewhere: the script keeps asking
     do.fail_next(503, times=100, path="_ips/", method="POST")
     run_notify(notify, "MASTER")
     time.sleep(1.5)
     run_notify(notify, "BACKUP")
     wait_until(lambda: "no longer MASTER" in (tmp_path / "notify.log").read_text(), 10, "the retries to stop")
+
+
+def test_a_master_hearing_a_lower_priority_advert_takes_the_reserved_ip_back_unless_it_has_it(notify, do, metadata,
+                                                                                            tmp_path):
+    """keepalived runs the script as MASTER_RX_LOWER_PRI after a split: it records no state, and assigns the IP
+    to this droplet only while the droplet's metadata says the IP is elsewhere."""
+    run_notify(notify, "MASTER")
+    wait_until(lambda: do.holder(FLOATING_IP) == DROPLETS["old"] and not do.busy(FLOATING_IP), 20, "the assignment")
+    posts = len([r for r in do.requests if r["method"] == "POST"])
+    run_notify(notify, "MASTER_RX_LOWER_PRI")
+    time.sleep(1)
+    assert len([r for r in do.requests if r["method"] == "POST"]) == posts  # it has the IP: nothing to do
+    do.ips[FLOATING_IP] = DROPLETS["new"]  # the backup took it during a split
+    run_notify(notify, "MASTER_RX_LOWER_PRI")
+    wait_until(lambda: do.holder(FLOATING_IP) == DROPLETS["old"] and not do.busy(FLOATING_IP), 20, "the re-assert")
+    assert (tmp_path / "state").read_text() == "MASTER\n"
+    assert "the peer was master too; asserting" in (tmp_path / "notify.log").read_text()
+
+
+def test_without_a_private_vip_keepalived_binds_no_address_and_with_one_it_carries_it(tmp_path):
+    plan = load_plan(example_with_addresses(tmp_path))
+    assert plan.failover.vip is None
+    files = generate(plan)
+    for role in ("old", "new"):
+        conf = files[role]["keepalived.conf"]
+        assert "virtual_ipaddress" not in conf and "interface eth1" in conf, conf
+        assert 'notify_master_rx_lower_pri "/etc/keepalived/cutover-notify.sh INSTANCE cutover MASTER_RX_LOWER_PRI' \
+            in conf and "higher_prio_send_advert true" in conf
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["failover"]["vip"] = "10.110.0.100"
+    conf = generate(parse_plan(data, "vip plan"))["new"]["keepalived.conf"]
+    assert "virtual_ipaddress {\n        10.110.0.100/32 dev eth1\n    }" in conf
+
+
+def test_the_interface_is_the_plans_or_read_from_the_host(tmp_path, lab):
+    data = tomllib.loads(EXAMPLE.read_text())
+    for host in ("old", "new"):
+        del data["hosts"][host]["interface"]
+    with pytest.raises(WiringError) as refused:
+        generate(parse_plan(data, "cutover.toml"))
+    assert "cutover.toml: hosts.old.interface: missing; expected the network interface that holds `old`'s private " \
+           "address 10.110.0.2" in str(refused.value) and "`cutover keepalived --online`" in str(refused.value)
+    plan = lab_plan(lab)
+    for role in ("old", "new"):
+        del plan["hosts"][role]["interface"]
+    path = tmp_path / "lab.toml"
+    path.write_text(to_toml(plan))
+    result = cli("keepalived", "--plan", str(path), "--out", str(tmp_path / "out"), "--online", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "`old`: its private address is on eth1" in result.stdout
+    assert "interface eth1" in (tmp_path / "out" / "new" / "keepalived.conf").read_text()

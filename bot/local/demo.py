@@ -30,7 +30,7 @@ from bot.plan import parse_plan
 from bot.runbook.blocks import DONE_ACTION
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.keepalived_pair import KeepalivedPairStandIn, pair_unavailable
-from bot.standins.lab import FLOATING_IP, TUNED, KeepalivedLab, lab_unavailable
+from bot.standins.lab import FLOATING_IP, SITES, TUNED, KeepalivedLab, lab_unavailable
 from bot.standins.site import Site
 from bot.standins.slack import Envelope, SlackStandIn
 from bot.standins.sshd import LocalSshd, find_sshd
@@ -224,6 +224,7 @@ def _site(lab: KeepalivedLab | KeepalivedPairStandIn, plan: dict) -> Site:
                                   "frozen": "1"}
     plan["freezes"]["registration"] = {"start_stage": "registration-off", "check": f"{script} get registration",
                                        "frozen": "admin_only"}
+    plan["sites"] = lab.sites()  # the multisite's three hostnames over HTTPS, with the lab's own CA
     plan["data"] = {"copy_stage": "db-import", **lab.forwarding(), "watches": [
         {"name": "sessions", "host": "old", "losses": "accepted", "command": f"{script} count sessions"},
         {"name": "saved-forms", "label": "saved forms", "host": "old", "losses": "accepted",
@@ -369,6 +370,9 @@ def _golive(d: Demo) -> bool:
     if d.site is not None:
         thread = "\n".join(render_blocks(m.get("blocks"), m["text"], PEOPLE) for m in d.slack.messages("C0LAUNCH", ts))
         d.check("the old server forwarded to the new one at the flip", "forwards every request to the new server" in thread)
+        d.check("every site (3 hostnames, HTTPS) answers from the new server, shown as a grid",
+                "every site answers from `new` through the reserved IP" in thread and "*Every site after the switch*"
+                in thread and all(f"`{name}` old ✅ `new` · new ✅ · reserved IP ✅ `new`" in thread for name in SITES))
         d.check("the go-live thread gives the final count, with the rows",
                 d.wait("the final count", lambda: "the old server took 3 sessions, 1 saved form, 2 profile edits "
                                                   "(accepted); content edits: 0" in "\n".join(

@@ -15,6 +15,7 @@ from bot.runbook.blocks import STATE_ICONS
 from bot.slackapi.blocks import (HOME_BLOCKS, clamp, context, divider, escape, header, section, sections, sentence,
                               slack_date)
 from bot.states import NOT_RUN, RequestState
+from bot.switch.blocks import grid_lines
 
 REQUEST_STATES = {RequestState.DECIDING: "approved; checking again before switching",
                   RequestState.FLIPPING: "switching now", RequestState.FLIPPED: "switched; verifying",
@@ -132,6 +133,10 @@ def status_body(report: StatusReport, stage_budget: int = 20) -> list[dict]:
             known = "No switch has been made by the bot."
         blocks.append(section(f"*Floating IP* `{report.floating_ip}`\n{known} "
                               "`/cutover check` asks the servers and DigitalOcean who holds it right now."))
+    if report.grid is not None:
+        lines = grid_lines(report.grid, report.site_answers, report.flipped_at)
+        lines[0] += f", {report.grid_source}"
+        blocks += sections(lines, budget=12)
     if report.requests:
         lines = [f"🚦 {r.kind} request #{r.id} by <@{r.requested_by}>: " + (
                  f"{r.approvals}/{r.required} approvals, open until {slack_date(r.expires_at)}" if r.state == RequestState.OPEN

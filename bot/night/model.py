@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.ledger.model import Count
 from bot.night.timetable import StepTimes, Timetable
 from bot.states import RequestState
+from bot.switch.model import Grid
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,7 @@ class StatusReport:
     timetable: Timetable | None = None
     window: tuple[Count, ...] = ()  # each watch's latest count of the data window
     window_source: str = ""  # where the moment of the copy comes from
+    grid: Grid | None = None  # every site on every path, as the latest request found it
+    grid_source: str = ""  # which request, and when in its life: "after go-live #1"
+    site_answers: dict[str, datetime] = field(default_factory=dict)
+    flipped_at: datetime | None = None

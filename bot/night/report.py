@@ -20,7 +20,9 @@ from bot.ledger.model import Count
 from bot.night.records import Records
 from bot.night.timetable import Timetable, build_timetable, lateness
 from bot.plan import Plan
+from bot.plan.model import PATH_WORDS
 from bot.states import NOT_RUN, FreezeState, RequestState, RunState
+from bot.switch.model import Verification
 from bot.switch.requests import Request
 
 MARKDOWN_NAME = "cutover-report.md"
@@ -154,6 +156,8 @@ def markdown(data: ReportData) -> str:
                 out.append(f"  - {'✅' if w.ok else '❌'} {w.name}: {_cell(w.detail)}{at}")
         elif s.state in (RequestState.FLIPPED, RequestState.UNKNOWN):
             out.append("- Verification: not finished when this report was written.")
+        if v and s.flipped_at:
+            out += _timings(s.flipped_at, v)
         if s.kind == "golive" and s.flipped_at and data.last_stage:
             stage, ended = data.last_stage
             first = v.first_answer_at if v else None
@@ -168,6 +172,30 @@ def markdown(data: ReportData) -> str:
             "at · who · action · target · outcome · detail.", ""]
     out += [audit_line(e) for e in data.audit]
     return "\n".join(out) + "\n"
+
+
+def _timings(flipped: datetime, v: Verification) -> list[str]:
+    """The flip as each side saw it, counted from the health-file write: keepalived's move, DigitalOcean's action
+    from start to completion, each site's first answer from the target; then the sites grid."""
+    def after(at: datetime | None) -> str:
+        return f"{_t(at)} (+{(at - flipped).total_seconds():.1f}s)" if at else "—"
+
+    out = [f"- Timings from the flip ({_t(flipped)}):",
+           f"  - keepalived on `{v.target}` entered MASTER: {after(v.master_at)}",
+           f"  - DigitalOcean's assign action: started {after(v.action_started_at)}, completed "
+           f"{after(v.action_completed_at)}"]
+    out += [f"  - {site}: first answer from `{v.target}` on every moving path {after(at)}"
+            for site, at in sorted(v.site_answers.items(), key=lambda item: item[1])]
+    if v.grid is not None and v.grid.cells:
+        out += ["", "| site | " + " | ".join(PATH_WORDS[p] for p in v.grid.paths) + " |",
+                "| --- |" + " --- |" * len(v.grid.paths)]
+        for site in v.grid.sites:
+            cells = [v.grid.cell(site, p) for p in v.grid.paths]
+            out.append(f"| {_cell(site)} | " + " | ".join(
+                "–" if c is None else ("✅ " + (c.server or "") if c.ok else "❌ " + _cell(c.reason)) for c in cells)
+                + " |")
+        out.append("")
+    return out
 
 
 def _window(counts: list[Count]) -> list[str]:

@@ -41,7 +41,20 @@ def build_status(plan: Plan, records: Records, clock: Clock) -> StatusReport:
     return StatusReport(now=now, stages=stages, freezes=lines, requests=open_,
                         floating_ip=failover.floating_ip if failover else None,
                         switch=_last_switch(requests) if failover else None, timetable=timetable,
-                        window=window, window_source=copy_moment(plan.data, runs)[1])
+                        window=window, window_source=copy_moment(plan.data, runs)[1],
+                        **(_sites(requests) if failover and plan.sites.listed else {}))
+
+
+def _sites(requests: Requests) -> dict:
+    """The grid of the latest request that probed the sites: its verification's, else its preflight's."""
+    for request in reversed(requests.every()):
+        v = request.verification
+        if v is not None and v.grid is not None:
+            return {"grid": v.grid, "grid_source": f"after {request.what} #{request.id}",
+                    "site_answers": v.site_answers, "flipped_at": request.flipped_at}
+        if request.preflight is not None and request.preflight.grid is not None:
+            return {"grid": request.preflight.grid, "grid_source": f"at the preflight of {request.what} #{request.id}"}
+    return {}
 
 
 def _stopping(run: Run | None) -> str:

@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 from bot.plan.checker import Checker, absolute, did_you_mean, ipv4, url
 from bot.plan.model import DigitalOcean, FailoverPlan, Host
 
+DEFAULT_VRRP_STATE_FILE = "/etc/keepalived/cutover-vrrp-state"  # where the generated notify script writes it
+
 
 def failover(c: Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan | None:
     t = c.table(data, "failover", "failover", required=False)
@@ -56,9 +58,11 @@ def failover(c: Checker, data: dict, hosts: dict[str, Host]) -> FailoverPlan | N
                     unhealthy=unhealthy or "false", probe_url=probe, new_marker=marker,
                     verify_timeout=verify or timedelta(seconds=60), old_marker=old_marker,
                     interface=interface, require_freezes=require, rollback_approvals=rollback,
-                    vip=vip or ip, new_probe_url=new_probe or _on_host(probe, hosts[new].address),
+                    vip=vip, new_probe_url=new_probe or _on_host(probe, hosts[new].address),
                     old_probe_url=old_probe or _on_host(probe, hosts[old].address),
-                    vrrp_state_file=vrrp_state,
+                    # Without a VIP, keepalived's move is seen in the state its notify script records (where the
+                    # generated one writes it unless the plan says).
+                    vrrp_state_file=vrrp_state or (None if vip else DEFAULT_VRRP_STATE_FILE),
                     keepalived_conf=keepalived_conf or FailoverPlan.keepalived_conf, track_file=track_file)
 
 
@@ -73,11 +77,15 @@ def digitalocean(c: Checker, data: dict) -> DigitalOcean | None:
     t = c.table(data, "digitalocean", "digitalocean", required=False)
     if t is None:
         return None
-    c.only(t, "digitalocean.", {"old_droplet", "new_droplet"})
+    c.only(t, "digitalocean.", {"old_droplet", "new_droplet", "metadata"})
     old = c.integer(t, "digitalocean.old_droplet", "old_droplet", low=1)
     new = c.integer(t, "digitalocean.new_droplet", "new_droplet", low=1)
     if old is not None and old == new:
         c.error("digitalocean.new_droplet", new, "a different droplet from digitalocean.old_droplet")
+    metadata = t.get("metadata", True)
+    if not isinstance(metadata, bool):
+        c.error("digitalocean.metadata", metadata, "true (ask each droplet's metadata service over SSH) or false")
+        metadata = True
     if old is None or new is None:
         return None
-    return DigitalOcean(old_droplet=old, new_droplet=new)
+    return DigitalOcean(old_droplet=old, new_droplet=new, metadata=metadata)

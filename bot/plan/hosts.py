@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 from bot.plan.checker import NAME, Checker, absolute, did_you_mean, ipv4
 from bot.plan.model import Host
+
+
+INTERFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+
+
+def _metadata(c: Checker, h: dict, key: str) -> dict:
+    value = c.string(h, f"{key}.metadata_url", "metadata_url", required=False,
+                     expected="the droplet metadata service's http:// URL as the host reaches it")
+    if value is None:
+        return {}
+    if not value.startswith("http://") or any(ch in value for ch in " '\"$`;&|<>"):
+        c.error(f"{key}.metadata_url", value, "the droplet metadata service's http:// URL as the host reaches it")
+        return {}
+    return {"metadata_url": value.rstrip("/")}
 
 
 def hosts(c: Checker, data: dict) -> dict[str, Host]:
@@ -20,7 +36,8 @@ def hosts(c: Checker, data: dict) -> dict[str, Host]:
             c.error(key, h, "a table")
             continue
         c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file",
-                              "vrrp_state_file", "keepalived_conf", "private_address", "track_file"})
+                              "vrrp_state_file", "keepalived_conf", "private_address", "track_file", "interface",
+                              "metadata_url"})
         address = c.string(h, f"{key}.address", "address", expected="a host name or IP address")
         user = c.string(h, f"{key}.user", "user", expected="a login name")
         port = c.integer(h, f"{key}.port", "port", required=False, default=22, low=1, high=65535)
@@ -37,7 +54,10 @@ def hosts(c: Checker, data: dict) -> dict[str, Host]:
                                vrrp_state_file=absolute(c, h, key, "vrrp_state_file"),
                                keepalived_conf=absolute(c, h, key, "keepalived_conf"),
                                track_file=absolute(c, h, key, "track_file"),
-                               private_address=ipv4(c, h, "private_address", required=False, table=key))
+                               private_address=ipv4(c, h, "private_address", required=False, table=key),
+                               interface=c.string(h, f"{key}.interface", "interface", required=False,
+                                                  pattern=INTERFACE, expected="a network interface name (eth1)"),
+                               **_metadata(c, h, key))
     for name, h in hosts.items():
         if h.jump is not None and h.jump not in t:
             c.error(f"hosts.{name}.jump", h.jump, "the name of another [hosts.*] entry"

@@ -15,6 +15,7 @@ from bot.plan.hosts import hosts as hosts_table
 from bot.plan.model import Plan
 from bot.plan.people import people as people_table
 from bot.plan.schedule import schedule as schedule_table
+from bot.plan.sites import sites as sites_table
 from bot.plan.stages import stages as stages_table
 
 def load_plan(path: str | Path) -> Plan:
@@ -38,7 +39,8 @@ def load_plan(path: str | Path) -> Plan:
 
 def parse_plan(data: dict, path: str = "<plan>") -> Plan:
     c = Checker(path)
-    c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact", "schedule", "data"})
+    c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact", "schedule", "data",
+                      "sites"})
 
     people = people_table(c, data)
     hosts = hosts_table(c, data)
@@ -48,6 +50,7 @@ def parse_plan(data: dict, path: str = "<plan>") -> Plan:
     freezes = freezes_table(c, data, stages, hosts)
     schedule = schedule_table(c, data)
     window = data_table(c, data, hosts, stages, freezes, switch)
+    site = sites_table(c, data, hosts, switch)
     redact = tuple(p for p in (
         compiled(c, f"redact[{i}]", v) for i, v in enumerate(
             c.string_list(data, "redact", "redact", expected="a list of regular expressions", required=False))
@@ -78,4 +81,5 @@ def parse_plan(data: dict, path: str = "<plan>") -> Plan:
         raise PlanError(path, c.errors)
     assert people is not None and freezes is not None
     return Plan(path=path, people=people, hosts=hosts, stages=stages, failover=switch,
-                digitalocean=droplets, freezes=freezes, redact=redact, schedule=schedule, data=window)
+                digitalocean=droplets, freezes=freezes, redact=redact, schedule=schedule, data=window,
+                sites=site)

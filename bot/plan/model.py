@@ -25,6 +25,8 @@ class Host:
     keepalived_conf: str | None = None
     private_address: str | None = None  # where keepalived speaks VRRP (unicast), for `cutover keepalived`
     track_file: str | None = None
+    interface: str | None = None  # the interface holding private_address: keepalived's VRRP interface
+    metadata_url: str = "http://169.254.169.254/metadata/v1"  # the droplet's own metadata service, from itself
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class FailoverPlan:
     interface: str | None = None
     require_freezes: tuple[str, ...] = ()
     rollback_approvals: int = 1
-    vip: str = ""
+    vip: str | None = None  # keepalived's private address; None: keepalived moves only the reserved IP (DigitalOcean's
+    # own wiring: VRRP on the private interface, the notify script assigns the IP through the API)
     new_probe_url: str = ""
     old_probe_url: str = ""
     vrrp_state_file: str | None = None  # written by a keepalived notify script: MASTER, BACKUP, FAULT
@@ -71,10 +74,48 @@ class FailoverPlan:
     track_file: str | None = None  # keepalived's vrrp_track_file: the bot writes 1 with the flip, 0 with a rollback
 
 
+PATHS = ("old", "new", "reserved_ip", "vip")  # where a site is probed: each server's own address, and the two moving
+PATH_WORDS = {"old": "old", "new": "new", "reserved_ip": "reserved IP", "vip": "VIP"}
+
+
+@dataclass(frozen=True)
+class Site:
+    """One hostname of the site, probed on each server by its name (SNI and Host)."""
+
+    name: str
+    path: str  # what is asked for: the health path unless the plan says
+    marker: str | None = None  # text this site's answer must contain, beside the server's marker
+
+
+@dataclass(frozen=True)
+class SitesPlan:
+    """The site's hostnames and how to reach them on each path: pinned probes, as strict as a browser."""
+
+    sites: tuple[Site, ...] = ()
+    list_command: str | None = None  # prints more hostnames, one per line (e.g. `drush domain:list`)
+    list_host: str | None = None
+    scheme: str = "https"
+    path: str = "/"
+    ca_file: str | None = None  # a private CA's certificates; else the system's
+    cert_min_days: int = 7
+    default_marker: str | None = None  # what the default site answers with: for a named site, a refusal
+    connect: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> (address, port) probes connect to
+    timeout: timedelta = timedelta(seconds=3)
+
+    @property
+    def listed(self) -> bool:
+        return bool(self.sites) or self.list_command is not None
+
+    def paths(self) -> tuple[str, ...]:
+        """The paths probed: each server's own address, the reserved IP, and the VIP when the plan reaches it."""
+        return tuple(p for p in PATHS if p in self.connect)
+
+
 @dataclass(frozen=True)
 class DigitalOcean:
     old_droplet: int
     new_droplet: int
+    metadata: bool = True  # each droplet's own metadata service witnesses where the reserved IP is
 
 
 # Slack names some emoji by an alias in its events and answers, whatever the plan calls them.
@@ -185,6 +226,7 @@ class Plan:
     redact: tuple[re.Pattern[str], ...] = field(default_factory=tuple)
     schedule: Schedule = Schedule()
     data: DataPlan = DataPlan()
+    sites: SitesPlan = SitesPlan()
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -217,6 +259,12 @@ class Plan:
         """The file keepalived watches (inotify) on ``host`` for an instant flip, if the plan has one."""
         assert self.failover is not None
         return self.hosts[host].track_file or self.failover.track_file
+
+    def interface(self, host: str) -> str | None:
+        """The interface keepalived speaks VRRP on, on ``host``: its own, or the failover's; None when the plan
+        does not say (``cutover keepalived --online`` reads it from the host)."""
+        assert self.failover is not None
+        return self.hosts[host].interface or self.failover.interface
 
     def keepalived_conf(self, host: str) -> str:
         """keepalived's configuration file on ``host``: its own, or the failover default."""

@@ -44,6 +44,8 @@ class Action:
     started_at: str
     outcome: str = "completed"
     status: str = "in-progress"
+    completed_at: str | None = None  # when it settled: its start plus the action's delay
+    started_wall: float = 0.0
 
 
 class DigitalOceanStandIn:
@@ -149,6 +151,7 @@ class DigitalOceanStandIn:
             for action in self.actions.values():
                 if action.status == "in-progress" and now - action.started >= self.action_delay:
                     action.status = action.outcome
+                    action.completed_at = _iso(action.started_wall + self.action_delay)
                     if action.outcome == "completed":
                         self.ips[action.ip] = action.droplet_id if action.type == "assign_ip" else None
 
@@ -163,7 +166,7 @@ class DigitalOceanStandIn:
 
     def _action_body(self, action: Action) -> dict:
         return {"id": action.id, "status": action.status, "type": action.type, "started_at": action.started_at,
-                "completed_at": None if action.status == "in-progress" else _now(),
+                "completed_at": action.completed_at,
                 "resource_id": _ip_int(action.ip), "resource_type": "floating_ip", "region_slug": self.region}
 
     def _handle(self, req: BaseHTTPRequestHandler, method: str) -> None:
@@ -207,6 +210,14 @@ class DigitalOceanStandIn:
             if len(parts) == 4 and parts[1] in ("floating_ips", "reserved_ips") and parts[3] == "actions" \
                     and method == "POST":
                 return self._new_action(req, parts[2], body)
+            if len(parts) == 4 and parts[1] in ("floating_ips", "reserved_ips") and parts[3] == "actions" \
+                    and method == "GET":
+                if parts[2] not in self.ips:
+                    return self._error(req, 404)
+                mine = sorted((a for a in self.actions.values() if a.ip == parts[2]), key=lambda a: a.id,
+                              reverse=True)  # newest first, as DigitalOcean lists them
+                return self._json(req, 200, {"actions": [self._action_body(a) for a in mine], "links": {},
+                                             "meta": {"total": len(mine)}})
             if len(parts) == 3 and parts[1] == "actions" and method == "GET" or \
                     len(parts) == 5 and parts[3] == "actions" and method == "GET":
                 action = self.actions.get(int(parts[-1])) if parts[-1].isdigit() else None
@@ -231,7 +242,7 @@ class DigitalOceanStandIn:
         if any(a.ip == ip and a.status == "in-progress" for a in self.actions.values()):
             return self._error(req, 422, "The floating IP is locked by another action in progress.")
         action = Action(id=next(self._ids), type=action_type, ip=ip, droplet_id=droplet, started=time.monotonic(),
-                        started_at=_now(), outcome=self.next_outcome)
+                        started_at=_now(), outcome=self.next_outcome, started_wall=time.time())
         self.actions[action.id] = action
         self._json(req, 201, {"action": self._action_body(action)})
 
@@ -287,6 +298,11 @@ class DigitalOceanStandIn:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso(epoch: float) -> str:
+    """DigitalOcean's time format: UTC, whole seconds."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ip_int(ip: str) -> int:

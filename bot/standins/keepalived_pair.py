@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 
 from bot.standins.digitalocean import DigitalOceanStandIn
-from bot.standins.lab import (ADDRESSES, NAMES, SERVER_PATH, TUNED, VIP, KeepalivedTiming,
-                              Server, ServerPair)
+from bot.standins.lab import (ADDRESSES, NAMES, PRIVATE_INTERFACE, PUBLIC, SERVER_PATH, TUNED, VIP, Edge,
+                              KeepalivedTiming, Server, ServerPair)
 from bot.standins.netns import Forwarder
 from bot.standins.sshd import LocalSshd, find_sshd
 from bot.waiting import wait_until
@@ -78,18 +78,25 @@ class KeepalivedPairStandIn(ServerPair):
         self.forwarders: list[Forwarder] = []
         self.ports: dict[str, int] = {}
         self.pair: subprocess.Popen | None = None
-        self.vip_socket: socket.socket | None = None
+        self.vip_sockets: dict[str, socket.socket] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _bring_up(self, timeout: float) -> None:
         for role in reversed(ROLES):  # new first: the old server's web tier forwards to it when asked
             self._server(role)
-        # The VIP's socket is made here and handed to the stand-in, so the plan knows its port up front.
-        self.vip_socket = socket.socket()
-        self.vip_socket.bind(("127.0.0.1", 0))
-        self.vip_socket.listen(128)
-        self.ports["vip"] = self.vip_socket.getsockname()[1]
+        # The VIP's sockets (HTTP and HTTPS) are made here and handed to the stand-in, so the plan knows their
+        # ports up front.
+        self.vip_sockets = {}
+        for kind in ("vip", "tls-vip"):
+            sock = self.vip_sockets[kind] = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            self.ports[kind] = sock.getsockname()[1]
+        # The reserved IP as the public sees it: an edge that follows DigitalOcean's assignment.
+        edge = Edge((None, "127.0.0.1", 0), self.do, lambda role: (None, "127.0.0.1", self.ports[f"tls-{role}"]))
+        self.forwarders.append(edge)
+        self.ports["tls-reserved_ip"] = edge.port
         for role in ROLES:
             self._write_wiring(role, self.do, self.timing, self.do.end_point)
             track = self.servers[role].dir / "health.track"
@@ -113,26 +120,30 @@ class KeepalivedPairStandIn(ServerPair):
         fwd = Forwarder((None, "127.0.0.1", 0), (None, "127.0.0.1", sshd.port))
         self.forwarders.append(fwd)
         sshd.reachable_at("127.0.0.1", fwd.port)
-        port_file = d / "web.port"
+        port_file, tls_file = d / "web.port", d / "tls.port"
         log = open(d / "web.log", "ab")
-        forward = (["--forward-flag", str(d / "forward"), "--forward-to", f"127.0.0.1:{self.ports['web-new']}"]
-                   if role == "old" else [])
+        web = self._web_args(role, f"127.0.0.1:{self.ports.get('web-new')}", f"127.0.0.1:{self.ports.get('tls-new')}")
         server.processes["web"] = subprocess.Popen(
             [sys.executable, "-m", "bot.standins.webserver", "--name", NAMES[role], "--health", str(d / "health"),
-             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), *forward], stdout=log, stderr=log,
+             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), "--tls-port", "0",
+             "--tls-port-file", str(tls_file), *web], stdout=log, stderr=log,
             cwd=Path(__file__).resolve().parents[2])
-        self._wait(port_file.exists, 10, f"the {role} web server")
+        self._wait(lambda: port_file.exists() and tls_file.exists(), 10, f"the {role} web server")
         self.ports[f"web-{role}"] = int(port_file.read_text())
+        self.ports[f"tls-{role}"] = int(tls_file.read_text())
 
     def _tools(self, role: str, d: Path) -> None:
         real_ip, real_pgrep = shutil.which("ip", path=SERVER_PATH), shutil.which("pgrep", path=SERVER_PATH)
-        here = f"{ADDRESSES[role]}/24 brd {ADDRESSES[role].rsplit('.', 1)[0]}.255 scope global eth0"
+        dev = PRIVATE_INTERFACE
+        here = f"{ADDRESSES[role]}/24 brd {ADDRESSES[role].rsplit('.', 1)[0]}.255 scope global {dev}"
+        public = f"{PUBLIC[role]}/24 brd {PUBLIC[role].rsplit('.', 1)[0]}.255 scope global eth0"
         (d / "tools" / "ip").write_text(
             "#!/bin/sh\n# keepalived pair stand-in: the addresses this server would have; the VIP while it holds it.\n"
             'if [ "$1" = -o ] && [ "$2" = -4 ] && [ "$3" = addr ] && [ "$4" = show ]; then\n'
-            f"  echo '2: eth0    inet {here}\\       valid_lft forever preferred_lft forever'\n"
+            f"  echo '2: eth0    inet {public}\\       valid_lft forever preferred_lft forever'\n"
+            f"  echo '3: {dev}    inet {here}\\       valid_lft forever preferred_lft forever'\n"
             f"  if [ \"$(cat {self.workdir / 'vip_holder'} 2>/dev/null)\" = {role} ]; then\n"
-            f"    echo '2: eth0    inet {VIP}/24 scope global secondary eth0\\       valid_lft forever preferred_lft forever'\n"
+            f"    echo '3: {dev}    inet {VIP}/24 scope global secondary {dev}\\       valid_lft forever preferred_lft forever'\n"
             "  fi\n  exit 0\nfi\n"
             + (f'exec {real_ip} "$@"\n' if real_ip else 'echo "ip: not installed" >&2; exit 127\n'))
         (d / "tools" / "pgrep").write_text(
@@ -144,20 +155,21 @@ class KeepalivedPairStandIn(ServerPair):
             (d / "tools" / tool).chmod(0o755)
 
     def _pair(self) -> None:
-        assert self.vip_socket is not None
         t = self.timing
         config = {"dir": str(self.workdir), "interval": t.interval, "fall": t.fall, "rise": t.rise,
                   "advert_int": t.advert_int, "priorities": {role: t.priority(role) for role in ROLES},
                   "weights": {role: t.weight(role) for role in ROLES},
                   "web": {role: self.ports[f"web-{role}"] for role in ROLES},
-                  "vip_fd": self.vip_socket.fileno()}
+                  "tls": {role: self.ports[f"tls-{role}"] for role in ROLES},
+                  "vip_fd": self.vip_sockets["vip"].fileno(), "tls_vip_fd": self.vip_sockets["tls-vip"].fileno()}
         path = self.workdir / "pair.json"
         path.write_text(json.dumps(config))
         log = open(self.workdir / "pair.log", "ab")
         self.pair = subprocess.Popen([sys.executable, "-m", "bot.standins.keepalived_pair", str(path)],
                                      stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[2],
-                                     pass_fds=[self.vip_socket.fileno()])
-        self.vip_socket.close()  # the stand-in has it now
+                                     pass_fds=[sock.fileno() for sock in self.vip_sockets.values()])
+        for sock in self.vip_sockets.values():
+            sock.close()  # the stand-in has them now
 
     def stop(self) -> None:
         processes = [p for s in self.servers.values() for p in s.processes.values()]
@@ -175,6 +187,10 @@ class KeepalivedPairStandIn(ServerPair):
             server.sshd.stop()
         for fwd in self.forwarders:
             fwd.close()
+        self._stop_metadata()
+
+    def _metadata_url(self, role: str) -> dict:
+        return {"metadata_url": f"http://127.0.0.1:{self.metadata[role].port}/metadata/v1"}
 
     # -- looking at it and breaking it ------------------------------------------------------------
 
@@ -308,12 +324,15 @@ class _Pair:
         self.takeover_at: float | None = None  # when a backup of higher priority takes over from a live master
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.listener = socket.socket(fileno=int(config["vip_fd"]))
+        self.listeners = {"web": socket.socket(fileno=int(config["vip_fd"])),
+                          "tls": socket.socket(fileno=int(config["tls_vip_fd"]))}
+        self.ports = {"web": config["web"], "tls": config["tls"]}
 
     def run(self) -> None:
         for node in self.nodes.values():
             _write(node.dir / "keepalived.pid", f"{os.getpid()}\n")
-        threading.Thread(target=self._accept, name="vip", daemon=True).start()
+        for kind in self.listeners:
+            threading.Thread(target=self._accept, args=(kind,), name=f"vip-{kind}", daemon=True).start()
         next_check = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
@@ -374,22 +393,22 @@ class _Pair:
         _write(self.dir / "vip_holder", (role or "") + "\n")
         _say(f"VIP {VIP} on {role or 'neither server'}")
 
-    def _accept(self) -> None:
+    def _accept(self, kind: str) -> None:
         while not self.stopping.is_set():
             try:
-                client, _ = self.listener.accept()
+                client, _ = self.listeners[kind].accept()
             except OSError:
                 return
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+            threading.Thread(target=self._relay, args=(client, kind), daemon=True).start()
 
-    def _relay(self, client: socket.socket) -> None:
+    def _relay(self, client: socket.socket, kind: str) -> None:
         with self.lock:
             holder = self.master
         if holder is None:
             client.close()  # nobody holds the address: the connection goes nowhere
             return
         try:
-            upstream = socket.create_connection(("127.0.0.1", self.web[holder]), timeout=5)
+            upstream = socket.create_connection(("127.0.0.1", self.ports[kind][holder]), timeout=5)
         except OSError:
             client.close()
             return
@@ -418,7 +437,7 @@ def main(argv: list[str]) -> int:
     pair = _Pair(json.loads(Path(argv[0]).read_text()))
     signal.signal(signal.SIGTERM, lambda *_: pair.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: pair.stopping.set())
-    _say(f"keepalived pair stand-in: VIP {VIP} on 127.0.0.1:{pair.listener.getsockname()[1]}")
+    _say(f"keepalived pair stand-in: VIP {VIP} on 127.0.0.1:{pair.listeners['web'].getsockname()[1]}")
     pair.run()
     return 0
 

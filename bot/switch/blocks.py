@@ -11,7 +11,8 @@ from bot.plan import FailoverPlan
 from bot.slackapi.blocks import (actions, button_element, clamp, confirm_dialog, context, divider, escape, header,
                                  section, sections, sentence, slack_date)
 from bot.states import RequestState
-from bot.switch.model import STATE_WORDS, WHAT, Forwarding, Preflight, Verification
+from bot.plan.model import PATH_WORDS
+from bot.switch.model import STATE_WORDS, WHAT, Cell, Forwarding, Grid, Preflight, Verification
 
 __all__ = ["APPROVE_ACTION", "STATE_WORDS", "WHAT", "WITHDRAW_ACTION", "RequestView", "format_ttl", "people_list",
            "preflight_lines", "request_message", "slack_date", "text"]
@@ -61,15 +62,18 @@ def text(view: RequestView) -> str:
 def _plan_lines(view: RequestView) -> list[str]:
     f = view.failover
     old_droplet, new_droplet = view.droplets
+    takes = f"takes VIP `{f.vip}`" if f.vip else "becomes MASTER"
     if view.kind == "golive":
         return [f"1. write `{escape(f.unhealthy)}` to the health file on `{f.old}`",
-                f"2. keepalived on `{f.new}` takes VIP `{f.vip}` when `{f.old}`'s check fails",
+                f"2. keepalived on `{f.new}` {takes} when `{f.old}`'s check fails",
                 f"3. `{f.new}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {new_droplet}",
                 *([f"↪️ at the flip `{f.old}` forwards every request to `{f.new}`: it takes no more writes"]
                   if view.forwards else []),
                 "4. the bot proves it: the site answers from the new server, keepalived moved, DigitalOcean agrees"]
     return [f"1. restore the health file on `{f.old}` to what it held before the go-live",
-            f"2. keepalived on `{f.old}` takes VIP `{f.vip}` back",
+            *([f"↩️ `{f.old}` stops forwarding to `{f.new}` and serves its own requests again"] if view.forwards
+              else []),
+            f"2. keepalived on `{f.old}` {takes} again",
             f"3. `{f.old}` asks DigitalOcean to assign `{f.floating_ip}` to droplet {old_droplet}",
             "4. the bot proves it the same way"]
 
@@ -219,4 +223,35 @@ def forwarding(f: Forwarding) -> str:
 def preflight_message(preflight: Preflight, title: str) -> list[dict]:
     what = WHAT.get(preflight.purpose, "go-live")
     verdict = f"✅ A {what} would find everything ready." if preflight.ok else f"❌ A {what} would stop here."
-    return [header(title), *sections(preflight_lines(preflight), budget=10), context(verdict)]
+    grid = sections(grid_lines(preflight.grid), budget=12) if preflight.grid else []
+    return clamp([header(title), *sections(preflight_lines(preflight), budget=10), *grid, context(verdict)])
+
+
+def _cell(cell: Cell | None, path: str, answers: dict[str, datetime] | None = None,
+          since: datetime | None = None) -> str:
+    word = PATH_WORDS[path]
+    if cell is None:
+        return f"{word} –"
+    if not cell.ok:
+        return f"{word} ❌ {escape(cell.reason[:160])}"
+    who = f" `{cell.server}`" if path not in ("old", "new") or cell.server != path else ""
+    first = answers.get(cell.site) if answers and path not in ("old", "new") else None
+    after = f" (+{(first - since).total_seconds():.1f}s)" if first and since else ""
+    return f"{word} ✅{who}{after}"
+
+
+def grid_lines(grid: Grid, answers: dict[str, datetime] | None = None, since: datetime | None = None) -> list[str]:
+    """The sites × paths grid, a line per site: each path ✅ (and whose answer) or ❌ and why; on the moving paths
+    after a switch, when the site first answered from the target, counted from ``since`` (the flip)."""
+    if grid.problem:
+        return [f"❓ *Sites:* not probed: {escape(grid.problem)}"]
+    bad = len({c.site for c in grid.cells if not c.ok})
+    head = (f"*Sites* ({len(grid.sites)}): " + (f"{bad} with a problem" if bad else "every cell answers as it should")
+            + (f", probed {slack_date(grid.at, '{time_secs}')}" if grid.at else ""))
+    return [head] + [f"`{site}` " + " · ".join(_cell(grid.cell(site, p), p, answers, since) for p in grid.paths)
+                     for site in grid.sites]
+
+
+def grid_message(grid: Grid, title: str, answers: dict[str, datetime] | None = None,
+                 since: datetime | None = None) -> list[dict]:
+    return clamp([section(f"*{escape(title)}*"), *sections(grid_lines(grid, answers, since), budget=40)])

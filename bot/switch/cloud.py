@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, TypeVar
 
@@ -92,6 +94,24 @@ class _IPs(_OnOurTerms, digitalocean.baseapi.BaseAPI):
         if not isinstance(body, dict):
             raise ValueError(f"no {endpoint} object in the answer")
         return body
+
+
+    def actions(self, endpoint: str, ip: str) -> list:
+        data = self.get_data(f"{endpoint}/{ip}/actions")
+        actions = data.get("actions")
+        if not isinstance(actions, list):
+            raise ValueError(f"no actions list for {endpoint}/{ip}")
+        return actions
+
+
+@dataclass(frozen=True)
+class AssignAction:
+    """DigitalOcean's own record of an assignment of the reserved IP: when it started and completed."""
+
+    id: int
+    status: str
+    started_at: datetime | None
+    completed_at: datetime | None
 
 
 class _Account(_OnOurTerms, digitalocean.Account):
@@ -189,6 +209,26 @@ class Cloud:
             return int(droplet["id"])
 
         return self._call(f"reserved IP {ip}", load, limit)
+
+    def last_assign(self, ip: str, timeout: float | None = None) -> AssignAction | None:
+        """The newest assign action of the reserved IP, as DigitalOcean lists them; None when there is none."""
+        limit = timeout if timeout is not None else self.timeout
+
+        def load() -> AssignAction | None:
+            api = _IPs(limit, **self._options())
+            for action in api.actions(self._endpoint or "reserved_ips", ip):
+                if isinstance(action, dict) and action.get("type") == "assign_ip":
+                    return AssignAction(int(action["id"]), str(action.get("status")), _when(action.get("started_at")),
+                                        _when(action.get("completed_at")))
+            return None
+
+        return self._call(f"reserved IP {ip}'s actions", load, limit)
+
+
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _http_error(what: str, exc: _HTTPError) -> CloudError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
@@ -18,8 +19,10 @@ from typing import Callable
 from bot.clock import Clock
 from bot.plan import Plan
 from bot.ssh import SSHError, SSHPool, WriteRefused, quote
-from bot.switch.model import Forwarding, Reading, Verification
+from bot.plan.model import PATH_WORDS
+from bot.switch.model import Forwarding, Grid, Reading, Verification
 from bot.switch.requests import Backup, Requests
+from bot.switch.sites import SiteProbes
 from bot.switch.witnesses import Witnesses
 
 log = logging.getLogger("cutover.failover")
@@ -35,7 +38,7 @@ class FlipUnknown(Exception):
 
 class Failover:
     def __init__(self, plan: Plan, ssh: SSHPool, requests: Requests, audit: Callable[..., object], clock: Clock,
-                 witnesses: Witnesses) -> None:
+                 witnesses: Witnesses, sites: SiteProbes | None = None) -> None:
         assert plan.failover is not None
         self.plan = plan
         self.config = plan.failover
@@ -44,6 +47,7 @@ class Failover:
         self.audit = audit
         self.clock = clock
         self.witnesses = witnesses
+        self.sites = sites if sites is not None and sites.watching else None
 
     # -- changing it -----------------------------------------------------------------------------
 
@@ -152,32 +156,69 @@ class Failover:
     # -- proving it -----------------------------------------------------------------------------------
 
     def verify(self, target: str, timeout: float, report: Callable[[Reading], None],
-               forwarding: bool = False) -> Verification:
+               forwarding: bool = False, sites: tuple[str, ...] = ()) -> Verification:
         """Wait, within ``timeout`` seconds, for every witness to agree that ``target`` serves.
 
         With the old server forwarding to the new one, an answer from new through the reserved IP no longer
         proves the IP moved: DigitalOcean's word does, and a fourth witness shows the old server forwards.
+        ``sites`` (as the preflight listed them) are probed on the moving paths from the start, side by side with
+        the other witnesses, so each site's first answer from ``target`` is timed from the flip.
         """
         deadline = time.monotonic() + timeout
         result = Verification(target)
         counts: dict[str, int] = {}
+        probing = None
+        if self.sites is not None and sites:
+            probing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-sites")
+            moving = probing.submit(self.sites.until_moved, self.sites.named(sites), target, deadline)
         asks = [lambda: self.witnesses.answers(self.config.probe_url, target, deadline, counts=counts),
                 lambda: self.witnesses.vip(target, deadline),
                 lambda: self.witnesses.cloud(target, timeout, deadline, result.cloud_errors)]
+        if probing is not None:
+            asks.insert(1, lambda: self._sites_moved(moving.result(), target, forwarding, result))
+        if self.plan.digitalocean is not None and self.plan.digitalocean.metadata:
+            asks.append(lambda: self.witnesses.metadata(target, deadline))
         if forwarding:
             asks.append(lambda: replace(self.witnesses.answers(self.config.old_probe_url, target, deadline),
                                         name="forwarding"))
-        for ask in asks:
-            reading = _said_for_what(ask(), target, forwarding)
-            if reading.name == "probe" and reading.ok:
-                result.first_answer_at = reading.at
-            if reading.name == "digitalocean" and reading.ok:
-                result.cloud_confirmed_at = reading.at
-            result.witnesses.append(reading)
-            report(reading)
+        try:
+            for ask in asks:
+                reading = _said_for_what(ask(), target, forwarding)
+                if reading.name == "probe" and reading.ok:
+                    result.first_answer_at = reading.at
+                if reading.name == "digitalocean" and reading.ok:
+                    result.cloud_confirmed_at = reading.at
+                result.witnesses.append(reading)
+                report(reading)
+        finally:
+            if probing is not None:
+                probing.shutdown(wait=False)
+        result.action_started_at, result.action_completed_at = self.witnesses.assign_action()
+        result.master_at = self.witnesses.master_since(target)
         result.failed_probes = counts.get("failed_probes", 0)
         result.other_answers = counts.get("other_answers", 0)
         return result
+
+    def _sites_moved(self, moved: tuple[Grid, dict[str, datetime]], target: str, forwarding: bool,
+                     result: Verification) -> Reading:
+        """The sites witness: every site on the moving paths answered from ``target``. The servers' own addresses
+        are probed once more for the grid (the old one answers as new while it forwards)."""
+        assert self.sites is not None
+        grid, answered = moved
+        old_side = "new" if forwarding and target == self.config.new else "old"
+        direct = {p: ("new" if p == "new" else old_side) for p in ("old", "new") if p in self.plan.sites.connect}
+        result.grid = self.sites.grid(self.sites.named(grid.sites), direct).merged(grid) if direct else grid
+        result.site_answers = answered
+        where = " and ".join(PATH_WORDS[p] for p in grid.paths)
+        failed = grid.failed()
+        if not failed:
+            return Reading("sites", True, f"every site answers from `{target}` through the {where}: "
+                                          + ", ".join(grid.sites[:8]) + (f" and {len(grid.sites) - 8} more"
+                                                                          if len(grid.sites) > 8 else ""),
+                           max(answered.values()) if answered else self.clock.now())
+        named = "; ".join(f"{c.site} through the {PATH_WORDS[c.path]}: {c.reason}" for c in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        return Reading("sites", False, f"not every site answers from `{target}`: {named}{more}")
 
 
 def _said_for_what(reading: Reading, target: str, forwarding: bool) -> Reading:
@@ -187,6 +228,9 @@ def _said_for_what(reading: Reading, target: str, forwarding: bool) -> Reading:
         return reading
     what = {"probe": f" (through the old server's forwarding too: this shows `{target}` serves, not that the reserved "
                      "IP moved)",
+            "sites": f" (through the old server's forwarding too: this shows `{target}` serves every site, not that "
+                     "the reserved IP moved)",
             "digitalocean": ": the reserved IP moved",
+            "metadata": ": the reserved IP moved, by the droplets' own word",
             "forwarding": ": the old server forwards to the new one and takes no writes"}.get(reading.name, "")
     return replace(reading, detail=reading.detail + what)

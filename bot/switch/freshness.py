@@ -65,7 +65,7 @@ class FreshPreflights:
             how = (f"the preflight of {fresh[0]:.0f} s ago, confirmed in {took:.0f} ms (health files, keepalived, "
                    "VIP, stages, freezes" + (", the must-be-zero watches" if confirmation.tally else "") + ")")
             return Preflight(kind, confirmation.at, tuple(merged.values()),
-                             _merged(fresh[1].tally, confirmation.tally)), how
+                             _merged(fresh[1].tally, confirmation.tally), fresh[1].grid), how
         self.say(request_id, f"Approvals complete. Running the preflight again before the "
                              f"{'flip' if kind == 'golive' else 'rollback'}…")
         return self.preflights.run(kind, ignore_request=request_id), "a full preflight"

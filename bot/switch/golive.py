@@ -215,8 +215,14 @@ class GoLive:
         def report(witness: Reading) -> None:
             self._thread(request_id, ("✅ " if witness.ok else "❌ ") + witness.detail)
 
-        forwarded = kind == "golive" and self.requests.get(request_id).forwarded_at is not None
-        result = self.failover.verify(target, self.failover.config.verify_timeout.total_seconds(), report, forwarded)
+        request = self.requests.get(request_id)
+        forwarded = kind == "golive" and request.forwarded_at is not None
+        grid = request.preflight.grid if request.preflight else None
+        result = self.failover.verify(target, self.failover.config.verify_timeout.total_seconds(), report, forwarded,
+                                      sites=grid.sites if grid else ())
+        if result.grid is not None:
+            self._thread_blocks(request_id, "Every site after the switch", request_blocks.grid_message(
+                result.grid, f"Every site after the {_switch(kind)}", result.site_answers, request.flipped_at))
         state = RequestState.VERIFIED if result.ok else RequestState.UNVERIFIED
         self.requests.move(request_id, RequestState.FLIPPED, state, Facts(verification=result),
                            (f"{kind}-{state}", "ok" if result.ok else state, {"failed": [w.name for w in result.failed]}))

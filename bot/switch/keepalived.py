@@ -16,7 +16,26 @@ For each of the plan's ``old`` and ``new`` servers it writes:
   state where the plan's ``vrrp_state_file`` says (the preflight reads it),
   and on MASTER asks the DigitalOcean API to assign the reserved IP to this
   droplet (``/v2/reserved_ips``, ``/v2/floating_ips`` where that is not
-  found), retrying, with a log line per attempt.
+  found), retrying, with a log line per attempt, until the droplet's own
+  metadata says the IP is here.
+
+After a split (the adverts between the servers lost for a while, so that
+both became master and the backup assigned the IP to itself), the real
+master re-asserts the IP: a master that hears a lower-priority advert runs
+the notify script again (``notify_master_rx_lower_pri``), and a master that
+steps down for a higher-priority one sends one last advert first
+(``higher_prio_send_advert``), so the real master always hears one.
+
+With a private ``vip`` in the plan, keepalived also carries it (the VIP
+form). Without one it binds no address at all: on DigitalOcean a reserved IP
+is never bound on the droplet (its traffic arrives at the droplet's anchor
+address), so VRRP on the private interface decides and the notify script
+moves the IP, as DigitalOcean's own keepalived tutorial does.
+
+VRRP runs on the interface holding each host's ``private_address``: the
+plan's ``interface`` for the host, or read from the host over SSH
+(``--online``); the preflight refuses a configuration whose interface does
+not hold it.
 
 The keepalived lab runs exactly these files, so what the tests and the
 benchmark measure is what a user installs.
@@ -24,6 +43,7 @@ benchmark measure is what a user installs.
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +114,8 @@ class Options:
     notify_log: str = NOTIFY_LOG
     virtual_router_id: int = 51
     script_security: bool = True  # keepalived refuses scripts a non-root user could change
+    interfaces: dict[str, str] | None = None  # host -> the interface holding its private address, read online
+    reassert: bool = True  # a real master re-asserts the reserved IP after a split (see the module's notes)
 
 
 def generate(plan: Plan, options: Options = Options()) -> dict[str, dict[str, str]]:
@@ -107,6 +129,10 @@ def generate(plan: Plan, options: Options = Options()) -> dict[str, dict[str, st
         if not plan.hosts[host].private_address:
             errors.append(f"{plan.path}: hosts.{host}.private_address: expected the address keepalived speaks VRRP "
                           f"on for `{host}` (on DigitalOcean, the droplet's VPC address)")
+        elif not interface_for(plan, host, options):
+            errors.append(f"{plan.path}: hosts.{host}.interface: missing; expected the network interface that holds "
+                          f"`{host}`'s private address {plan.hosts[host].private_address} (on a droplet, the VPC "
+                          "interface, usually eth1), or run `cutover keepalived --online` to read it from the host")
     if errors:
         raise WiringError(errors)
     out = {}
@@ -118,9 +144,42 @@ def generate(plan: Plan, options: Options = Options()) -> dict[str, dict[str, st
         out[role] = {
             "keepalived.conf": _conf(plan, role, host, peer, options),
             "cutover-check.sh": _check(plan, role, host),
-            "cutover-notify.sh": _notify(role, host, state_file, failover.floating_ip, droplet, options),
+            "cutover-notify.sh": _notify(role, host, state_file, failover.floating_ip, droplet,
+                                         plan.hosts[host].metadata_url, options),
         }
     return out
+
+
+def read_interfaces(plan: Plan) -> dict[str, str]:
+    """Each server's interface holding its private address, read over SSH (``ip -o -4 addr show``); WiringError
+    names each server that could not be asked or has no interface with it."""
+    from bot.ssh import SSHError, SSHPool
+    from bot.switch.witnesses import interface_of
+
+    assert plan.failover is not None
+    found, errors = {}, []
+    pool = SSHPool(plan.hosts)
+    try:
+        for host in (plan.failover.old, plan.failover.new):
+            private = plan.hosts[host].private_address
+            if not private:
+                continue  # generate() says what is missing
+            try:
+                lines = pool.check(host, "ip -o -4 addr show", timeout=15).splitlines()
+            except SSHError as exc:
+                errors.append(f"{plan.path}: hosts.{host}: cannot read its interfaces over SSH: {exc}")
+                continue
+            interface = interface_of(lines, private)
+            if interface is None:
+                errors.append(f"{plan.path}: hosts.{host}.private_address: {private} is on no interface of "
+                              f"`{host}` (it has: {', '.join(sorted({ln.split()[1] for ln in lines if ln.split()}))})")
+            else:
+                found[host] = interface
+    finally:
+        pool.close()
+    if errors:
+        raise WiringError(errors)
+    return found
 
 
 def write(plan: Plan, out_dir: Path, options: Options = Options()) -> list[Path]:
@@ -136,12 +195,24 @@ def write(plan: Plan, out_dir: Path, options: Options = Options()) -> list[Path]
     return written
 
 
+def interface_for(plan: Plan, host: str, o: Options) -> str | None:
+    """The interface keepalived speaks VRRP on for ``host``: read from the host (``--online``), else the plan's."""
+    return (o.interfaces or {}).get(host) or plan.interface(host)
+
+
 def _conf(plan: Plan, role: str, host: str, peer: str, o: Options) -> str:
     assert plan.failover is not None
     t = o.timing
     d = o.install_dir.rstrip("/")
-    interface = plan.failover.interface or "eth0"
-    version = "    version 3  # sub-second adverts need VRRPv3\n" if t.advert_int < 1 else ""
+    interface = interface_for(plan, host, o)
+    advert = t.advert_int
+    if plan.failover.vip is None:
+        # VRRPv3 requires an address to carry; VRRPv2 does not, but advertises in whole seconds only. The new
+        # server then takes over ~3 s after the flip instead of ~0.6 s: DigitalOcean's assignment takes longer.
+        advert = max(1.0, float(math.ceil(advert)))
+        version = "    version 2  # no address to carry: VRRPv3 would require one (adverts in whole seconds)\n"
+    else:
+        version = "    version 3  # sub-second adverts need VRRPv3\n" if advert < 1 else ""
     track = plan.track_file(host)
     flip = (f"anything but 0 lowers this server's priority by {-t.weight(role)}" if t.weight(role)
             else "anything but 0 is FAULT, at once")
@@ -156,6 +227,14 @@ vrrp_track_file cutover_flip {{
     security = "    enable_script_security\n" if o.script_security else ""
     check = ("failed, it lowers the priority below the peer's: the peer takes the address before this one lets "
              "it go" if t.weight(role) else "failed, it is FAULT: this server never holds the address")
+    vip = plan.failover.vip
+    addresses = (f"    virtual_ipaddress {{\n        {vip}/32 dev {interface}\n    }}\n" if vip else
+                 "    # No address to carry: a reserved IP is never bound on a droplet; the notify script assigns it.\n")
+    reassert = (f"""    # After a split (both servers master for a while), the real master takes the reserved IP back: a master
+    # that hears a lower-priority advert runs the notify script again, and one that steps down sends a last advert.
+    notify_master_rx_lower_pri "{d}/cutover-notify.sh INSTANCE cutover MASTER_RX_LOWER_PRI {t.priority(role)}"
+    higher_prio_send_advert true
+""" if o.reassert else "")
     return f"""# keepalived for `{host}` ({role}), generated by `cutover keepalived` from {plan.path}.
 # Regenerate rather than edit: the bot's preflight checks that this wiring reads the plan's health file.
 global_defs {{
@@ -179,19 +258,16 @@ vrrp_instance cutover {{
     interface {interface}
     virtual_router_id {o.virtual_router_id}
     priority {t.priority(role)}
-    advert_int {t.advert_int:g}
+    advert_int {advert:g}
     unicast_src_ip {plan.hosts[host].private_address}
     unicast_peer {{
         {plan.hosts[peer].private_address}
     }}
-    virtual_ipaddress {{
-        {plan.failover.vip}/32 dev {interface}
-    }}
-    track_script {{
+{addresses}    track_script {{
         cutover_health
     }}
 {track_use}    notify "{d}/cutover-notify.sh"
-}}
+{reassert}}}
 """
 
 
@@ -205,7 +281,7 @@ def _check(plan: Plan, role: str, host: str) -> str:
 """
 
 
-def _notify(role: str, host: str, state_file: str, ip: str, droplet: int, o: Options) -> str:
+def _notify(role: str, host: str, state_file: str, ip: str, droplet: int, metadata: str, o: Options) -> str:
     api = o.digitalocean_api.rstrip("/")
     q = shlex.quote
     return f"""#!/bin/sh
@@ -213,18 +289,27 @@ def _notify(role: str, host: str, state_file: str, ip: str, droplet: int, o: Opt
 # keepalived calls it as: cutover-notify.sh TYPE NAME STATE PRIORITY
 # 1. It records the VRRP state in {state_file} (the bot's preflight reads it).
 # 2. On MASTER it asks DigitalOcean to assign reserved IP {ip} to this droplet ({droplet}): public traffic follows
-#    that assignment. It retries for a while, stops if this server is no longer MASTER, and logs each attempt
-#    to {o.notify_log} and syslog. The token is read from {o.token_file} (root only, mode 0600).
+#    that assignment. It retries for a while, stops once this droplet's metadata says the IP is here or this
+#    server is no longer MASTER, and logs each attempt to {o.notify_log} and syslog. The token is read from
+#    {o.token_file} (root only, mode 0600).
+# 3. As MASTER_RX_LOWER_PRI (keepalived's notify_master_rx_lower_pri: a master heard a lower-priority advert, so
+#    the peer was master too, after a split) it does the same without recording a state: it takes the IP back.
 STATE="$3"
 STATE_FILE={q(state_file)}
 LOG={q(o.notify_log)}
-printf '%s\\n' "$STATE" > "$STATE_FILE.tmp" && mv "$STATE_FILE.tmp" "$STATE_FILE"
-[ "$STATE" = MASTER ] || exit 0
-
+METADATA={q(metadata + "/floating_ip/ipv4/active")}
 log() {{
     echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) cutover-notify {role}: $*" >> "$LOG"
     logger -t cutover-notify "$*" 2>/dev/null || true
 }}
+case "$STATE" in
+    MASTER_RX_LOWER_PRI)
+        log "a lower-priority advert while MASTER: the peer was master too; asserting {ip} here again"
+        STATE=MASTER ;;
+    *) printf '%s\\n' "$STATE" > "$STATE_FILE.tmp" && mv "$STATE_FILE.tmp" "$STATE_FILE" ;;
+esac
+[ "$STATE" = MASTER ] || exit 0
+
 token=$(cat {q(o.token_file)} 2>/dev/null) || {{ log "cannot read the DigitalOcean token in {o.token_file}"; exit 1; }}
 (
     attempt=0
@@ -232,6 +317,10 @@ token=$(cat {q(o.token_file)} 2>/dev/null) || {{ log "cannot read the DigitalOce
         attempt=$((attempt + 1))
         if [ "$(cat "$STATE_FILE" 2>/dev/null)" != MASTER ]; then
             log "no longer MASTER: not assigning {ip}"
+            exit 0
+        fi
+        if [ "$(curl -fsS --max-time 2 "$METADATA" 2>/dev/null)" = true ]; then
+            [ "$attempt" -gt 1 ] && log "{ip} is active on this droplet (its metadata says so)"
             exit 0
         fi
         for kind in reserved_ips floating_ips; do
@@ -244,6 +333,7 @@ token=$(cat {q(o.token_file)} 2>/dev/null) || {{ log "cannot read the DigitalOce
         case "$code" in
             2??) exit 0 ;;
             000|429|5??) sleep 1 ;;
+            422) sleep 1 ;;  # the IP is locked by an action in progress (perhaps this very assignment): look again
             *) log "DigitalOcean refused the assignment (HTTP $code): not retrying"; exit 1 ;;
         esac
     done

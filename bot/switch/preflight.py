@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable
 
 from bot.clock import Clock
@@ -16,8 +17,10 @@ from bot.slackapi.blocks import sentence
 from bot.ssh import SSHError, SSHPool
 from bot.states import RunState
 from bot.switch.failover import Failover
-from bot.switch.model import Check, Preflight, Reading
+from bot.plan.model import PATH_WORDS
+from bot.switch.model import Check, Grid, Preflight, Reading
 from bot.switch.requests import Requests
+from bot.switch.sites import SiteProbes, SitesUnknown
 from bot.switch.witnesses import Snapshot
 
 CLOUD_PATIENCE = 2.0
@@ -28,7 +31,7 @@ class Preflights:
 
     def __init__(self, plan: Plan, runs: Runs, freezes: FreezeRecords, requests: Requests, clock: Clock, ssh: SSHPool,
                  failover: Failover, ledger: Ledger | None = None,
-                 read_back: Callable[[str], ReadBack | None] | None = None) -> None:
+                 read_back: Callable[[str], ReadBack | None] | None = None, sites: SiteProbes | None = None) -> None:
         assert plan.failover is not None
         self.plan = plan
         self.config = plan.failover
@@ -41,6 +44,7 @@ class Preflights:
         self.ssh = ssh
         self.failover = failover
         self.witnesses = failover.witnesses
+        self.sites = sites if sites is not None and sites.watching else None
 
     def run(self, purpose: str = "golive", ignore_request: int | None = None) -> Preflight:
         cfg = self.config
@@ -51,6 +55,7 @@ class Preflights:
             reads = {host: pool.submit(self.witnesses.snapshot, host, self._small_files(host))
                      for host in (cfg.old, cfg.new)}
             data = self._data_window(pool, golive, only_must_be_zero=False)
+            probing = pool.submit(self._sites, purpose) if self.sites is not None else None
 
             def snaps() -> dict[str, Snapshot]:
                 return {host: read.result() for host, read in reads.items()}
@@ -58,7 +63,47 @@ class Preflights:
             checks = self._full_checks(purpose, snaps, ignore_request)
             results = tuple(pool.map(lambda fn: fn(), checks))
             tally, more = data()
-        return Preflight(purpose, self.clock.now(), results + more, tally)
+            grid, site_checks = probing.result() if probing is not None else (None, ())
+        return Preflight(purpose, self.clock.now(), results + site_checks + more, tally, grid)
+
+    def _sites(self, purpose: str) -> tuple[Grid, tuple[Check, ...]]:
+        """Every site on each server and on the moving paths. Before a go-live, the new server must serve each
+        one (refused, by name, if not); the old server and the moving paths are shown and refuse nothing (the old
+        one may be broken already: that is why people migrate). Before a rollback nothing refuses."""
+        assert self.sites is not None
+        cfg = self.config
+        golive = purpose == "golive"
+        try:
+            sites = self.sites.listed()
+        except SitesUnknown as exc:
+            return Grid((), (), (), self.clock.now(), str(exc)), (
+                Check("sites", False, f"The site's hostnames are unknown: {exc}; no go-live without every site "
+                                      "probed", blocking=golive),)
+        serving = cfg.old if golive else cfg.new
+        expect = {path: (path if path in ("old", "new") else serving) for path in self.plan.sites.paths()}
+        if not golive and "old" in expect and self._old_forwards():
+            expect["old"] = "new"  # the old server forwards to the new one until the rollback undoes it
+        grid = self.sites.grid(sites, expect)
+        if not grid.failed():
+            paths = ", ".join(PATH_WORDS[p] for p in grid.paths)
+            return grid, (Check("sites", True, f"every site answers as it should on each path ({paths}): "
+                                               + sites_named(grid.sites)),)
+        checks = []
+        for path in grid.paths:
+            failed = grid.failed(path)
+            where = PATH_WORDS[path] if path not in ("old", "new") else f"`{path}`"
+            if not failed:
+                continue
+            blocking = golive and path == "new"
+            if blocking:
+                checks += [Check(f"site {c.site} new", False, f"{c.site} on `{cfg.new}`: {c.reason}; the new server "
+                                                              "must serve every site before a go-live")
+                           for c in failed]
+            else:
+                checks.append(Check(f"sites {path}", False, f"on {where}: " + "; ".join(
+                    f"{c.site}: {c.reason}" for c in failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5
+                                                                     else ""), blocking=False))
+        return grid, tuple(checks)
 
     def _data_window(self, pool: ThreadPoolExecutor, golive: bool,
                      only_must_be_zero: bool) -> Callable[[], tuple[Tally | None, tuple[Check, ...]]]:
@@ -82,6 +127,11 @@ class Preflights:
 
         return answer
 
+    def _old_forwards(self) -> bool:
+        """Whether the old server forwards to the new one now: the last switch was a go-live that turned it on."""
+        last = self.requests.last_switch()
+        return last is not None and last.kind == "golive" and last.forwarded_at is not None
+
     def _full_checks(self, purpose: str, snaps: Callable[[], dict[str, Snapshot]],
                      ignore_request: int | None) -> list[Callable[[], Check]]:
         cfg = self.config
@@ -93,7 +143,7 @@ class Preflights:
                        lambda: self._health(cfg.new, snaps()[cfg.new]),
                        lambda: self._answers(cfg.new_probe_url, cfg.new, blocking=True)]
         else:
-            checks += [self._backup, lambda: self._answers(cfg.old_probe_url, cfg.old, blocking=False)]
+            checks += [self._backup, self._old_answers]
         checks += [lambda: _check(f"keepalived {cfg.old}", self.witnesses.keepalived(cfg.old), True),
                    lambda: _check(f"keepalived {cfg.new}", self.witnesses.keepalived(cfg.new), True),
                    lambda: _check("vrrp", self.witnesses.vrrp(current, target, snaps(), backup_may_fault=not golive),
@@ -104,6 +154,8 @@ class Preflights:
                    lambda: _check(f"wiring {cfg.old}", self.witnesses.wiring(cfg.old), True),
                    lambda: _check(f"wiring {cfg.new}", self.witnesses.wiring(cfg.new), True),
                    lambda: _check("droplets", self.witnesses.droplets_seen(), golive)]
+        if self.plan.digitalocean is not None and self.plan.digitalocean.metadata:
+            checks.append(lambda: _check("metadata", self.witnesses.metadata(current), golive))
         if golive:
             checks += [self._stages, self._freezes]
         checks.append(lambda: self._no_other_request(ignore_request))
@@ -177,6 +229,16 @@ class Preflights:
         shown = "is missing" if value is None else f"holds `{value[:40]}`"
         return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`")
 
+    def _old_answers(self) -> Check:
+        """Before a rollback: the old server's own address answers, from itself, or from the new server while it
+        forwards there (the rollback undoes that)."""
+        cfg = self.config
+        if not self._old_forwards():
+            return self._answers(cfg.old_probe_url, cfg.old, blocking=False)
+        check = self._answers(cfg.old_probe_url, cfg.new, blocking=False)
+        return replace(check, detail=check.detail + " (the old server forwards to the new one until the rollback "
+                                                    "undoes it)")
+
     def _answers(self, url: str, host: str, blocking: bool) -> Check:
         return _check(f"answers {host}", self.witnesses.answers(url, host, timeout=3.0), blocking)
 
@@ -211,6 +273,11 @@ class Preflights:
             return Check("requests", True, "no other request is open")
         r = others[0]
         return Check("requests", False, f"{r.kind} request #{r.id} by <@{r.requested_by}> is still open")
+
+
+def sites_named(names: tuple[str, ...], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _check(name: str, reading: Reading, blocking: bool) -> Check:

@@ -9,9 +9,11 @@ needs to act on it.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from bot.clock import Clock
 from bot.plan import Plan
@@ -24,8 +26,18 @@ from bot.switch.probes import ProbeResult, probe
 # sharing a machine with others, only its own.
 KEEPALIVED_PIDS = ('me=$(readlink /proc/self/ns/net); for p in $(pgrep -x keepalived); do '
                    '[ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; exit 0')
+log = logging.getLogger("cutover.witnesses")
 CLOUD_RETRY_FIRST = 0.5
 CLOUD_RETRY_MAX = 4.0
+
+
+def interface_of(lines: list[str], address: str) -> str | None:
+    """The interface holding ``address`` in ``ip -o -4 addr show`` lines (``2: eth1    inet 10.0.0.2/24 …``)."""
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "inet" and fields[3].split("/")[0] == address:
+            return fields[1].split("@")[0]
+    return None
 
 
 def _mentions(text: str, path: str) -> bool:
@@ -85,7 +97,7 @@ class Witnesses:
         script = ("for p in " + " ".join(quote(p) for p in paths) + "; do "
                   'if [ -r "$p" ]; then printf "=%s\\n" "$(head -c 4096 "$p" | base64 | tr -d "\\n")"; '
                   'elif [ -e "$p" ]; then echo "!"; else echo "-"; fi; done; '
-                  f"ip -o -4 addr show{self._dev()}")
+                  "ip -o -4 addr show")
         try:
             lines = self.ssh.check(host, script, timeout=10).splitlines()
         except SSHError as exc:
@@ -100,9 +112,6 @@ class Witnesses:
             else:
                 files[path] = None
         return Snapshot(host, files, tuple(lines[len(paths):]), unreadable=tuple(unreadable))
-
-    def _dev(self) -> str:
-        return f" dev {quote(self.config.interface)}" if self.config.interface else ""
 
     def health(self, host: str, snap: Snapshot | None = None) -> str | None:
         """The health file's value on ``host``, or None when it does not exist (from ``snap`` when given)."""
@@ -120,7 +129,7 @@ class Witnesses:
                 continue
             try:
                 lines = snaps[host].addresses if snaps is not None else \
-                    self.ssh.check(host, f"ip -o -4 addr show{self._dev()}", timeout=10).splitlines()
+                    self.ssh.check(host, "ip -o -4 addr show", timeout=10).splitlines()
             except SSHError as exc:
                 errors.append(str(exc))
                 continue
@@ -161,9 +170,22 @@ class Witnesses:
                                   for path in scripts if path.startswith("/"))
             missing = [path for path in notifies
                        if self.ssh.run(host, f"test -x {quote(path)}", timeout=10).exit_code != 0]
+            addresses = self.ssh.check(host, "ip -o -4 addr show", timeout=10).splitlines()
         except SSHError as exc:
             return Reading("wiring", False, f"cannot read keepalived's configuration on `{host}`: {exc}")
         problems = []
+        spoken = re.search(r"^\s*interface\s+(\S+)", conf, re.M)
+        private = self.plan.hosts[host].private_address
+        if spoken and private:
+            holding = interface_of(addresses, private)
+            if holding is None:
+                problems.append(f"`{host}` has no interface with its private address {private} (`private_address` "
+                                "in the plan): keepalived's unicast adverts would come from nowhere")
+            elif holding != spoken.group(1):
+                problems.append(f"keepalived on `{host}` speaks VRRP on `{spoken.group(1)}`, but its private address "
+                                f"{private} is on `{holding}`: the adverts would not reach the peer and both servers "
+                                f"would become master; regenerate with `cutover keepalived --online` (or set "
+                                f"`interface = \"{holding}\"` for `{host}` in the plan)")
         track = self.plan.track_file(host)
         if track is not None and not _mentions(conf, track):
             problems.append(f"keepalived on `{host}` does not watch the track file `{track}` the plan names, so "
@@ -213,8 +235,11 @@ class Witnesses:
 
     def vip(self, expected: str, deadline: float | None = None, snaps: dict[str, Snapshot] | None = None) -> Reading:
         """keepalived's address on ``expected`` alone, waiting for it until ``deadline`` (monotonic) if given;
-        as ``snaps`` show it when given (no waiting then)."""
+        as ``snaps`` show it when given (no waiting then). Without a VIP (DigitalOcean's own wiring), keepalived
+        MASTER on ``expected`` alone, by the states its notify scripts record."""
         vip = self.config.vip
+        if vip is None:
+            return self._master(expected, deadline, snaps)
         if snaps is not None:
             deadline = None
         while True:
@@ -225,6 +250,28 @@ class Witnesses:
                 extra = f" ({'; '.join(holders.errors)})" if holders.errors else ""
                 return Reading("keepalived", False, f"VIP {vip} is on {holders.where()}, expected `{expected}` "
                                                     f"alone{extra}")
+            time.sleep(0.3)
+
+    def _master(self, expected: str, deadline: float | None, snaps: dict[str, Snapshot] | None) -> Reading:
+        other = self.config.old if expected == self.config.new else self.config.new
+        while True:
+            now = snaps or {h: self.snapshot(h, [p for p in [self.plan.vrrp_state_file(h)] if p])
+                            for h in (expected, other)}
+            states: dict[str, str] = {}
+            for host in (expected, other):
+                path = self.plan.vrrp_state_file(host)
+                try:
+                    states[host] = (now[host].read(path) if path else None) or "nothing recorded"
+                except SSHError as exc:
+                    states[host] = f"unknown ({exc})"
+            if states[expected] == "MASTER" and states[other] != "MASTER":
+                return Reading("keepalived", True, f"keepalived is MASTER on `{expected}` alone (`{other}`: "
+                                                   f"{states[other]}); no VIP: it moves the reserved IP only",
+                               self.clock.now())
+            if snaps is not None or deadline is None or time.monotonic() >= deadline:
+                return Reading("keepalived", False, f"keepalived is {states[expected]} on `{expected}` and "
+                                                    f"{states[other]} on `{other}`, expected MASTER on `{expected}` "
+                                                    "alone")
             time.sleep(0.3)
 
     # -- DigitalOcean ----------------------------------------------------------------------------
@@ -284,6 +331,56 @@ class Witnesses:
             return Reading("digitalocean", False, f"DigitalOcean has {ip} on {where}, expected {droplet} "
                                                   f"(`{expected}`) after {within:.0f}s" + (f"; {seen}" if seen else ""))
         return Reading("digitalocean", False, f"DigitalOcean gave no usable answer within {within:.0f}s: {seen}")
+
+    def metadata(self, expected: str, deadline: float | None = None) -> Reading:
+        """Each droplet's own metadata service, asked from the droplet over SSH: the reserved IP is active on
+        ``expected``'s droplet and not on the other's. Waits for it until ``deadline`` (monotonic) if given."""
+        other = self.config.old if expected == self.config.new else self.config.new
+        while True:
+            said = {host: self._active(host) for host in (expected, other)}
+            if said[expected] == "true" and said[other] == "false":
+                return Reading("metadata", True, f"the metadata of `{expected}` says the reserved IP is active there, "
+                                                 f"that of `{other}` says not", self.clock.now())
+            if deadline is None or time.monotonic() >= deadline:
+                return Reading("metadata", False, f"the droplets' metadata disagree with the switch: `{expected}` "
+                                                  f"says {said[expected]}, `{other}` says {said[other]} (asked: "
+                                                  "`floating_ip/ipv4/active`; expected true on "
+                                                  f"`{expected}`, false on `{other}`)")
+            time.sleep(0.3)
+
+    def _active(self, host: str) -> str:
+        """``true`` or ``false`` as the droplet's metadata says of its reserved IP, or why it could not be asked."""
+        url = f"{self.plan.hosts[host].metadata_url}/floating_ip/ipv4/active"
+        try:
+            result = self.ssh.run(host, f"curl -fsS --max-time 3 {quote(url)}", timeout=10)
+        except SSHError as exc:
+            return f"nothing (SSH: {exc})"
+        said = result.stdout.strip()
+        if result.exit_code != 0:
+            err = (result.stderr.strip().splitlines() or [""])[-1][:120]
+            return f"nothing (curl exited {result.exit_code}{': ' + err if err else ''})"
+        return said if said in ("true", "false") else f"`{said[:40]}`"
+
+    def assign_action(self) -> tuple[datetime | None, datetime | None]:
+        """DigitalOcean's newest assign action of the reserved IP: when it started and completed, by its record.
+        (None, None) when it cannot be read: the times are a record, not a witness."""
+        try:
+            action = self.cloud_client.last_assign(self.config.floating_ip)
+        except CloudError as exc:
+            log.info("the reserved IP's actions could not be read: %s", exc)
+            return None, None
+        return (action.started_at, action.completed_at) if action else (None, None)
+
+    def master_since(self, host: str) -> datetime | None:
+        """When keepalived on ``host`` last recorded a state (MASTER after a switch), by the host's clock."""
+        path = self.plan.vrrp_state_file(host)
+        if path is None:
+            return None
+        try:
+            stamp = self.ssh.check(host, f"date -r {quote(path)} +%s.%N", timeout=10).strip()
+            return datetime.fromtimestamp(float(stamp), timezone.utc)
+        except (SSHError, ValueError):
+            return None
 
     # -- the site ---------------------------------------------------------------------------------
 
