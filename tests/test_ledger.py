@@ -161,7 +161,7 @@ def test_a_content_edit_after_the_copy_refuses_the_go_live_naming_the_node(slack
         night.old.content_edit(4711, 12, since + 20)
         text = reply_text(slack, slack.command(OPERATOR, "golive"), timeout=60)
         assert text.startswith("No go-live was requested: the preflight found problems."), text
-        assert "1 content edits since the copy" in text and "and there must be none: nid 4711 edited by uid 12 at" in text
+        assert "1 content edit since the copy" in text and "and there must be none: nid 4711 edited by uid 12 at" in text
         assert "run `db-dump` and the stages after it again" in text and '`losses = "accepted"`' in text
         losses = reply_text(slack, slack.command(OPERATOR, "losses"), timeout=60)
         assert "🛑 *content edits* (must be zero, content freeze): 1" in losses and "nid 4711 edited by uid 12" in losses

@@ -45,7 +45,7 @@ from pathlib import Path
 from bot.standins.digitalocean import DigitalOceanStandIn
 from bot.standins.lab import (ADDRESSES, NAMES, PRIVATE_INTERFACE, PUBLIC, SERVER_PATH, TUNED, VIP, Edge,
                               KeepalivedTiming, Server, ServerPair)
-from bot.standins.netns import Forwarder
+from bot.standins.netns import Forwarder, pump
 from bot.standins.sshd import LocalSshd, find_sshd
 from bot.waiting import wait_until
 
@@ -413,24 +413,12 @@ class _Pair:
             client.close()
             return
         upstream.settimeout(None)
-        pump = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
-        pump.start()
-        _pump(upstream, client)
-        pump.join()
+        back = threading.Thread(target=pump, args=(client, upstream), daemon=True)
+        back.start()
+        pump(upstream, client)
+        back.join()
         client.close()
         upstream.close()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    try:
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def main(argv: list[str]) -> int:

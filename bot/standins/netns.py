@@ -26,6 +26,20 @@ class NetnsError(Exception):
     pass
 
 
+def pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends, then end ``dst``'s sending side: one direction of a relay."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     cmd = ["ip", *(["-n", netns] if netns else []), *args]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -139,30 +153,14 @@ class Forwarder:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._conns.update((client, upstream))
-        a = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
+        a = threading.Thread(target=pump, args=(client, upstream), daemon=True)
         a.start()
-        self._pump(upstream, client)
+        pump(upstream, client)
         a.join()
         for s in (client, upstream):
             s.close()
         with self._lock:
             self._conns.difference_update((client, upstream))
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
     def close(self) -> None:
         self._closed.set()

@@ -23,6 +23,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bot.standins.netns import pump
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -168,19 +170,6 @@ def relay(client: socket.socket, target: tuple[str, int]) -> None:
     except OSError:
         return
     upstream.settimeout(None)
-
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
     back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
     back.start()
     pump(client, upstream)

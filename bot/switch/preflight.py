@@ -294,7 +294,7 @@ def watch_check(count: Count, tally: Tally | None, plan: Plan) -> Check:
     if count.must_be_zero and count.count:
         shown = "; ".join(count.rows[:3]) + (f" and {count.count - 3:,} more" if count.count > 3 else "")
         again = f"run `{plan.data.copy_stage}` and the stages after it again" if plan.data.copy_stage else "re-sync them"
-        return Check(name, False, f"{count.count:,} {count.label} since the copy ({since}), and there must be none: "
+        return Check(name, False, f"{count.phrase()} since the copy ({since}), and there must be none: "
                                   f"{shown or 'the watch printed no rows'}. Bring them to the new server ({again}), or "
                                   f"make the plan accept them (`losses = \"accepted\"` in the watch `{count.watch}`)")
     if count.must_be_zero:
