@@ -73,14 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "demo":
         from bot.local.demo import run_demo
 
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        _local_logging()
         return run_demo()
     if args.cmd == "console":
         from bot.local.console import run_console
 
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        _local_logging()
         return run_console(args.plan, args.db)
     return 2
+
+
+def _local_logging() -> None:
+    """The demo's and the console's log: warnings on stderr, the libraries' noise kept out."""
+    from bot.ops.logsetup import quiet_libraries
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(logging.WARNING)
 
 
 def version() -> str:

@@ -29,6 +29,7 @@ T = TypeVar("T")
 STREAM_WINDOW = 16 << 20
 STREAM_PACKET = 1 << 20
 WAIT_STEP = 0.05  # the longest a command's reader sleeps between looks at its deadline
+MISSING_EXIT = 44  # how the read command says the file does not exist
 
 
 class SSHError(Exception):
@@ -189,9 +190,15 @@ class SSHPool:
 
         ``retry`` reopens a dead connection once; pass False for commands that must not run twice.
         """
+        code, out, err = self._exec(name, command, timeout=timeout, stdin=stdin, retry=retry)
+        return Result(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+    def _exec(self, name: str, command: str, *, timeout: float | None = None, stdin: bytes | None = None,
+              retry: bool = True) -> tuple[int, bytes, bytes]:
+        """``run``, with the output as the bytes the host sent."""
         timeout = timeout or self.command_timeout
 
-        def call(client: paramiko.SSHClient) -> Result:
+        def call(client: paramiko.SSHClient) -> tuple[int, bytes, bytes]:
             channel = _transport(client).open_session(timeout=self.connect_timeout)
             channel.settimeout(timeout)
             if stdin is None:
@@ -225,7 +232,7 @@ class SSHPool:
                     raise SSHError(f"a command on `{name}` ended without an exit status (killed by a signal?)")
                 self.drop(name)  # the connection went mid-command
                 raise SSHError(f"a command on `{name}` did not finish: lost the SSH connection")
-            return Result(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+            return code, bytes(out), bytes(err)
 
         return self._with_client(name, "a command", call, retry)
 
@@ -253,34 +260,31 @@ class SSHPool:
         return self._with_client(name, "following output", call, retry=True)
 
     def read_file(self, name: str, path: str) -> bytes | None:
-        """The file's content, or None if it does not exist."""
-        def call(client: paramiko.SSHClient) -> bytes:
-            with client.open_sftp() as sftp:
-                _sftp_timeout(sftp, self.command_timeout)
-                with sftp.open(path, "rb") as f:
-                    return f.read()
-
-        try:
-            return self._with_client(name, f"reading `{path}`", call, retry=True)
-        except FileNotFoundError:
+        """The file's content, or None if it does not exist. One command on the host (no SFTP: a server need
+        not offer that subsystem); a file that exists but may not be read is an SSHError saying so."""
+        code, out, err = self._exec(name, f"p={quote(path)}; [ -e \"$p\" ] || exit {MISSING_EXIT}; "
+                                          'exec cat -- "$p"')
+        if code == MISSING_EXIT:
             return None
+        if code != 0:
+            said = _host_error(err, code)
+            if "No such file" in said:
+                return None  # removed between the test and the read
+            raise SSHError(f"reading `{path}` on `{name}` failed: {said}")
+        return out
 
     def write_file_atomic(self, name: str, path: str, content: bytes, mode: int = 0o644) -> None:
-        """Write a temp file beside ``path`` and rename it over, so readers never see half a file."""
-        tmp = f"{path}.cutover-{os.getpid()}-{threading.get_ident()}.tmp"
-
-        def call(client: paramiko.SSHClient) -> None:
-            with client.open_sftp() as sftp:
-                _sftp_timeout(sftp, self.command_timeout)
-                with sftp.open(tmp, "wb") as f:
-                    f.write(content)
-                sftp.chmod(tmp, mode)
-                sftp.posix_rename(tmp, path)
-
-        try:
-            self._with_client(name, f"writing `{path}`", call, retry=True)
-        except FileNotFoundError:
-            raise SSHError(f"writing `{path}` on `{name}` failed: its directory does not exist") from None
+        """Write a temp file beside ``path`` and rename it over, so readers never see half a file; one command
+        on the host, its input the content."""
+        command = (f'p={quote(path)}; t="$p.cutover-$$.tmp"; '
+                   f'if cat > "$t" && chmod {mode:o} "$t" && mv -f "$t" "$p"; then exit 0; '
+                   'else rc=$?; rm -f "$t"; exit $rc; fi')
+        code, _, err = self._exec(name, command, stdin=content)
+        if code != 0:
+            said = _host_error(err, code)
+            if "No such file" in said:
+                raise SSHError(f"writing `{path}` on `{name}` failed: its directory does not exist")
+            raise SSHError(f"writing `{path}` on `{name}` failed: {said}")
 
     def replace_file(self, name: str, path: str, content: bytes, mode: int = 0o644) -> Replaced:
         """Replace ``path`` atomically (a temp file beside it, renamed over) and read it back, in one command.
@@ -296,9 +300,8 @@ class SSHPool:
                    'else rc=$?; rm -f "$t"; exit $rc; fi')
         result = self.run(name, command, stdin=content, retry=False)
         if result.exit_code != 0:
-            reason = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
-            reason = re.sub(r"^(?:sh|bash|dash)(?:: \d+)?: ", "", reason)
-            raise WriteRefused(f"`{path}` on `{name}` could not be written: {reason[:200]}")
+            raise WriteRefused(f"`{path}` on `{name}` could not be written: "
+                               f"{_host_error(result.stderr.encode(), result.exit_code)}")
         out = result.stdout.rstrip("\n")
         body, _, stamp = out.rpartition("\n")
         try:
@@ -319,10 +322,10 @@ def _transport(client: paramiko.SSHClient) -> paramiko.Transport:
     return transport
 
 
-def _sftp_timeout(sftp: paramiko.SFTPClient, seconds: float) -> None:
-    channel = sftp.get_channel()
-    if channel is not None:
-        channel.settimeout(seconds)
+def _host_error(err: bytes, code: int) -> str:
+    """The host's own last word on a failed command, without the shell's prefix (``sh: 1: ``)."""
+    reason = (err.decode("utf-8", "replace").strip().splitlines() or [f"exit {code}"])[-1]
+    return re.sub(r"^(?:sh|bash|dash|cat|mv|chmod)(?:: \d+)?: ", "", reason)[:200]
 
 
 def _no_stdin(command: str) -> str:

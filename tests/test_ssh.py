@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import copy
+import io
+import logging
+import os
+import socket
 import threading
 
+import paramiko
+import pytest
+
+from bot.ops.logsetup import setup_logging
 from bot.plan import parse_plan
-from bot.ssh import SSHPool
+from bot.redact import Redactor
+from bot.ssh import SSHError, SSHPool
 from tests.conftest import PLAN
 
 LINE = "the whole answer of a command, to its last byte"
@@ -76,3 +85,56 @@ def test_a_snapshot_reads_several_files_and_the_addresses_in_one_command_as_read
         assert witnesses.health("old", snap) == "true"
     finally:
         pool.close()
+
+
+def test_files_are_read_and_written_without_sftp(sshd, tmp_path):
+    """The test sshd offers no SFTP subsystem (a hardened server need not): reading and writing files, binary ones
+    included, are commands on the host, and what cannot be done is said as the host says it."""
+    plan = copy.deepcopy(PLAN)
+    plan["hosts"] = {"new": sshd.host_entry(), "old": sshd.host_entry()}
+    pool = SSHPool(parse_plan(plan, "p").hosts)
+    try:
+        with pytest.raises(paramiko.SSHException):
+            pool.client("old").open_sftp()  # no SFTP here
+        blob = bytes(range(256)) * 4 + b"\nno newline at the end"
+        pool.write_file_atomic("old", str(tmp_path / "blob"), blob, 0o600)
+        assert (tmp_path / "blob").read_bytes() == blob and (tmp_path / "blob").stat().st_mode & 0o777 == 0o600
+        assert pool.read_file("old", str(tmp_path / "blob")) == blob
+        assert pool.read_file("old", str(tmp_path / "nothing-here")) is None
+        with pytest.raises(SSHError, match="its directory does not exist"):
+            pool.write_file_atomic("old", str(tmp_path / "no-dir" / "f"), b"x")
+        if os.geteuid() != 0:  # root reads anything: the refusal needs another user
+            (tmp_path / "secret").write_text("x")
+            (tmp_path / "secret").chmod(0)
+            with pytest.raises(SSHError, match="Permission denied"):
+                pool.read_file("old", str(tmp_path / "secret"))
+        assert not list(tmp_path.glob("*.cutover-*.tmp"))
+    finally:
+        pool.close()
+
+
+def test_a_port_without_an_ssh_banner_costs_one_line_of_log_not_a_traceback(tmp_path):
+    """paramiko logs a handshake that never gets a banner as hundreds of traceback lines; the bot's log keeps its
+    own one line about it."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts, and says nothing
+    plan = copy.deepcopy(PLAN)
+    plan["hosts"] = {name: {"address": "127.0.0.1", "port": silent.getsockname()[1], "user": "deploy",
+                            "known_hosts": str(tmp_path / "known_hosts")} for name in ("old", "new")}
+    pool = SSHPool(parse_plan(plan, "p").hosts, connect_timeout=1)
+    log = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging(Redactor(()), "INFO", stream=log)
+        for _ in range(3):
+            with pytest.raises(SSHError, match="`old`"):
+                pool.run("old", "true")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        pool.close()
+        silent.close()
+    lines = log.getvalue().splitlines()
+    assert "Traceback" not in log.getvalue() and len(lines) <= 3, lines
