@@ -6,7 +6,9 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from slack_bolt.error import BoltError
@@ -18,9 +20,19 @@ from bot.redact import Redactor
 from bot.settings import SettingsError, load_settings
 from bot.slackapi.notifier import slack_error
 
+if TYPE_CHECKING:
+    from slack_bolt import App
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.plan import Plan
+    from bot.services import Services
+
 log = logging.getLogger("cutover")
 
-EXIT_THREAD_LOST = 3  # a background thread could not be restarted: a new process can (the unit restarts on it)
+# How `cutover run` ends, for the service manager (deploy/cutover.service restarts on all but EXIT_BAD_SETTING).
+EXIT_BAD_SETTING = 2  # a setting, the plan, the channel or the database is wrong: restarting will not fix it
+EXIT_THREAD_LOST = 3  # a background thread could not be restarted: a new process can
+EXIT_UNREACHABLE = 4  # Slack could not be reached for CUTOVER_START_RETRY seconds: a later start may reach it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,11 +218,10 @@ def check_config(path: str | None, *, http: bool = False, online: bool = False) 
 
 
 def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
-    from bot.slack.app import build_app, serve_http, serve_socket_mode, wait_for_signal
+    from bot.slack.app import serve_http, stop_on_signal, wait_for_signal
     from bot.ops.logsetup import setup_logging
     from bot.settings import FORMATS, LEVELS
     from bot.services import build_services
-    from bot.ops.startup import startup_problems
     from bot.store import Store, StoreError
 
     settings = load_settings()
@@ -221,14 +232,14 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     except SettingsError as exc:
         for error in exc.errors:
             log.error("bad setting: %s", error)
-        return 2
+        return EXIT_BAD_SETTING
     path = plan_path or settings.plan_path
     try:
         plan = load_plan(path)
     except PlanError as exc:
         for error in exc.errors:
             log.error("bad plan: %s", error)
-        return 2
+        return EXIT_BAD_SETTING
     setup_logging(Redactor(settings.secrets(), plan.redact), settings.log_level, settings.log_format)
     if plan.failover is not None and not settings.digitalocean_token:
         log.warning("DIGITALOCEAN_ACCESS_TOKEN is not set: check and golive will fail their DigitalOcean item")
@@ -237,35 +248,34 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         services = build_services(settings, plan)
     except StoreError as exc:
         log.error("bad database: %s", exc)
-        return 2
-    try:
-        services.slack.auth_test()  # before Bolt does, so a rejected token is explained by its error code
-        problems = startup_problems(services.slack, plan)
-        if problems:
-            for problem in problems:
-                log.error("cannot start: %s", problem)
-            services.close()
-            return 2
-        app = build_app(services)
-        readiness = Readiness(settings, services.scheduler, services.watchdog)
-        if http:
-            server = serve_http(app, services, port, readiness=readiness)
-        else:
-            handler = serve_socket_mode(app, services)
-    except (SlackApiError, SlackClientError, BoltError, URLError, OSError) as exc:
-        log.error("cannot start: %s", slack_problem(exc, settings.slack_api_url))
+        return EXIT_BAD_SETTING
+    readiness = Readiness(settings, services.scheduler, services.watchdog)
+    stop = stop_on_signal()
+    started = _reach_slack(services, plan, http, stop)
+    if isinstance(started, int):
         services.close()
-        return 2
+        hold.release()
+        return started
+    app, handler = started
+    if http:
+        try:
+            server = serve_http(app, services, port, readiness=readiness)
+        except OSError as exc:
+            log.error("cannot start: cannot listen on port %d (--port): %s", port, exc.strerror or exc)
+            services.close()
+            hold.release()
+            return EXIT_BAD_SETTING
     services.start()
     mode, health = ("http" if http else "socket"), health_file(settings)
     services.watchdog.every_sweep(WRITE_EVERY, lambda: _write_health(health, readiness, mode))
-    fatal = wait_for_signal(services.watchdog.fatal)
+    fatal = wait_for_signal(services.watchdog.fatal, stop)
     if fatal:
         log.error("stopping: %s", services.watchdog.fatal_reason)
     log.info("stopping: taking no new commands; running stages keep running on their hosts")
     _write_health(health, None, mode, "the bot is stopping" + (f": {services.watchdog.fatal_reason}" if fatal else ""))
     # Stop taking work first; the Socket Mode client's close can wait out its socket timeout, so it runs aside.
-    closing = threading.Thread(target=server.shutdown if http else handler.close, name="stop-serving", daemon=True)
+    closing = threading.Thread(target=server.shutdown if http else handler.close,  # type: ignore[union-attr]
+                               name="stop-serving", daemon=True)
     closing.start()
     closing.join(2)
     services.close()
@@ -273,6 +283,49 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     hold.release()
     log.info("stopped")
     return EXIT_THREAD_LOST if fatal else 0
+
+
+def _reach_slack(services: Services, plan: Plan, http: bool,
+                 stop: threading.Event) -> tuple[App, SocketModeHandler | None] | int:
+    """Ask Slack who the bot is, check the plan's channel and people, and (Socket Mode) connect; the app and the
+    handler, or the exit code. Slack not answering (no connection, 5xx, rate limited) is tried again with backoff
+    for CUTOVER_START_RETRY seconds (a restart during a blip, a boot before the network): exit 4 after that."""
+    from bot.ops.startup import Unanswered, startup_problems, unreachable
+    from bot.slack.app import build_app, serve_socket_mode
+
+    settings = services.settings
+    deadline = time.monotonic() + settings.start_retry_seconds
+    delay, attempt = 1.0, 1
+    while True:
+        try:
+            services.slack.auth_test()  # before Bolt does, so a rejected token is explained by its error code
+            problems = startup_problems(services.slack, plan)
+            if not problems:
+                app = build_app(services)
+                return app, (None if http else serve_socket_mode(app, services))
+            if not all(isinstance(problem, Unanswered) for problem in problems):
+                for problem in problems:
+                    log.error("cannot start: %s", problem)
+                return EXIT_BAD_SETTING
+            why = "; ".join(problems)
+        except (SlackApiError, SlackClientError, BoltError, OSError) as exc:
+            cause = (exc.__cause__ or exc.__context__ or exc) if isinstance(exc, BoltError) else exc
+            if not unreachable(cause):
+                log.error("cannot start: %s", slack_problem(cause, settings.slack_api_url))
+                return EXIT_BAD_SETTING
+            why = slack_problem(cause, settings.slack_api_url)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.error("cannot start: %s; gave up after %d attempt%s over %.0f s (CUTOVER_START_RETRY); exiting %d "
+                      "so that the service manager starts it again", why, attempt, "" if attempt == 1 else "s",
+                      settings.start_retry_seconds, EXIT_UNREACHABLE)
+            return EXIT_UNREACHABLE
+        wait = min(delay, left)
+        log.warning("Slack cannot be reached yet (attempt %d): %s; trying again in %.0f s", attempt, why, wait)
+        if stop.wait(wait):
+            log.info("stopped while waiting for Slack")
+            return 0
+        delay, attempt = min(delay * 2, 60.0), attempt + 1
 
 
 def _write_health(path: Path, readiness: Readiness | None, mode: str, note: str | None = None) -> None:
@@ -291,6 +344,8 @@ def slack_problem(exc: Exception, api_url: str) -> str:
                  "not_allowed_token_type": "SLACK_APP_TOKEN must be an app-level token (xapp-)",
                  "account_inactive": "the bot's token belongs to a deactivated app or workspace"}
         return f"Slack answered `{error}`: {hints.get(error, 'see the Slack API docs for this error')}"
+    if isinstance(exc, BoltError):
+        return f"Slack did not accept the bot ({exc})"
     reason = getattr(exc, "reason", None) or exc
     return f"Slack's Web API at {api_url} could not be reached ({reason}); check SLACK_API_URL and the network"
 

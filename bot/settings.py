@@ -36,6 +36,17 @@ class Settings:
     db_path: str
     log_level: str = "INFO"
     log_format: str = "text"
+    start_retry: str = "300"  # CUTOVER_START_RETRY: seconds to keep trying an unreachable Slack at start
+
+    @property
+    def start_retry_seconds(self) -> float:
+        """How long ``cutover run`` keeps retrying a Slack it cannot reach before it exits 4 (checked by
+        ``problems``; 300 when unreadable)."""
+        try:
+            seconds = float(self.start_retry)
+        except ValueError:
+            return 300.0
+        return seconds if 0 <= seconds <= 86400 else 300.0
 
     @property
     def log_dir(self) -> Path:
@@ -72,6 +83,12 @@ class Settings:
             errors.append(f"LOG_FORMAT: expected `text` or `json` (got `{self.log_format[:20]}`)")
         if not self.slack_api_url.startswith(("http://", "https://")):
             errors.append("SLACK_API_URL: expected an http:// or https:// URL such as https://slack.com/api/")
+        try:
+            retry = float(self.start_retry)
+        except ValueError:
+            retry = -1.0
+        if not 0 <= retry <= 86400:
+            errors.append(f"CUTOVER_START_RETRY: expected seconds from 0 to 86400 (got `{self.start_retry[:20]}`)")
         return errors
 
 
@@ -103,4 +120,5 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path = 
         db_path=get("CUTOVER_DB") or "cutover.db",
         log_level=(get("LOG_LEVEL") or "INFO").upper(),
         log_format=(get("LOG_FORMAT") or "text").lower(),
+        start_retry=get("CUTOVER_START_RETRY") or "300",
     )

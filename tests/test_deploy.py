@@ -109,4 +109,10 @@ def test_the_systemd_unit_runs_what_the_virtual_environment_install_makes():
     assert values["User"] == "cutover" and values["KillMode"] == "mixed"
     assert "CUTOVER_DB=/var/lib/cutover/" in values["Environment"] and values["StateDirectory"] == "cutover"
     assert "/var/lib/cutover" in values["ReadWritePaths"]
-    assert values["RestartPreventExitStatus"] == "2"  # a bad setting exits 2: restarting would not fix it
+    # A bad setting (2) is not restarted: a restart would not fix it. A lost thread (3) and Slack unreachable for
+    # the whole start window (4) are: a new process can get on.
+    from bot.cli import EXIT_BAD_SETTING, EXIT_THREAD_LOST, EXIT_UNREACHABLE
+
+    assert values["Restart"] == "on-failure"
+    assert values["RestartPreventExitStatus"].split() == [str(EXIT_BAD_SETTING)]
+    assert {EXIT_THREAD_LOST, EXIT_UNREACHABLE}.isdisjoint({EXIT_BAD_SETTING, 0})

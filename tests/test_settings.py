@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ def test_cutover_run_refuses_to_start_with_a_clear_message(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_rejected_token_or_unreachable_slack_stops_start_with_what_to_check(slack, tmp_path):
+def test_a_rejected_token_stops_start_with_what_to_check(slack, tmp_path):
     from pathlib import Path
 
     plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
@@ -48,12 +49,6 @@ def test_a_rejected_token_or_unreachable_slack_stops_start_with_what_to_check(sl
     assert wrong.returncode == 2
     assert "Slack answered `invalid_auth`: SLACK_BOT_TOKEN was rejected" in wrong.stderr
     assert "xoxb-not-the-right-one" not in wrong.stderr and "Traceback" not in wrong.stderr
-    gone = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path, env={**base, "SLACK_BOT_TOKEN": slack.bot_token,
-                                             "SLACK_API_URL": "http://127.0.0.1:9/api/"})
-    assert gone.returncode == 2
-    assert "could not be reached" in gone.stderr and "check SLACK_API_URL" in gone.stderr
-    assert "Traceback" not in gone.stderr
 
 
 def test_one_bot_per_database_and_an_unusable_path_is_named(slack, tmp_path):
@@ -133,3 +128,64 @@ def test_a_start_check_slack_does_not_answer_names_what_could_not_be_checked(sla
     assert problems[0].startswith("[slack] channel = C0LAUNCH: Slack could not tell whether the bot is in it "
                                   "(no answer ("), problems
     assert len(problems) == 1  # the people were checked after it, and are fine
+
+
+def _run_env(slack, tmp_path, **extra: str) -> dict[str, str]:
+    from pathlib import Path
+
+    plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
+    return {"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": slack.app_token, "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"), **extra}
+
+
+def test_slack_down_at_start_is_retried_with_backoff_then_the_bot_starts(slack, tmp_path):
+    """A restart during a blip: Slack answers 503 three times, then the bot connects on its own."""
+    import signal
+
+    slack.fail_next("auth.test", status=503, error="service_unavailable", times=3)
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, stdout=out,
+                               stderr=subprocess.STDOUT, env=_run_env(slack, tmp_path, CUTOVER_START_RETRY="60"))
+        try:
+            slack.wait_for(lambda: slack.calls_of("apps.connections.open"), 45, "the bot to connect after the blip")
+        finally:
+            bot.send_signal(signal.SIGTERM)
+            assert bot.wait(30) == 0
+    text = log.read_text()
+    assert "Slack cannot be reached yet (attempt 1): Slack answered `service_unavailable`" in text, text
+    assert "(attempt 3)" in text and "(attempt 4)" not in text
+    assert "trying again in 1 s" in text and "trying again in 2 s" in text and "trying again in 4 s" in text
+    assert "Traceback" not in text and slack.bot_token not in text
+
+
+def test_slack_unreachable_for_the_whole_retry_window_exits_4_which_the_unit_restarts(slack, tmp_path):
+    env = _run_env(slack, tmp_path, SLACK_API_URL="http://127.0.0.1:9/api/", CUTOVER_START_RETRY="3")
+    gone = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env=env)
+    assert gone.returncode == 4, gone.stderr
+    assert "Slack cannot be reached yet (attempt 1): Slack's Web API at http://127.0.0.1:9/api/ could not be " \
+           "reached" in gone.stderr
+    assert re.search(r"gave up after \d+ attempts over 3 s \(CUTOVER_START_RETRY\); exiting 4 so that the service "
+                     r"manager starts it again", gone.stderr), gone.stderr
+    assert "Traceback" not in gone.stderr
+    bad = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env={**env, "CUTOVER_START_RETRY": "soon"})
+    assert bad.returncode == 2 and "CUTOVER_START_RETRY: expected seconds from 0 to 86400 (got `soon`)" in bad.stderr
+
+
+def test_a_stop_while_waiting_for_slack_ends_at_once(slack, tmp_path):
+    import signal
+    import time
+
+    env = _run_env(slack, tmp_path, SLACK_API_URL="http://127.0.0.1:9/api/", CUTOVER_START_RETRY="600")
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert bot.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 30
+    while "trying again" not in seen and time.monotonic() < deadline:
+        seen += bot.stdout.readline()
+    bot.send_signal(signal.SIGTERM)
+    assert bot.wait(10) == 0, seen
+    assert "stopped while waiting for Slack" in bot.stdout.read()

@@ -18,6 +18,22 @@ from bot.slackapi.notifier import slack_error
 SCOPE_FOR = {"conversations.info": "channels:read (groups:read for a private channel)", "users.info": "users:read"}
 
 
+TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+
+
+class Unanswered(str):
+    """A start problem that is Slack not answering (no connection, a 5xx, rate limited), not a bad setting:
+    trying again later may clear it."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a failed call to Slack means Slack (or the way to it) is down for now, not that a setting is wrong."""
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 0) or 0
+        return status >= 500 or status == 429 or slack_error(exc) in TRANSIENT_ERRORS
+    return isinstance(exc, OSError)  # URLError, timeouts, refused and reset connections, DNS
+
+
 def startup_problems(slack: WebClient, plan: Plan) -> list[str]:
     """Every problem found, worded for the person starting the bot; empty when it may start."""
     problems = _channel_problems(slack, plan.people.channel)
@@ -41,7 +57,8 @@ def _channel_problems(slack: WebClient, channel: str, key: str = "[slack] channe
         if error == "missing_scope":
             return [f"the Slack app lacks the scope {SCOPE_FOR['conversations.info']} to look at {key} "
                     f"{channel}; reinstall it from slack-manifest.yml."]
-        return [f"{key} = {channel}: Slack could not tell whether the bot is in it ({error})."]
+        problem = f"{key} = {channel}: Slack could not tell whether the bot is in it ({error})."
+        return [Unanswered(problem) if unreachable(exc) else problem]
     problems = []
     if info.get("is_archived"):
         problems.append(f"{key} = {channel} (#{info.get('name', '?')}) is archived; nothing can be "
@@ -78,7 +95,8 @@ def _people_problems(slack: WebClient, plan: Plan) -> list[str]:
                 return problems + [f"the Slack app lacks the scope {SCOPE_FOR['users.info']} to check the plan's "
                                    "people; reinstall it from slack-manifest.yml."]
             else:
-                problems.append(f"{where}: Slack could not say who {user} is ({error}).")
+                problem = f"{where}: Slack could not say who {user} is ({error})."
+                problems.append(Unanswered(problem) if unreachable(exc) else problem)
             continue
         if info.get("deleted"):
             problems.append(f"{where}: {user} is a deactivated account.")

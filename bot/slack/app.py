@@ -136,11 +136,17 @@ def serve_http(app: App, services: Services, port: int, host: str = "0.0.0.0",
     return server
 
 
-def wait_for_signal(fatal: threading.Event | None = None) -> bool:
-    """Until SIGINT or SIGTERM, or until ``fatal`` is set (a thread the watchdog could not restart): True then."""
+def stop_on_signal() -> threading.Event:
+    """An event SIGINT and SIGTERM set from now on (so that a stop asked for while starting is not lost)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def wait_for_signal(fatal: threading.Event | None = None, stop: threading.Event | None = None) -> bool:
+    """Until SIGINT or SIGTERM, or until ``fatal`` is set (a thread the watchdog could not restart): True then."""
+    stop = stop or stop_on_signal()
     while not stop.wait(0.5):
         if fatal is not None and fatal.is_set():
             return True
