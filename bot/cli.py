@@ -219,6 +219,7 @@ def check_config(path: str | None, *, http: bool = False, online: bool = False) 
 
 def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     from bot.slack.app import serve_http, stop_on_signal, wait_for_signal
+    from bot.ops.config_check import file_problems
     from bot.ops.logsetup import setup_logging
     from bot.settings import FORMATS, LEVELS
     from bot.services import build_services
@@ -241,6 +242,11 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
             log.error("bad plan: %s", error)
         return EXIT_BAD_SETTING
     setup_logging(Redactor(settings.secrets(), plan.redact), settings.log_level, settings.log_format)
+    unreadable = file_problems(path, plan.hosts)
+    if unreadable:
+        for problem in unreadable:
+            log.error("bad plan: %s", problem)
+        return EXIT_BAD_SETTING
     if plan.failover is not None and not settings.digitalocean_token:
         log.warning("DIGITALOCEAN_ACCESS_TOKEN is not set: check and golive will fail their DigitalOcean item")
     try:

@@ -126,3 +126,12 @@ def start_bot_process(slack, env: dict, cwd: Path, timeout: float = 30.0,  # typ
     slack.wait_for(lambda: len(slack.calls_of("apps.connections.open")) > connections, timeout, "the bot to connect")
     slack.wait_connected()
     return proc
+
+
+def example_home(tmp_path: Path) -> dict[str, str]:
+    """A home holding the SSH key and known_hosts the example plan names: the environment that points at it."""
+    ssh = Path(tmp_path) / "home" / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    (ssh / "cutover_ed25519").write_text("a private key\n")
+    (ssh / "known_hosts").write_text("")
+    return {"HOME": str(ssh.parent)}

@@ -73,7 +73,12 @@ def test_the_images_install_and_start_steps_work_in_a_fresh_virtual_environment(
     assert env["CUTOVER_DB"].startswith(str(data)), "the database must be on the volume"
     data.mkdir()
     config.mkdir()
-    shutil.copy(ROOT / "cutover.example.toml", Path(env["CUTOVER_PLAN"]))
+    # As docker-compose.yml mounts them: the plan, and the key and known_hosts under /config/ssh.
+    (config / "ssh").mkdir()
+    (config / "ssh" / "cutover_ed25519").write_text("a private key\n")
+    (config / "ssh" / "known_hosts").write_text("")
+    Path(env["CUTOVER_PLAN"]).write_text(here((ROOT / "cutover.example.toml").read_text()
+                                              .replace('"~/.ssh/', '"/config/ssh/')))
     env.update({"SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
                 "SLACK_API_URL": slack.api_url})
     entrypoint, cmd = _exec_form(steps["ENTRYPOINT"]), _exec_form(steps["CMD"])

@@ -22,6 +22,7 @@ from bot.services import build_services
 from bot.slack.app import build_app, serve_http
 from bot.slack.front import BODY_LIMIT, IDLE_TIMEOUT
 from tests.conftest import OPERATOR, reply_text
+from tests.helpers import example_home
 
 SECRET_MARK = "not-for-the-log-7c1f"
 
@@ -250,7 +251,7 @@ def test_the_bot_process_stays_small_under_oversized_and_unsigned_floods(slack, 
         port = s.getsockname()[1]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SLACK_BOT_TOKEN": slack.bot_token,
            "SLACK_SIGNING_SECRET": slack.signing_secret, "SLACK_API_URL": slack.api_url,
-           "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db")}
+           "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"), **example_home(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--http", "--port", str(port)], env=env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "bot.log", "ab"))
     try:
@@ -293,7 +294,7 @@ def test_status_local_reads_the_running_bots_health_and_knows_a_stopped_one(slac
     plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SLACK_BOT_TOKEN": slack.bot_token,
            "SLACK_APP_TOKEN": slack.app_token, "SLACK_API_URL": slack.api_url,
-           "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db")}
+           "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"), **example_home(tmp_path)}
 
     def status() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "bot.cli", "status", "--local"], env=env, cwd=tmp_path,

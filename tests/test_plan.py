@@ -138,11 +138,9 @@ def test_check_config_prints_all_errors_and_fails(tmp_path):
 
 def ready_home(tmp_path):
     """A home with the example plan's SSH key and known_hosts, and the environment it needs."""
-    ssh = tmp_path / "home" / ".ssh"
-    ssh.mkdir(parents=True)
-    (ssh / "cutover_ed25519").write_text("a private key\n")
-    (ssh / "known_hosts").write_text("")
-    return {"HOME": str(tmp_path / "home"), "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1",
+    from tests.helpers import example_home
+
+    return {**example_home(tmp_path), "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1",
             "DIGITALOCEAN_ACCESS_TOKEN": "dop_v1_x"}
 
 
@@ -157,8 +155,10 @@ def test_check_config_on_the_example_with_an_empty_environment_lists_every_missi
     assert result.returncode == 2
     for variable in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"):
         assert f"\n  {variable}: " in result.stderr, variable
-    assert f"hosts.old.key_file: {tmp_path}/.ssh/cutover_ed25519 does not exist" in result.stderr
-    assert f"hosts.new.known_hosts: {tmp_path}/.ssh/known_hosts does not exist; add the host key" in result.stderr
+    assert f"hosts.bastion.key_file (and old, new, solr): {tmp_path}/.ssh/cutover_ed25519 does not exist" in result.stderr
+    assert (f"hosts.bastion.known_hosts (and old, new, solr): {tmp_path}/.ssh/known_hosts does not exist; add the "
+            f"host keys: ssh-keyscan -p 22 198.51.100.7 10.10.0.2 10.10.0.3 10.10.0.4 >> {tmp_path}/.ssh/known_hosts"
+            ) in result.stderr
     http = check_config(ROOT / "cutover.example.toml", "--http", env={"HOME": str(tmp_path)}, cwd=tmp_path)
     assert "SLACK_SIGNING_SECRET" in http.stderr and "SLACK_APP_TOKEN" not in http.stderr
 

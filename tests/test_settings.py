@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from bot.settings import SettingsError, load_settings
+from tests.helpers import example_home
 
 
 def test_defaults_and_env_file(tmp_path):
@@ -42,7 +43,7 @@ def test_a_rejected_token_stops_start_with_what_to_check(slack, tmp_path):
 
     plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
     base = {"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": slack.app_token, "CUTOVER_PLAN": str(plan),
-            "CUTOVER_DB": str(tmp_path / "c.db")}
+            "CUTOVER_DB": str(tmp_path / "c.db"), **example_home(tmp_path)}
     wrong = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
                            cwd=tmp_path, env={**base, "SLACK_BOT_TOKEN": "xoxb-not-the-right-one",
                                               "SLACK_API_URL": slack.api_url})
@@ -57,7 +58,8 @@ def test_one_bot_per_database_and_an_unusable_path_is_named(slack, tmp_path):
 
     plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
     env = {"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": slack.app_token, "SLACK_BOT_TOKEN": slack.bot_token,
-           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db")}
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"),
+           **example_home(tmp_path)}
     first = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -94,7 +96,8 @@ def test_the_bot_does_not_start_outside_its_channel_or_with_people_slack_does_no
     plan_file = tmp_path / "cutover.toml"
     plan_file.write_text(to_toml(plan))
     env = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
-           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "c.db")}
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "c.db"),
+           **example_home(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
                             cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
@@ -135,7 +138,8 @@ def _run_env(slack, tmp_path, **extra: str) -> dict[str, str]:
 
     plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
     return {"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": slack.app_token, "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"), **extra}
+            "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"),
+            **example_home(tmp_path), **extra}
 
 
 def test_slack_down_at_start_is_retried_with_backoff_then_the_bot_starts(slack, tmp_path):
@@ -189,3 +193,46 @@ def test_a_stop_while_waiting_for_slack_ends_at_once(slack, tmp_path):
     bot.send_signal(signal.SIGTERM)
     assert bot.wait(10) == 0, seen
     assert "stopped while waiting for Slack" in bot.stdout.read()
+
+
+def as_another_user(command: list[str], uid: int = 10001) -> list[str]:
+    """``command`` run as ``uid``, not root: as root, in a user namespace mapped onto it (it reads the same
+    Python wherever it is installed); as anyone else, as is."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root needs unshare (util-linux) to check a file as another user")
+    return ["unshare", "--user", f"--map-user={uid}", f"--map-group={uid}", *command]
+
+
+def test_a_key_the_bot_cannot_read_is_named_with_its_owner_by_check_config_and_at_start(slack, tmp_path):
+    """The Docker case: the image runs as uid 10001, and a key made by ssh-keygen is 0600 and owned by the host's
+    user. It exists; it cannot be read. Both check-config and `cutover run` say so, with the fix."""
+    import os
+
+    home = example_home(tmp_path)
+    key = tmp_path / "home" / ".ssh" / "cutover_ed25519"
+    key.chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(key, 4242, 4242)  # someone else's key, as a mounted host file is
+    else:
+        key.chmod(0)
+    env = _run_env(slack, tmp_path, **home)
+    uid = 10001 if os.geteuid() == 0 else os.getuid()
+    check = subprocess.run(as_another_user([sys.executable, "-m", "bot.cli", "check-config"]), capture_output=True,
+                           text=True, timeout=60, cwd=tmp_path, env=env)
+    assert check.returncode == 2
+    assert (f"hosts.bastion.key_file (and old, new, solr): {key} cannot be read by uid {uid}, the user the bot runs "
+            "as (it is owned by uid") in check.stderr, check.stderr
+    assert "does not exist" not in check.stderr and f"chown {uid} {key}" in check.stderr
+    assert check.stderr.count(str(key)) == 2, "one problem per file (the path, and the path in the fix)"
+    run = subprocess.run(as_another_user([sys.executable, "-m", "bot.cli", "run"]), capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path, env=env)
+    assert run.returncode == 2, run.stderr
+    assert (f"bad plan: {env['CUTOVER_PLAN']}: hosts.bastion.key_file (and old, new, solr): {key} cannot be read by "
+            f"uid {uid}") in run.stderr
+    assert not slack.calls_of("apps.connections.open"), "it never reported ready"
+    assert "Traceback" not in run.stderr

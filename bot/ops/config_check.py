@@ -9,13 +9,15 @@ and runs the start's own checks (the bot in its channel, the plan's people).
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.ops.startup import startup_problems
-from bot.plan import Plan, PlanError, load_plan
+from bot.plan import Host, Plan, PlanError, load_plan
+from bot.plan.load import partial_plan
 from bot.settings import Settings
 from bot.slackapi.notifier import slack_error
 from bot.ssh import known_hosts_path
@@ -37,38 +39,73 @@ class ConfigReport:
     confirmed: list[str] = field(default_factory=list)  # what the online checks found in order
 
 
-def check(plan_path: str, settings: Settings, *, mode: str = "socket", online: bool = False) -> ConfigReport:
-    report = ConfigReport(None, settings.problems(mode))
+def check(plan_path: str, settings: Settings, *, mode: str = "socket", online: bool = False,
+          plan_only: bool = False) -> ConfigReport:
+    """``plan_only``: the plan and the files it names, without the environment's tokens (a plan being written)."""
+    report = ConfigReport(None, [] if plan_only else settings.problems(mode))
     try:
         report.plan = load_plan(plan_path)
     except PlanError as exc:
         report.problems += exc.errors
     plan = report.plan
-    if plan is not None:
-        report.problems += file_problems(plan)
-        if plan.failover is not None and not settings.digitalocean_token:
-            report.problems.append("DIGITALOCEAN_ACCESS_TOKEN: not set; the plan's [failover] needs it to confirm "
-                                   "the switch (a token with reserved_ip:read and droplet:read)")
+    hosts, has_failover = (plan.hosts, plan.failover is not None) if plan is not None else partial_plan(plan_path)
+    report.problems += file_problems(plan_path, hosts)
+    if has_failover and not settings.digitalocean_token and not plan_only:
+        report.problems.append("DIGITALOCEAN_ACCESS_TOKEN: not set; the plan's [failover] needs it to confirm "
+                               "the switch (a token with reserved_ip:read and droplet:read)")
     if online:
         _online(report, settings, mode)
     return report
 
 
-def file_problems(plan: Plan) -> list[str]:
-    """Each host's key_file and known_hosts: there, and readable by the user the bot runs as."""
+def file_problems(plan_path: str, hosts: dict[str, Host]) -> list[str]:
+    """Each host's key_file and known_hosts: there, and readable by the user the bot runs as. One problem per
+    file, naming every host that uses it."""
+    users: dict[tuple[str, str], list[Host]] = {}
+    for host in hosts.values():
+        if host.key_file:
+            users.setdefault(("key_file", os.path.expanduser(host.key_file)), []).append(host)
+        users.setdefault(("known_hosts", known_hosts_path(host)), []).append(host)
     problems = []
-    for host in plan.hosts.values():
-        files = [("key_file", os.path.expanduser(host.key_file))] if host.key_file else []
-        files.append(("known_hosts", known_hosts_path(host)))
-        for key, path in files:
-            where = f"{plan.path}: hosts.{host.name}.{key}"
-            if not os.path.exists(path):
-                fix = (f"; add the host key: ssh-keyscan -p {host.port} {host.address} >> {path} (after checking "
-                       "its fingerprint)" if key == "known_hosts" else "")
-                problems.append(f"{where}: {path} does not exist{fix}")
-            elif not os.access(path, os.R_OK):
-                problems.append(f"{where}: {path} cannot be read by this user")
+    for (key, path), using in users.items():
+        problem = unreadable(path)
+        if problem is None:
+            continue
+        if problem == "does not exist" and key == "known_hosts":
+            ports: dict[int, list[str]] = {}
+            for host in using:
+                ports.setdefault(host.port, []).append(host.address)
+            scans = "; ".join(f"ssh-keyscan -p {port} {' '.join(addresses)} >> {path}"
+                              for port, addresses in ports.items())
+            problem += f"; add the host keys: {scans} (after checking their fingerprints)"
+        where = f"hosts.{using[0].name}.{key}" + (
+            f" (and {', '.join(h.name for h in using[1:])})" if len(using) > 1 else "")
+        problems.append(f"{plan_path}: {where}: {path} {problem}")
     return problems
+
+
+def unreadable(path: str) -> str | None:
+    """Why this process cannot read the file at ``path`` (worded to follow the path), or None when it can."""
+    me = os.getuid()
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except FileNotFoundError:
+        return "does not exist"
+    except IsADirectoryError:
+        return "is a folder; expected a file"
+    except PermissionError:
+        try:
+            st = os.stat(path)
+        except PermissionError:
+            return (f"cannot be read by uid {me}, the user the bot runs as: a folder on its path is closed to it "
+                    f"(give that user search permission on each folder: chmod o+x, or chown {me})")
+        return (f"cannot be read by uid {me}, the user the bot runs as (it is owned by uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):04o}): chown {me} {path} — the Docker image runs as uid 10001, so a "
+                f"mounted key needs chown 10001 on the host")
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    return None
 
 
 def _online(report: ConfigReport, settings: Settings, mode: str) -> None:

@@ -22,10 +22,34 @@ def _metadata(c: Checker, h: dict, key: str) -> dict:
     return {"metadata_url": value.rstrip("/")}
 
 
-def hosts(c: Checker, data: dict) -> dict[str, Host]:
+DEFAULT_KEEP_RUNS = 10
+
+
+def ssh_table(c: Checker, data: dict) -> tuple[dict[str, str | int], int]:
+    """``[ssh]``: what every host gets unless its own table says otherwise (user, port, key_file, known_hosts),
+    and how many finished runs of each stage to keep on a host (``keep_runs``)."""
+    t = c.table(data, "ssh", "ssh", required=False)
+    if t is None:
+        return {}, DEFAULT_KEEP_RUNS
+    c.only(t, "ssh.", {"user", "port", "key_file", "known_hosts", "keep_runs"})
+    defaults: dict[str, str | int] = {}
+    for name, expected in (("user", "a login name"), ("key_file", "a path to a private key"),
+                           ("known_hosts", "a path to a known_hosts file")):
+        value = c.string(t, f"ssh.{name}", name, required=False, expected=expected)
+        if value is not None:
+            defaults[name] = value
+    port = c.integer(t, "ssh.port", "port", required=False, low=1, high=65535)
+    if port is not None:
+        defaults["port"] = port
+    keep = c.integer(t, "ssh.keep_runs", "keep_runs", required=False, default=DEFAULT_KEEP_RUNS, low=1, high=1000)
+    return defaults, keep or DEFAULT_KEEP_RUNS
+
+
+def hosts(c: Checker, data: dict, defaults: dict[str, str | int] | None = None) -> dict[str, Host]:
     t = c.table(data, "hosts", "hosts")
     if t is None:
         return {}
+    defaults = defaults or {}
     hosts: dict[str, Host] = {}
     for name, h in t.items():
         key = f"hosts.{name}"
@@ -38,8 +62,9 @@ def hosts(c: Checker, data: dict) -> dict[str, Host]:
         c.only(h, key + ".", {"address", "user", "port", "key_file", "known_hosts", "jump", "health_file",
                               "vrrp_state_file", "keepalived_conf", "private_address", "track_file", "interface",
                               "metadata_url"})
+        h = {**defaults, **h}  # [ssh] fills in what the host's own table leaves out
         address = c.string(h, f"{key}.address", "address", expected="a host name or IP address")
-        user = c.string(h, f"{key}.user", "user", expected="a login name")
+        user = c.string(h, f"{key}.user", "user", expected="a login name (here or in [ssh])")
         port = c.integer(h, f"{key}.port", "port", required=False, default=22, low=1, high=65535)
         key_file = c.string(h, f"{key}.key_file", "key_file", required=False, expected="a path to a private key")
         known = c.string(h, f"{key}.known_hosts", "known_hosts", required=False,

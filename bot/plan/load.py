@@ -12,7 +12,8 @@ from bot.plan.data import data as data_table
 from bot.plan.failover import digitalocean, failover
 from bot.plan.freezes import freezes as freezes_table
 from bot.plan.hosts import hosts as hosts_table
-from bot.plan.model import Plan
+from bot.plan.hosts import ssh_table
+from bot.plan.model import Host, Plan
 from bot.plan.people import people as people_table
 from bot.plan.schedule import schedule as schedule_table
 from bot.plan.sites import sites as sites_table
@@ -20,7 +21,24 @@ from bot.plan.stages import stages as stages_table
 
 def load_plan(path: str | Path) -> Plan:
     """Read and validate a plan file; raises PlanError with every problem found."""
-    path = str(path)
+    return parse_plan(read_toml(str(path)), str(path))
+
+
+def partial_plan(path: str | Path) -> tuple[dict[str, Host], bool]:
+    """What can be read of a plan that does not validate: its hosts (those whose own tables are right, with the
+    ``[ssh]`` defaults) and whether it has a ``[failover]``; empty when the file is not TOML at all. For a check
+    that lists the key files' problems together with the plan's."""
+    try:
+        data = read_toml(str(path))
+    except PlanError:
+        return {}, False
+    c = Checker(str(path))
+    defaults, _ = ssh_table(c, data)
+    return hosts_table(c, data, defaults), "failover" in data
+
+
+def read_toml(path: str) -> dict:
+    """The plan file's TOML as data; PlanError naming the file when it is missing, unreadable or not TOML."""
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -34,16 +52,17 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError(path, [f"{path}: not UTF-8 text; expected a TOML plan file"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(path, [f"{path}: not valid TOML: {exc}"]) from None
-    return parse_plan(data, path)
+    return data
 
 
 def parse_plan(data: dict, path: str = "<plan>") -> Plan:
     c = Checker(path)
     c.only(data, "", {"slack", "hosts", "stages", "failover", "digitalocean", "freezes", "redact", "schedule", "data",
-                      "sites"})
+                      "sites", "ssh"})
 
     people = people_table(c, data)
-    hosts = hosts_table(c, data)
+    ssh_defaults, keep_runs = ssh_table(c, data)
+    hosts = hosts_table(c, data, ssh_defaults)
     stages = stages_table(c, data, hosts)
     switch = failover(c, data, hosts)
     droplets = digitalocean(c, data)
@@ -82,4 +101,4 @@ def parse_plan(data: dict, path: str = "<plan>") -> Plan:
     assert people is not None and freezes is not None
     return Plan(path=path, people=people, hosts=hosts, stages=stages, failover=switch,
                 digitalocean=droplets, freezes=freezes, redact=redact, schedule=schedule, data=window,
-                sites=site)
+                sites=site, keep_runs=keep_runs)

@@ -227,6 +227,7 @@ class Plan:
     schedule: Schedule = Schedule()
     data: DataPlan = DataPlan()
     sites: SitesPlan = SitesPlan()
+    keep_runs: int = 10  # [ssh] keep_runs: finished run directories kept per stage on each host
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
