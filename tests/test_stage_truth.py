@@ -340,3 +340,54 @@ def test_run_all_stopped_by_the_bot_says_what_was_left_running_and_what_did_not_
         if pgid:
             os.killpg(pgid, signal.SIGKILL)
         store.close()
+
+
+def test_old_finished_runs_are_pruned_to_keep_runs_per_stage_never_a_running_or_recent_one(sshd, tmp_path):
+    """A day of rehearsals left 136 run folders on a host. Starting a run removes the stage's finished runs beyond
+    the newest [ssh] keep_runs; a running one, one that ended minutes ago, and another stage's are left alone."""
+    import os
+    import time
+    import uuid
+
+    from bot.runbook.remote import RemoteRuns
+    from bot.ssh import SSHPool
+
+    name = f"keep{uuid.uuid4().hex[:8]}"
+    data = stage_plan(sshd, tmp_path)
+    data["ssh"] = {"keep_runs": 3}
+    data["stages"].append({"name": name, "host": "new", "command": "echo kept"})
+    plan = parse_plan(data, "p")
+    assert plan.keep_runs == 3
+    runs = Path.home() / ".cutover" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    hour_ago = time.time() - 3600
+
+    def folder(label: str, age: float, ended: bool = True, recent_exit: bool = False) -> Path:
+        d = runs / label
+        d.mkdir()
+        (d / "log").write_text("x" * 1000)
+        if ended:
+            (d / "exit").write_text("0 1\n")
+            if not recent_exit:
+                os.utime(d / "exit", (hour_ago, hour_ago))
+        os.utime(d, (time.time() - age, time.time() - age))
+        return d
+
+    finished = [folder(f"{name}-{i}-{i:012x}", age=4000 + 60 * i) for i in range(1, 9)]  # 1 is the newest
+    running = folder(f"{name}-20-{20:012x}", age=9000, ended=False)
+    just_ended = folder(f"{name}-21-{21:012x}", age=10000, recent_exit=True)
+    others = [folder(f"{name}-x-1-{1:012x}", age=9000), folder(f"{name}-3-7-{7:012x}", age=9000),
+              folder(f"{name}-9-nothex", age=9000)]
+    pool = SSHPool(plan.hosts)
+    try:
+        new = RemoteRuns(pool, plan.keep_runs).prepare(plan.stage(name), 30)
+    finally:
+        pool.close()
+    left = {p.name for p in runs.iterdir() if p.name.startswith(name)}
+    try:
+        # The three newest finished ones stay; the one whose exit file is minutes old stays whatever its place.
+        assert left == {Path(new).name, *(d.name for d in finished[:3]), running.name, just_ended.name,
+                        *(d.name for d in others)}, sorted(left)
+    finally:
+        for label in left:
+            subprocess.run(["rm", "-rf", "--", str(runs / label)], check=True)

@@ -33,6 +33,7 @@ log = logging.getLogger("cutover.remote_run")
 PID_WAIT = 10.0
 CANCEL_GRACE = 10
 STOP_REASONS = ("cancelled", "timed out")
+PRUNE_AFTER_MINUTES = 10  # a finished run's folder is kept at least this long after its end
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,41 @@ def stop_script(remote_dir: str) -> bytes:
         "echo sent", ""]).encode()
 
 
+def prune_script(stage_name: str, keep: int) -> str:
+    """Remove this stage's finished run directories beyond the newest ``keep`` (by time of last change), and
+    print ``pruned N``. Only directories named exactly ``<stage>-<run id>-<12 hex>`` whose ``exit`` file is over
+    PRUNE_AFTER_MINUTES old are touched: a run without one is running, or ended in a way a bot has still to read,
+    and one that just ended may still have its log read by a bot."""
+    return ("( cd \"$HOME/.cutover/runs\" 2>/dev/null || exit 0; n=0; gone=0; "
+            f"for d in $(ls -1dt -- {quote(stage_name)}-* 2>/dev/null); do "
+            f"rest=${{d#{stage_name}-}}; run=${{rest%-*}}; hex=${{rest##*-}}; "
+            'case "$run" in ""|*[!0-9]*) continue;; esac; '
+            'case "$hex" in *[!0-9a-f]*) continue;; esac; [ ${#hex} -eq 12 ] || continue; '
+            '[ -d "$d" ] && [ -e "$d/exit" ] || continue; n=$((n+1)); '
+            f'[ -n "$(find "$d/exit" -mmin +{PRUNE_AFTER_MINUTES} 2>/dev/null)" ] || continue; '
+            f'if [ $n -gt {int(keep)} ]; then rm -rf -- "./$d" && gone=$((gone+1)); fi; done; '
+            'echo "pruned $gone" )')
+
+
 class RemoteRuns:
-    def __init__(self, ssh: SSHPool) -> None:
+    def __init__(self, ssh: SSHPool, keep: int = 10) -> None:
         self.ssh = ssh
+        self.keep = keep  # [ssh] keep_runs: finished run directories kept per stage on each host
 
     def prepare(self, stage: Stage, run_id: int, env: dict[str, int | str] | None = None) -> str:
-        """Create the run's own directory (exclusively) and write its wrapper; returns the directory."""
+        """Prune the stage's old finished runs on its host, create this run's own directory (exclusively) and
+        write its wrapper; returns the directory."""
         key = f"{stage.name}-{run_id}-{secrets.token_hex(6)}"
-        remote_dir = self.ssh.check(
+        out = self.ssh.check(
             stage.host, 'command -v setsid >/dev/null || { echo "setsid is not installed" >&2; exit 3; }; '
+                        f'{prune_script(stage.name, self.keep)}; '
                         f'mkdir -p "$HOME/.cutover/runs" && d="$HOME/.cutover/runs/{key}" && mkdir "$d" '
-                        '&& cd "$d" && pwd').strip()
+                        '&& cd "$d" && pwd').strip().splitlines()
+        remote_dir = out[-1] if out else ""
+        pruned = next((line.split()[1] for line in out if line.startswith("pruned ")), "0")
+        if pruned != "0":
+            log.info("removed %s finished run folder(s) of `%s` on `%s` (keeping the newest %d: [ssh] keep_runs)",
+                     pruned, stage.name, stage.host, self.keep)
         self.ssh.write_file_atomic(stage.host, f"{remote_dir}/stop.sh", stop_script(remote_dir), 0o700)
         self.ssh.write_file_atomic(stage.host, f"{remote_dir}/run.sh", wrapper(stage, remote_dir, env), 0o700)
         return remote_dir

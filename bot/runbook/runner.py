@@ -46,7 +46,7 @@ class StageRunner:
         self.workers = workers
         self.stopping = threading.Event()
         self.runs = runs
-        self.remote = RemoteRuns(ssh)
+        self.remote = RemoteRuns(ssh, plan.keep_runs)
         self.logs = StageLogs(log_dir, redactor, notifier, self.runs, self.stopping)
         self.messages = RunMessages(self.runs, notifier, clock, plan.people.channel, self.stopping, plan)
         self.moves = RunMoves(self.runs, self.remote, self.messages, self.logs, audit)
