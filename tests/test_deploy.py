@@ -121,3 +121,41 @@ def test_the_systemd_unit_runs_what_the_virtual_environment_install_makes():
     assert values["Restart"] == "on-failure"
     assert values["RestartPreventExitStatus"].split() == [str(EXIT_BAD_SETTING)]
     assert {EXIT_THREAD_LOST, EXIT_UNREACHABLE}.isdisjoint({EXIT_BAD_SETTING, 0})
+
+
+def _assignments(text: str) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile and `docker run --env-file` read them (# starts a comment)."""
+    pairs = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value
+    return pairs
+
+
+def test_the_example_env_file_keeps_the_plan_and_database_where_the_unit_and_the_image_put_them():
+    """An EnvironmentFile overrides the unit's Environment=, and --env-file the image's ENV: an example that set
+    CUTOVER_PLAN=cutover.toml moved the plan into the working directory and the bot exited 2."""
+    example = _assignments((ROOT / ".env.example").read_text())
+    unit = (ROOT / "deploy" / "cutover.service").read_text()
+    unit_env = dict(re.findall(r"(\w+)=(\S+)", re.search(r"^Environment=(.*)$", unit, re.M).group(1)))
+    assert re.search(r"^EnvironmentFile=", unit, re.M), "the unit reads the env file"
+    under_systemd = {**unit_env, **example}
+    _, final = dockerfile_stages()
+    image_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for i, a in final if i == "ENV")))
+    under_docker = {**image_env, **example}
+    for name in ("CUTOVER_PLAN", "CUTOVER_DB"):
+        assert under_systemd[name] == unit_env[name] and under_docker[name] == image_env[name], name
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "CUTOVER_PLAN: /config/cutover.toml" in compose  # compose's environment: wins over env_file anyway
+    # Nothing set empty: an empty value set in the environment is a value to every library that reads it.
+    assert all(value.strip() for key, value in example.items() if key != "DIGITALOCEAN_ACCESS_TOKEN"), example
+    # Every variable the bot reads is in the example, set or commented.
+    import inspect
+
+    from bot import settings
+
+    read = set(re.findall(r'get\("([A-Z_]+)"\)', inspect.getsource(settings.load_settings)))
+    text = (ROOT / ".env.example").read_text()
+    assert {name for name in read if not re.search(rf"^#?{name}=", text, re.M)} == set()
