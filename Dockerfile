@@ -26,7 +26,7 @@ USER cutover
 # HTTP mode (`run --http --port 3000`) listens here; Socket Mode needs no port.
 EXPOSE 3000
 # Ready: Slack takes the token, the database takes a write, the scheduler runs (the bot writes this every 15 s).
-HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["cutover", "status", "--local"]
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["cutover", "status"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cutover"]
 CMD ["run"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.error import URLError
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover")
 
+INIT_EXAMPLES = ("drupal10", "drupal7", "generic")  # bot.ops.starter.INIT_EXAMPLES, named here for --help
+
 # How `cutover run` ends, for the service manager (deploy/cutover.service restarts on all but EXIT_BAD_SETTING).
 EXIT_BAD_SETTING = 2  # a setting, the plan, the channel or the database is wrong: restarting will not fix it
 EXIT_THREAD_LOST = 3  # a background thread could not be restarted: a new process can
@@ -38,48 +43,107 @@ EXIT_UNREACHABLE = 4  # Slack could not be reached for CUTOVER_START_RETRY secon
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutover", description="Run a planned server cutover from Slack.")
     parser.add_argument("--version", action="version", version=f"cutover {version()}")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="connect to Slack and serve /cutover (Socket Mode by default)")
-    run.add_argument("--http", action="store_true", help="serve /slack/events over HTTP instead of Socket Mode")
-    run.add_argument("--port", type=int, default=3000, help="HTTP port (with --http); default 3000")
-    run.add_argument("--plan", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
-    check = sub.add_parser("check-config", help="validate a plan file and the environment, print every problem")
-    check.add_argument("plan", nargs="?", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    plan_help = "the plan file (default: $CUTOVER_PLAN, else ./cutover.toml)"
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    init = command("init", "write a commented plan and a deploy script to start from",
+                   "Write cutover.toml (a commented plan) and deploy.sh (the deploy script's skeleton: one case per "
+                   "stage) into a folder, ready for `cutover check-config --plan-only`. Existing files are left "
+                   "alone unless --force.")
+    init.add_argument("--out", default=".", help="the folder to write into (made if missing; default: here)")
+    init.add_argument("--example", choices=sorted(INIT_EXAMPLES), default="generic",
+                      help="what to start from: generic (default), or a Drupal site's night (drupal10, drupal7)")
+    init.add_argument("--force", action="store_true", help="overwrite cutover.toml and deploy.sh if they exist")
+    check = command("check-config", "check the plan and the environment, and list every problem at once",
+                    "Read the plan, the settings the run mode needs and the key files the plan names; list every "
+                    "problem at once. Exit 0 when there are none, 2 otherwise.")
+    check.add_argument("--plan", dest="plan_option", metavar="FILE", help=plan_help)
+    check.add_argument("plan", nargs="?", help=argparse.SUPPRESS)  # the old positional form, still read
+    check.add_argument("--plan-only", action="store_true",
+                       help="check the plan and the files it names, not the environment's tokens (a plan being "
+                            "written, on a machine without them)")
     check.add_argument("--http", action="store_true", help="check the settings HTTP mode needs (not Socket Mode)")
     check.add_argument("--online", action="store_true",
                        help="also ask Slack and DigitalOcean whether they accept the tokens, and check the channel "
                             "and the plan's people")
-    wiring = sub.add_parser("keepalived", help="write the keepalived configuration, check and notify scripts for the "
-                                               "plan's old and new servers")
-    wiring.add_argument("--plan", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
-    wiring.add_argument("--out", default="keepalived", help="directory to write old/ and new/ into (default "
-                                                            "./keepalived)")
+    run = command("run", "connect to Slack and serve /cutover (Socket Mode by default)",
+                  "Serve /cutover until SIGTERM. Exit codes: 2 a bad setting, plan, channel or key file (restarting "
+                  "will not help); 3 a background thread could not be restarted; 4 Slack could not be reached for "
+                  "$CUTOVER_START_RETRY seconds (300). A service manager restarts it on 3 and 4.")
+    run.add_argument("--plan", metavar="FILE", help=plan_help)
+    run.add_argument("--http", action="store_true", help="serve /slack/events over HTTP instead of Socket Mode")
+    run.add_argument("--port", type=int, default=3000, help="HTTP port (with --http); default 3000")
+    status = command("status", "whether the bot running on this machine is ready (its health file)",
+                     "Read the health file the running bot writes every 15 s beside its database "
+                     "(<CUTOVER_DB>.health.json), print it, and exit 0 only when the bot is ready and the file is "
+                     "fresh. The cutover's own status is `/cutover status` in Slack.")
+    status.add_argument("--db", metavar="FILE", help="the running bot's database (default: $CUTOVER_DB, else "
+                                                     "./cutover.db), e.g. /var/lib/cutover/cutover.db under systemd")
+    status.add_argument("--local", action="store_true", help=argparse.SUPPRESS)  # what it always does now
+    wiring = command("keepalived", "write keepalived's configuration and scripts for the plan's old and new servers",
+                     "Write old/ and new/, each with keepalived.conf, cutover-check.sh and cutover-notify.sh for that "
+                     "server, and print how to install them.")
+    wiring.add_argument("--plan", metavar="FILE", help=plan_help)
+    wiring.add_argument("--out", default="keepalived", help="the folder to write old/ and new/ into (made if "
+                                                            "missing; default ./keepalived)")
     wiring.add_argument("--router-id", type=int, default=51, help="VRRP virtual_router_id, 1-255 (default 51); "
                                                                   "unique among VRRP pairs on the network")
     wiring.add_argument("--online", action="store_true",
                         help="read over SSH which interface holds each server's private_address, and speak VRRP "
                              "there (instead of the plan's `interface`)")
-    status = sub.add_parser("status", help="with --local: whether the bot running on this machine is ready")
-    status.add_argument("--local", action="store_true",
-                        help="read the running bot's health file (beside $CUTOVER_DB); exit 0 only when ready")
-    report = sub.add_parser("report", help="write the night's report (Markdown and a PNG timeline) from a database")
-    report.add_argument("--db", required=True, help="the bot's SQLite database (CUTOVER_DB), e.g. a rehearsal's")
-    report.add_argument("--plan", help="plan file (default: $CUTOVER_PLAN or cutover.toml)")
-    report.add_argument("--out", default=".", help="directory to write the two files into (default: here)")
-    sub.add_parser("demo", help="run the launch flow against local stand-ins, offline")
-    console = sub.add_parser("console", help="talk to the bot from a terminal through a local Slack stand-in")
-    console.add_argument("--plan", required=True, help="the plan file to rehearse")
-    console.add_argument("--db", help="SQLite file for state (default: a new temporary one)")
+    report = command("report", "write the night's report (Markdown and a PNG timeline) from a database",
+                     "Write the two files `/cutover report` uploads, from a bot's or a rehearsal's database; Slack "
+                     "is not needed.")
+    report.add_argument("--db", required=True, metavar="FILE",
+                        help="the bot's SQLite database (CUTOVER_DB), e.g. a rehearsal's")
+    report.add_argument("--plan", metavar="FILE", help=plan_help)
+    report.add_argument("--out", default=".", help="the folder to write the two files into (default: here)")
+    command("demo", "run the whole launch flow against local stand-ins, offline",
+            "The launch night from freezes to go-live and rollback, against a local Slack and DigitalOcean and two "
+            "servers on this machine (in network namespaces as root, else with a keepalived stand-in). Exit 0 when "
+            "every check passed.")
+    console = command("console", "rehearse a plan from a terminal, through a local Slack stand-in",
+                      "Talk to the bot as the plan's people: /cutover commands, reactions, `as @bob`. Stages run on "
+                      "the plan's own hosts.")
+    console.add_argument("--plan", required=True, metavar="FILE", help="the plan file to rehearse")
+    console.add_argument("--db", metavar="FILE", help="SQLite file for state (default: a new temporary one)")
+    console.add_argument("--stand-in-failover", action="store_true",
+                         help="rehearse the go-live too: stand-ins for DigitalOcean and for keepalived on two servers "
+                              "on this machine replace the plan's [failover] side (stages still run on its hosts)")
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print(f"\ncutover {args.cmd}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as exc:  # a path the command was given or needs: one line, never a traceback
+        print(f"cutover {args.cmd}: {os_problem(exc)}", file=sys.stderr)
+        return EXIT_BAD_SETTING
 
+
+def os_problem(exc: OSError) -> str:
+    """What an OSError means for a person: the path and the reason, as the system words it."""
+    reason = exc.strerror or exc.__class__.__name__
+    return f"{exc.filename}: {reason}" if exc.filename else str(reason)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+
+    if args.cmd == "init":
+        return init_plan(Path(args.out), args.example, args.force)
     if args.cmd == "check-config":
-        return check_config(args.plan, http=args.http, online=args.online)
+        return check_config(args.plan_option or args.plan, http=args.http, online=args.online,
+                            plan_only=args.plan_only)
     if args.cmd == "run":
         return run_bot(args.plan, http=args.http, port=args.port)
     if args.cmd == "keepalived":
         return keepalived_wiring(args.plan, Path(args.out), args.router_id, args.online)
     if args.cmd == "status":
-        return local_status(args.local)
+        return local_status(args.db)
     if args.cmd == "report":
         return write_local_report(args.db, args.plan, Path(args.out))
     if args.cmd == "demo":
@@ -91,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         from bot.local.console import run_console
 
         _local_logging()
-        return run_console(args.plan, args.db)
-    return 2
+        return run_console(args.plan, args.db, stand_in_failover=args.stand_in_failover)
+    return EXIT_BAD_SETTING
+
 
 
 def _local_logging() -> None:
@@ -113,11 +178,33 @@ def version() -> str:
         return "(not installed: run from a source tree)"
 
 
+def init_plan(out: Path, example: str, force: bool) -> int:
+    from bot.ops.starter import InitError, write_starter
+
+    try:
+        started = write_starter(out, example, force)
+    except InitError as exc:
+        print(f"cutover init: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+    print(f"{started.plan}: the plan ({example}), commented; docs/plan.md lists every key with its type and default")
+    print(f"{started.script}: the deploy script, a case for each of " + (", ".join(started.stages) or "no stage")
+          + " that fails until it is written")
+    print(f"""Next:
+  1. Put your channel, people and servers in {started.plan.name} (Slack ids: see README, "Finding Slack ids").
+  2. cutover check-config --plan-only --plan {started.plan}    (the plan and its key files, no tokens needed)
+  3. Copy {started.script.name} to each stage's host and workdir, and write its cases.
+  4. cutover console --plan {started.plan} --stand-in-failover    (rehearse, Slack and the failover side stood in)""")
+    return 0
+
+
 def keepalived_wiring(plan_path: str | None, out: Path, router_id: int, online: bool = False) -> int:
     from bot.switch.keepalived import DIGITALOCEAN_API, Options, WiringError, read_interfaces, write
 
     settings = load_settings()
     path = plan_path or settings.plan_path
+    if out.exists() and not out.is_dir():
+        print(f"--out {out}: a file, not a folder; give a folder (it is made if missing)", file=sys.stderr)
+        return EXIT_BAD_SETTING
     try:
         plan = load_plan(path)
         if not 1 <= router_id <= 255:
@@ -155,12 +242,15 @@ def write_local_report(db: str, plan_path: str | None, out: Path) -> int:
     from bot.store import Store, StoreError
 
     path = plan_path or load_settings().plan_path
+    if out.exists() and not out.is_dir():
+        print(f"--out {out}: a file, not a folder; give a folder", file=sys.stderr)
+        return EXIT_BAD_SETTING
     try:
         plan = load_plan(path)
     except PlanError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
-        return 2
+        return EXIT_BAD_SETTING
     if not Path(db).is_file():
         print(f"{db}: no such database; give the file CUTOVER_DB names (the bot's or a rehearsal's)", file=sys.stderr)
         return 2
@@ -179,29 +269,35 @@ def write_local_report(db: str, plan_path: str | None, out: Path) -> int:
     return 0
 
 
-def local_status(local: bool) -> int:
+def local_status(db: str | None) -> int:
     from bot.ops.health import read_health
 
-    if not local:
-        print("`cutover status` reads the bot running on this machine: add `--local`. The cutover's own status is "
-              "`/cutover status` in Slack.", file=sys.stderr)
-        return 2
-    ready, lines = read_health(health_file(load_settings()))
+    settings = load_settings()
+    if db is not None:
+        settings = replace(settings, db_path=db)
+    path = health_file(settings)
+    if not path.exists() and db is None and "CUTOVER_DB" not in os.environ:
+        print(f"{path}: no health file here. Give the running bot's database: cutover status --db FILE (its "
+              "CUTOVER_DB; under systemd /var/lib/cutover/cutover.db, in the image /data/cutover.db)",
+              file=sys.stderr)
+        return 1
+    ready, lines = read_health(path)
     for line in lines:
         print(line)
     return 0 if ready else 1
 
 
-def check_config(path: str | None, *, http: bool = False, online: bool = False) -> int:
+def check_config(path: str | None, *, http: bool = False, online: bool = False, plan_only: bool = False) -> int:
     from bot.ops.config_check import check
 
     settings = load_settings()
     path = path or settings.plan_path
-    report = check(path, settings, mode="http" if http else "socket", online=online)
+    report = check(path, settings, mode="http" if http else "socket", online=online, plan_only=plan_only)
     for line in report.confirmed:
         print(f"✔ {line}")
     if report.problems:
-        print(f"{len(report.problems)} problem(s) with {path} and the environment:", file=sys.stderr)
+        print(f"{len(report.problems)} problem(s) with {path}" + ("" if plan_only else " and the environment") + ":",
+              file=sys.stderr)
         for problem in report.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
@@ -212,8 +308,9 @@ def check_config(path: str | None, *, http: bool = False, online: bool = False) 
           f"{len(plan.people.operators)} operators, {len(plan.people.approvers)} approvers "
           f"({plan.people.required_approvals} needed)"
           + (f", floating IP {failover.floating_ip} {failover.old} → {failover.new}" if failover else "")
-          + "; the environment has what " + ("HTTP mode" if http else "Socket Mode") + " needs"
-          + ("" if online else " (`--online` also asks Slack and DigitalOcean)"))
+          + ("; the environment was not checked (--plan-only)" if plan_only else
+             "; the environment has what " + ("HTTP mode" if http else "Socket Mode") + " needs"
+             + ("" if online else " (`--online` also asks Slack and DigitalOcean)")))
     return 0
 
 
@@ -228,18 +325,21 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     settings = load_settings()
     setup_logging(Redactor(settings.secrets()), settings.log_level if settings.log_level in LEVELS else "INFO",
                   settings.log_format if settings.log_format in FORMATS else "text")
+    bad = False
     try:
         settings.require("http" if http else "socket")
     except SettingsError as exc:
         for error in exc.errors:
             log.error("bad setting: %s", error)
-        return EXIT_BAD_SETTING
+        bad = True
     path = plan_path or settings.plan_path
     try:
         plan = load_plan(path)
-    except PlanError as exc:
+    except PlanError as exc:  # said together with the settings' problems: one restart fixes them all
         for error in exc.errors:
             log.error("bad plan: %s", error)
+        return EXIT_BAD_SETTING
+    if bad:
         return EXIT_BAD_SETTING
     setup_logging(Redactor(settings.secrets(), plan.redact), settings.log_level, settings.log_format)
     unreadable = file_problems(path, plan.hosts)

@@ -94,7 +94,8 @@ def run_failed(services: "Services", caller: Caller, parsed: tuple[str, str]) ->
     return Reply(text=services.stages.people.complete(name, caller.user, ok=False, reason=reason))
 
 
-RUN = Command("run", "run STAGE|all", "start a stage on its host (or every stage not yet done, in order)",
+RUN = Command("run", "run STAGE|all", "start a stage on its host (or all: every step not yet done, each once what it depends on is done, "
+              "side by side up to [schedule] max_parallel)",
               acts=True, run=run_run, parse=parse_run)
 CANCEL = Command("cancel", "cancel STAGE", "stop a running stage and its whole process group", acts=True,
                  run=run_cancel, parse=parse_stage)

@@ -1,10 +1,12 @@
 """``cutover console`` driven through a pseudo-terminal, as a person would type."""
 
+import fcntl
 import os
 import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 
 from tests.conftest import PLAN
@@ -23,6 +25,18 @@ def read_until(fd: int, text: str, seen: list[str], timeout: float = 30.0) -> st
             except OSError:
                 break
     raise AssertionError(f"never saw {text!r}; output so far:\n{''.join(seen)}")
+
+
+def drain_until_exit(proc, fd: int, seen: list[str], timeout: float = 30.0) -> int:
+    """Keep reading the terminal while the console shuts down: a full pty would hold its last writes."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                seen.append(os.read(fd, 4096).decode("utf-8", "replace"))
+            except OSError:
+                break
+    return proc.wait(max(0.1, deadline - time.monotonic()))
 
 
 def test_a_command_and_a_reaction_through_a_terminal(tmp_path):
@@ -50,4 +64,79 @@ def test_a_command_and_a_reaction_through_a_terminal(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+        os.close(master)
+
+
+def _console(tmp_path, plan: dict, *extra: str):
+    plan_file = tmp_path / "cutover.toml"
+    plan_file.write_text(to_toml(plan))
+    master, slave = pty.openpty()
+    def own_terminal() -> None:  # as a shell starts it: its own session, the pty its terminal (Ctrl-C is SIGINT)
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "console", "--plan", str(plan_file),
+                             "--db", str(tmp_path / "c.db"), *extra], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=tmp_path, preexec_fn=own_terminal)
+    os.close(slave)
+    return proc, master
+
+
+def test_the_go_live_rehearsed_with_the_failover_side_stood_in_and_the_report_saved(tmp_path):
+    """A plan of one's own, no keepalived and no DigitalOcean token: the console stands in for both and the go-live
+    runs to verified; the files the bot uploads are saved where the console says."""
+    import copy
+
+    plan = copy.deepcopy(PLAN)
+    plan["stages"] = [{"name": "smoke-test", "owner": "U0ALICE", "instructions": "Click around."}]
+    plan["hosts"] = {}  # its stages are a person's; the two servers are the stand-ins' (the [ssh] table is its own)
+    proc, master = _console(tmp_path, plan, "--stand-in-failover")
+    seen: list[str] = []
+    try:
+        out = read_until(master, "alice> ", seen, timeout=60)
+        assert "the failover side (DigitalOcean, keepalived and the two servers" in out
+        assert f"Files the bot uploads (the report, logs): {tmp_path}/c-uploads/" in out
+        os.write(master, b"/cutover run smoke-test\n")
+        read_until(master, "Click around", seen, timeout=30)
+        os.write(master, b"/cutover done smoke-test\n")
+        read_until(master, "`smoke-test` is marked done.", seen, timeout=30)
+        os.write(master, b"/cutover golive\n")
+        read_until(master, "it needs 2 approval(s)", seen, timeout=60)
+        os.write(master, b"react :white_check_mark: as @bob\n")
+        read_until(master, "@bob reacted", seen)
+        os.write(master, b"react :white_check_mark: as @carol\n")
+        read_until(master, "Switched to `standin-new` and verified.", seen, timeout=90)
+        os.write(master, b"/cutover report\n")
+        out = read_until(master, "saved as ", seen, timeout=60)
+        saved = [line.split("saved as ", 1)[1].strip() for line in out.splitlines() if "saved as " in line]
+        assert saved and all(os.path.exists(p) and p.startswith(str(tmp_path / "c-uploads")) for p in saved), saved
+        os.write(master, b"quit\n")
+        assert drain_until_exit(proc, master, seen) == 0
+        assert "Traceback" not in "".join(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def test_the_console_takes_the_database_as_a_bot_does_and_ctrl_c_ends_it_in_one_line(tmp_path):
+    import signal
+
+    first, master = _console(tmp_path, PLAN)
+    seen: list[str] = []
+    try:
+        read_until(master, "alice> ", seen)
+        second = subprocess.run([sys.executable, "-m", "bot.cli", "console", "--plan", str(tmp_path / "cutover.toml"),
+                                 "--db", str(tmp_path / "c.db")], capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL, cwd=tmp_path)
+        assert second.returncode == 2
+        assert f"is in use by another cutover bot (pid {first.pid} on" in second.stdout + second.stderr
+        os.write(master, b"\x03")  # Ctrl-C at the prompt
+        code = drain_until_exit(first, master, seen)
+        assert code == 128 + signal.SIGINT, code
+        out = read_until(master, "interrupted", seen)
+        assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    finally:
+        if first.poll() is None:
+            first.kill()
         os.close(master)

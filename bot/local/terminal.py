@@ -6,7 +6,7 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from typing import TextIO
+from typing import Callable, TextIO
 
 _DATE = re.compile(r"<!date\^(\d+)\^[^|>]*\|([^>]*)>")
 _USER = re.compile(r"<@([UW][A-Z0-9]+)>")
@@ -55,8 +55,10 @@ def render_blocks(blocks: list[dict] | None, fallback: str = "", names: dict[str
 class ChannelView:
     """Prints what a person in the channel sees, as the stand-in receives it."""
 
-    def __init__(self, out: TextIO, started: float, names: dict[str, str]) -> None:
+    def __init__(self, out: TextIO, started: float, names: dict[str, str],
+                 keep_file: Callable[[dict], str | None] | None = None) -> None:
         self.out = out
+        self.keep_file = keep_file  # saves an uploaded file, returning where
         self.names = names
         self.started = started
         self.lock = threading.Lock()
@@ -88,8 +90,9 @@ class ChannelView:
         elif kind == "file":
             where = "to the thread" if record.get("thread_ts") else "in the channel"
             for f in record.get("files", []):
+                kept = self.keep_file(f) if self.keep_file is not None else None
                 self.line(f"{stamp}   {'↳ ' if record.get('thread_ts') else ''}📎 {f['name']} ({f['size']:,} "
-                          f"bytes) uploaded {where}")
+                          f"bytes) uploaded {where}" + (f", saved as {kept}" if kept else ""))
         elif kind == "response":
             self.line(indent(f"{stamp}   → reply: ", text))
 
