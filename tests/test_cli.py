@@ -143,3 +143,14 @@ def test_status_reads_the_bot_on_this_machine_without_a_flag_and_says_where_to_l
 def test_status_local_is_still_understood(tmp_path, flag):
     done = cutover("status", *([flag] if flag else []), "--db", str(tmp_path / "c.db"), cwd=tmp_path)
     assert done.returncode == 1 and "unrecognized" not in done.stderr
+
+
+def test_ci_runs_exactly_the_test_command_the_readme_gives():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)\n```", readme.split("## The two commands", 1)[1], re.S)
+    demo, tests = blocks[0].strip(), blocks[1].strip()
+    assert demo.startswith("python3 -m venv .venv && ") and demo.endswith("cutover demo")
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == tests

@@ -57,6 +57,14 @@ def test_the_command_writes_both_servers_files_and_says_how_to_install_them(tmp_
     assert 'vrrp_track_file cutover_flip {\n    file "/var/www/health/keepalived-track"' in conf
     assert "track_file {\n        cutover_flip\n    }" in conf
     assert "/etc/keepalived/cutover-digitalocean-token" in result.stdout and "install" in result.stdout
+    # The install steps make what the bot writes over SSH as the host's user (the health and track files, by a
+    # rename in their folder) that user's, let it read the VRRP state, and start old before new.
+    steps = result.stdout
+    assert ("install -d -m 0755 -o deploy /var/www/health && echo true > /var/www/health/state && chown deploy "
+            "/var/www/health/state") in steps
+    assert "echo 0 > /var/www/health/keepalived-track && chown deploy /var/www/health/keepalived-track" in steps
+    assert "install -d -m 0755 /run/keepalived" in steps or "install -d -m 0755 /etc/keepalived" in steps
+    assert steps.index("`old` (old)") < steps.index("`new` (new)") and "Old first" in steps
 
 
 def test_a_flip_lowers_old_below_new_and_a_broken_new_server_is_fault(tmp_path):

@@ -214,3 +214,27 @@ def test_required_approvals_must_leave_room_for_the_requester():
     assert caught.value.errors == ["p.toml: slack.required_approvals: got 2; expected at most 1: an operator who "
                                    "is also an approver cannot approve their own go-live, so a request by them "
                                    "could never be approved (or add another approver)"]
+
+
+def test_every_key_the_plan_accepts_is_in_the_key_reference():
+    """docs/plan.md lists every key with its type and default: a key the checker accepts and the reference does not
+    name (as `interface` once was) fails here."""
+    import ast
+
+    reference = (ROOT / "docs" / "plan.md").read_text()
+    accepted: set[str] = {"reminders"}
+    for source in (ROOT / "bot" / "plan").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "only"
+                    and len(node.args) == 3):
+                allowed = node.args[2]
+                if isinstance(allowed, ast.Set):
+                    accepted |= {e.value for e in allowed.elts if isinstance(e, ast.Constant)}
+                elif isinstance(allowed, ast.Call):  # set(PATHS): the [sites.connect] paths
+                    from bot.plan.model import PATHS
+
+                    accepted |= set(PATHS)
+    assert len(accepted) > 80
+    missing = sorted(key for key in accepted
+                     if not any(form in reference for form in (f"`{key}`", f"[{key}]", f"[[{key}]]", f"[{key}.")))
+    assert not missing, f"docs/plan.md does not name: {missing}"
