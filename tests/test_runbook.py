@@ -17,7 +17,7 @@ from bot.plan import PlanError, parse_plan
 from bot.runbook.blocks import DONE_ACTION
 from bot.standins.slack import blocks_text
 from tests.conftest import OPERATOR, OUTSIDER, PLAN, reply_text
-from tests.helpers import latest_runs, FakeClock, to_toml
+from tests.helpers import FakeClock, example_home, latest_runs, to_toml
 
 STRANGER = "U0FRED"  # neither an operator nor the owner of any step
 NIGHT_START = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
@@ -379,7 +379,8 @@ def test_a_step_survives_the_bot_killed_while_it_is_open(slack, tmp_path):
     plan_file = tmp_path / "night.toml"
     plan_file.write_text(to_toml(plan))
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
-           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "bot.db")}
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "bot.db"),
+           **example_home(tmp_path)}
     first = start_bot_process(slack, env, tmp_path)
     try:
         assert reply_text(slack, slack.command(OPERATOR, "run content-check"), timeout=20).startswith(

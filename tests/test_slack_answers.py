@@ -12,7 +12,7 @@ from bot.ops.startup import startup_problems
 from bot.plan import parse_plan
 from bot.slackapi.answers import SlackAnswerError, checked
 from tests.conftest import OPERATOR, PLAN, reply_text
-from tests.helpers import to_toml
+from tests.helpers import example_home, to_toml
 
 
 def test_checked_names_the_method_and_the_field():
@@ -43,7 +43,8 @@ def test_the_process_says_it_and_exits_without_a_traceback(slack, tmp_path):
     plan_file = tmp_path / "cutover.toml"
     plan_file.write_text(to_toml(PLAN))
     env = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_APP_TOKEN": slack.app_token,
-           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "c.db")}
+           "SLACK_API_URL": slack.api_url, "CUTOVER_PLAN": str(plan_file), "CUTOVER_DB": str(tmp_path / "c.db"),
+           **example_home(tmp_path)}
     slack.answer_without("conversations.info", "channel")
     result = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
                             cwd=tmp_path, env=env)

@@ -24,6 +24,7 @@ from bot.standins.slack import blocks_text
 from bot.threads import Death
 from bot.threads import Watched
 from tests.conftest import OPERATOR, PLAN, reply_text
+from tests.helpers import example_home
 from tests.stage_support import finished, message_text
 
 
@@ -194,7 +195,7 @@ def test_a_bot_whose_scheduler_keeps_dying_exits_non_zero_and_says_why(slack, tm
     plan = Path(__file__).resolve().parent.parent / "cutover.example.toml"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SLACK_BOT_TOKEN": slack.bot_token,
            "SLACK_APP_TOKEN": slack.app_token, "SLACK_API_URL": slack.api_url,
-           "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"),
+           "CUTOVER_PLAN": str(plan), "CUTOVER_DB": str(tmp_path / "c.db"), **example_home(tmp_path),
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     script = textwrap.dedent("""
         import sys
