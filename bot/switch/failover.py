@@ -1,8 +1,10 @@
 """The switch itself: flipping the old server's health file, restoring it, and proving the move.
 
 Flipping writes the unhealthy value to the old server's health file with a
-temp file and a rename (over SFTP), after recording what was there so that a
-rollback restores exactly that. Verification asks the three witnesses in
+temp file and a rename, after recording what was there so that a rollback
+restores exactly that; the server guards both (``guard``): a go-live swaps
+only the healthy value and records its request beside the file, a rollback
+undoes only the go-live recorded there. Verification asks the three witnesses in
 turn — the probe URL, keepalived's address, DigitalOcean's assignment —
 until each agrees or the deadline passes.
 """
@@ -18,8 +20,10 @@ from typing import Callable
 
 from bot.clock import Clock
 from bot.plan import Plan
-from bot.ssh import SSHError, SSHPool, WriteRefused, quote
+from bot.ssh import SSHError, SSHPool, quote
 from bot.plan.model import PATH_WORDS
+from bot.switch.guard import (CLAIM_SUFFIX, CLAIMED, NO_CLAIM, UNDONE_SUFFIX, UNEXPECTED, Claim, golive_command,
+                              parse_claim, request_key, rollback_command)
 from bot.switch.model import Forwarding, Grid, Reading, Verification
 from bot.switch.requests import Backup, Requests
 from bot.switch.sites import SiteProbes
@@ -30,6 +34,14 @@ log = logging.getLogger("cutover.failover")
 
 class FlipNotMade(Exception):
     """The health file was not changed; the reason says why."""
+
+
+class FlipRefused(FlipNotMade):
+    """The server's record says another request made (or undid) the switch; nothing was changed."""
+
+    def __init__(self, message: str, claim: Claim | None = None) -> None:
+        super().__init__(message)
+        self.claim = claim
 
 
 class FlipUnknown(Exception):
@@ -67,14 +79,59 @@ class Failover:
         if previous is None:
             raise FlipNotMade(f"`{path}` does not exist on `{host}`")
         self.requests.save_backup(request_id, host, path, previous.decode("utf-8", "replace"))
-        return self._replace(host, path, (self.config.unhealthy + "\n").encode())
+        command = golive_command(path, self.key(request_id), self.config.healthy, self.config.unhealthy)
+        return self._guarded_write(host, path, command, self.config.unhealthy)
+
+    def key(self, request_id: int) -> str:
+        """The request as the record on the server names it."""
+        return request_key(request_id, self.requests.get(request_id).created_at)
+
+    def claim(self) -> tuple[Claim | None, Claim | None]:
+        """What the old server records beside its health file: the go-live in effect, and the last one undone
+        (with the rollback that undid it as its ``by``). SSHError when it cannot be read."""
+        path = self.plan.health_file(self.config.old)
+        held = self.ssh.read_file(self.config.old, path + CLAIM_SUFFIX)
+        undone = self.ssh.read_file(self.config.old, path + UNDONE_SUFFIX)
+        last = (undone or b"").decode("utf-8", "replace").strip().splitlines()
+        return (parse_claim((held or b"").decode("utf-8", "replace")),
+                parse_claim(last[-1]) if last else None)
+
+    def _guarded_write(self, host: str, path: str, command: str, value: str) -> datetime:
+        """Run a guarded swap on the host; when it says the file was written (or found so by this request)."""
+        try:
+            result = self.ssh.run(host, command, stdin=(value + "\n").encode(), retry=False)
+        except SSHError as exc:
+            raise FlipUnknown(str(exc)) from None
+        lines = result.stdout.strip().splitlines()
+        first = lines[0] if lines else ""
+        if result.exit_code == CLAIMED:
+            claim = parse_claim(first.removeprefix("claimed:"))
+            said = claim.said() if claim else f"`{path}{CLAIM_SUFFIX}` holds `{first.removeprefix('claimed:')[:80]}`"
+            raise FlipRefused(f"the server's record says {said}", claim)
+        if result.exit_code == NO_CLAIM:
+            undone = parse_claim(first.removeprefix("noclaim:"))
+            raise FlipRefused("no go-live is recorded on the server beside `" + path + "`"
+                              + (f"; {undone.said()}" if undone else "") + ", so there is nothing of ours to undo",
+                              undone)
+        if result.exit_code == UNEXPECTED:
+            held = first.removeprefix("holds:")
+            raise FlipNotMade(f"`{path}` on `{host}` " + (f"holds `{held}`" if held else "is missing or empty")
+                              + f", not `{self.config.healthy}`")
+        if result.exit_code != 0:
+            raise FlipNotMade(f"`{path}` on `{host}` could not be written: "
+                              + (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1][:200])
+        try:
+            return datetime.fromtimestamp(float(lines[1]), timezone.utc)
+        except (ValueError, IndexError):
+            raise FlipUnknown(f"`{path}` on `{host}` was written but the host did not say when") from None
 
     def backup(self) -> Backup | None:
         """What the health file held before the last flip."""
         return self.requests.last_backup()
 
-    def restore(self) -> tuple[Backup, datetime]:
-        """Put back the health file content recorded before the last flip; returns it and when it was written."""
+    def restore(self, request_id: int) -> tuple[Backup, datetime]:
+        """Put back the health file content recorded before the last flip, if the server's record names that
+        flip; returns it and when it was written."""
         saved = self.backup()
         if saved is None:
             raise FlipNotMade("no health file content was recorded before a flip, so there is nothing to restore")
@@ -82,7 +139,9 @@ class Failover:
             self.ssh.ensure_connected(saved.host)
         except SSHError as exc:
             raise FlipNotMade(str(exc)) from None
-        return saved, self._replace(saved.host, saved.path, saved.content.encode())
+        command = rollback_command(saved.path, self.key(saved.request_id), self.key(request_id),
+                                   saved.content.strip())
+        return saved, self._guarded_write(saved.host, saved.path, command, saved.content.strip())
 
     def tell_keepalived(self, kind: str) -> str | None:
         """Once the health file is known written, say it to keepalived at once through the old server's track
@@ -131,18 +190,6 @@ class Failover:
             return Forwarding(on, host, command, error="it ran, but the host did not say when")
         self.audit("cutover", "forward" if on else "unforward", host, "ok", {"at": at.isoformat()})
         return Forwarding(on, host, command, at=at)
-
-    def _replace(self, host: str, path: str, content: bytes) -> datetime:
-        try:
-            written = self.ssh.replace_file(host, path, content)
-        except WriteRefused as exc:
-            raise FlipNotMade(str(exc)) from None
-        except SSHError as exc:
-            raise FlipUnknown(str(exc)) from None
-        if written.content.strip() != content.strip():
-            raise FlipUnknown(f"`{path}` on `{host}` reads `{written.content.strip()[:40].decode(errors='replace')}` "
-                              "right after the write; something else writes it too")
-        return datetime.fromtimestamp(written.mtime, timezone.utc)
 
     def written_at(self, host: str) -> datetime:
         """When the host says its health file was last written."""

@@ -36,7 +36,7 @@ from bot.states import RequestState
 from bot.store import Store
 from bot.switch import blocks as request_blocks
 from bot.switch.approvals import Approvals
-from bot.switch.failover import Failover, FlipNotMade, FlipUnknown
+from bot.switch.failover import Failover, FlipNotMade, FlipRefused, FlipUnknown
 from bot.switch.freshness import FreshPreflights
 from bot.switch.model import WHAT, Preflight, Reading
 from bot.switch.preflight import Preflights
@@ -158,6 +158,8 @@ class GoLive:
     def _decided(self, request_id: int) -> None:
         """The threshold was reached (or none was needed): check again, then flip exactly once."""
         kind = self.requests.get(request_id).kind
+        if kind == "golive" and self._made_before(request_id):
+            return
         preflight, how = self.fresh.recheck(request_id, kind)
         if not preflight.ok:
             reasons = "; ".join(c.detail for c in preflight.failed)
@@ -174,7 +176,7 @@ class GoLive:
                 written = self.failover.flip(request_id)
                 action = f"wrote `{self.failover.config.unhealthy}` to the old server's health file"
             else:
-                saved, written = self.failover.restore()
+                saved, written = self.failover.restore(request_id)
                 action = f"restored `{saved.path}` on `{saved.host}`"
         except FlipNotMade as exc:
             self.requests.move(request_id, RequestState.FLIPPING, RequestState.ABORTED, Facts(error=str(exc)),
@@ -188,6 +190,26 @@ class GoLive:
         self._flipped(request_id, RequestState.FLIPPING, written, action,
                       f"🔀 Approvals complete; checked against {how}. {sentence(action)} at "
                       f"{slack_date(written)} (the host's time). Verifying…")
+
+    def _made_before(self, request_id: int) -> bool:
+        """A bot on a restored (older) copy of the database may be deciding a request whose switch an earlier bot
+        already made: the old server's record says so. Then it is not made again, only proven."""
+        try:
+            held, _ = self.failover.claim()
+            if held is None or held.key != self.failover.key(request_id):
+                return False
+            if self.failover.witnesses.health(self.failover.config.old) != self.failover.config.unhealthy:
+                return False
+            written = self.failover.written_at(self.failover.config.old)
+        except SSHError:
+            return False  # the re-check that follows reads the server again, and says what it finds
+        if not self.requests.move(request_id, RequestState.DECIDING, RequestState.FLIPPING):
+            return True
+        self._flipped(request_id, RequestState.FLIPPING, written, "found made by this request",
+                      f"The old server records that this request's switch was already made, {slack_date(written)} "
+                      f"(the host's time; {held.said()}), before this bot's database was restored: not switching "
+                      "again. Verifying…")
+        return True
 
     def _flipped(self, request_id: int, from_state: RequestState, written: datetime, action: str,
                  say: str) -> None:
@@ -272,8 +294,15 @@ class GoLive:
         old = self.failover.config.old
         while self.requests.get(request_id).state == RequestState.UNKNOWN:
             try:
-                landed, value = self._flip_landed(kind)
+                landed, value = self._flip_landed(kind, request_id)
                 written = self.failover.written_at(old) if landed else None
+            except FlipRefused as exc:
+                if self.requests.move(request_id, RequestState.UNKNOWN, RequestState.ABORTED, Facts(error=str(exc)),
+                                      (f"{kind}-flip-failed", "error", {"reason": str(exc)})):
+                    self._post(request_id)
+                    self._thread(request_id, f"✅ Now known: this request did *not* make the {_switch(kind)}: "
+                                             f"{exc}. Nothing was changed by it.")
+                return
             except SSHError as exc:
                 log.info("request #%d still unknown: %s", request_id, exc)
                 if self.stopping.wait(UNKNOWN_RETRY):
@@ -332,8 +361,13 @@ class GoLive:
         kind = self.requests.get(request_id).kind
         old = self.failover.config.old
         try:
-            landed, value = self._flip_landed(kind)
+            landed, value = self._flip_landed(kind, request_id)
             written = self.failover.written_at(old) if landed else None
+        except FlipRefused as exc:
+            self._interrupted(request_id, RequestState.FLIPPING, f"The bot restarted while this request was switching, "
+                                                                 f"and {exc}: this request did not switch, and nothing "
+                                                                 "was changed by it.")
+            return
         except SSHError as exc:
             self._unknown(request_id, RequestState.FLIPPING, f"the bot restarted while writing the health file, "
                                                              f"and cannot read it now ({exc})")
@@ -349,11 +383,17 @@ class GoLive:
                           f"The bot restarted before the write landed: `{path}` on `{old}` still holds `{value}`, so "
                           "nothing was changed. Ask again if it should still happen.")
 
-    def _flip_landed(self, kind: str) -> tuple[bool, str | None]:
-        """Whether the old server's health file holds what the flip (or the rollback) writes, and its value."""
+    def _flip_landed(self, kind: str, request_id: int) -> tuple[bool, str | None]:
+        """Whether the old server's health file holds what this request's flip (or rollback) writes, and its value.
+        A go-live the server's record gives to another request is not this one's (FlipRefused says whose)."""
         value = self.failover.witnesses.health(self.failover.config.old)
         if kind == "golive":
-            return value == self.failover.config.unhealthy, value
+            if value != self.failover.config.unhealthy:
+                return False, value
+            held, _ = self.failover.claim()
+            if held is not None and held.key != self.failover.key(request_id):
+                raise FlipRefused(f"the server's record says {held.said()}", held)
+            return True, value
         saved = self.failover.backup()
         return saved is not None and value == saved.content.strip(), value
 

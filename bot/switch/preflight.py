@@ -12,12 +12,13 @@ from bot.freezes.records import FreezeRecords
 from bot.ledger.model import Count, Tally
 from bot.ledger.watches import Ledger
 from bot.plan import Plan
+from bot.plan.model import PATH_WORDS
 from bot.runbook.runs import Runs
 from bot.slackapi.blocks import sentence
 from bot.ssh import SSHError, SSHPool
 from bot.states import RunState
 from bot.switch.failover import Failover
-from bot.plan.model import PATH_WORDS
+from bot.switch.guard import CLAIM_SUFFIX, UNDONE_SUFFIX, Claim, parse_claim
 from bot.switch.model import Check, Grid, Preflight, Reading
 from bot.switch.requests import Requests
 from bot.switch.sites import SiteProbes, SitesUnknown
@@ -190,8 +191,22 @@ class Preflights:
 
     def _small_files(self, host: str) -> list[str]:
         """The files a confirmation reads on ``host``: its health file, and its track and VRRP state files."""
-        return [p for p in (self.plan.health_file(host), self.plan.track_file(host), self.plan.vrrp_state_file(host))
+        health = self.plan.health_file(host)
+        records = [health + CLAIM_SUFFIX, health + UNDONE_SUFFIX] if host == self.config.old else []
+        return [p for p in (health, self.plan.track_file(host), self.plan.vrrp_state_file(host), *records)
                 if p is not None]
+
+    def _recorded(self, host: str, snap: Snapshot) -> tuple[str, Claim | None]:
+        """What the old server records beside its health file, said for a check; and the go-live in effect."""
+        if host != self.config.old:
+            return "", None
+        path = self.plan.health_file(host)
+        held = parse_claim(snap.files.get(path + CLAIM_SUFFIX))
+        if held is not None:
+            return f": {held.said()}", held
+        undone = (snap.files.get(path + UNDONE_SUFFIX) or "").splitlines()
+        last = parse_claim(undone[-1]) if undone else None
+        return (f" ({last.said()})" if last else " (no go-live recorded beside it)"), None
 
     @staticmethod
     def _reached(snap: Snapshot) -> Check:
@@ -225,9 +240,16 @@ class Preflights:
                     return Check(f"health {host}", False, f"keepalived's track file `{track}` on `{host}` holds "
                                                           f"`{held[:20]}`, which tells keepalived to move the address off "
                                                           f"`{host}`; write 0 there once you know why it is set")
-            return Check(f"health {host}", True, f"`{path}` on `{host}` holds `{cfg.healthy}`")
+            said, held = self._recorded(host, snap)
+            if held is not None:
+                return Check(f"health {host}", False, f"`{path}` on `{host}` holds `{cfg.healthy}`, but the server "
+                                                      f"still records a go-live beside it{said}: if that switch was "
+                                                      f"undone by hand, remove `{path}{CLAIM_SUFFIX}` there")
+            return Check(f"health {host}", True, f"`{path}` on `{host}` holds `{cfg.healthy}`{said}")
         shown = "is missing" if value is None else f"holds `{value[:40]}`"
-        return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`")
+        said, _ = self._recorded(host, snap)
+        return Check(f"health {host}", False, f"`{path}` on `{host}` {shown}, expected `{cfg.healthy}`"
+                     + (said if said.startswith(":") else ""))
 
     def _old_answers(self) -> Check:
         """Before a rollback: the old server's own address answers, from itself, or from the new server while it
