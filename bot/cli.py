@@ -378,20 +378,48 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
         return EXIT_BAD_SETTING
     if plan.failover is not None and not settings.digitalocean_token:
         log.warning("DIGITALOCEAN_ACCESS_TOKEN is not set: check and golive will fail their DigitalOcean item")
+    replica, restored = None, None
+    if settings.replica_url:
+        from bot.ops.replica import Replica, ReplicaError
+
+        replica = Replica(settings.db_path, settings.replica_url)
+        try:
+            restored = replica.restore_if_missing()
+        except ReplicaError as exc:
+            log.error("cannot start: %s; exiting %d so that the service manager tries again", exc, EXIT_UNREACHABLE)
+            return EXIT_UNREACHABLE
+        if restored is not None:
+            log.warning("restored %s from the replica %s, last written %s", settings.db_path, restored.replica,
+                        f"{restored.last_written:%Y-%m-%d %H:%M:%S} UTC" if restored.last_written else "(unknown)")
     try:
         hold = Store.hold(settings.db_path)
         services = build_services(settings, plan)
     except StoreError as exc:
         log.error("bad database: %s", exc)
         return EXIT_BAD_SETTING
-    readiness = Readiness(settings, services.scheduler, services.watchdog)
+    if replica is not None:
+        try:
+            replica.start()
+        except (ReplicaError, OSError) as exc:
+            log.error("cannot start: litestream: %s", exc)
+            services.close()
+            return EXIT_BAD_SETTING
+    readiness = Readiness(settings, services.scheduler, services.watchdog, replica)
     stop = stop_on_signal()
     started = _reach_slack(services, plan, http, stop)
     if isinstance(started, int):
         services.close()
+        if replica is not None:
+            replica.stop()
         hold.release()
         return started
     app, handler = started
+    if restored is not None:
+        when = f"{restored.last_written:%H:%M:%S} UTC" if restored.last_written else "at a time it does not record"
+        services.notifier.post(f"♻️ This bot started on a database restored from the replica, last written {when}. "
+                               "What happened after that is known only from the servers and Slack: before it says "
+                               "anything, it reads each stage's state from its host, each request's approvals from "
+                               "its reactions and the old server's health file and its record of any switch.")
     if http:
         try:
             server = serve_http(app, services, port, readiness=readiness)
@@ -414,6 +442,8 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
     closing.start()
     closing.join(2)
     services.close()
+    if replica is not None:
+        replica.stop()  # its last sync: what the bot wrote last is on the replica
     _write_health(health, None, mode, "the bot has stopped" + (f": {services.watchdog.fatal_reason}" if fatal else ""))
     hold.release()
     log.info("stopped")

@@ -37,6 +37,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     start_retry: str = "300"  # CUTOVER_START_RETRY: seconds to keep trying an unreachable Slack at start
+    replica_url: str | None = None  # CUTOVER_REPLICA_URL: where Litestream replicates the database
+    environ: dict[str, str] | None = None  # the rest of the environment, for the replica's credentials
 
     @property
     def start_retry_seconds(self) -> float:
@@ -56,8 +58,9 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Values that must never be posted, logged or echoed."""
+        replica = [v for k, v in (self.environ or {}).items() if k.endswith(("SECRET_ACCESS_KEY", "SESSION_TOKEN"))]
         return [v for v in (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,
-                            self.digitalocean_token) if v]
+                            self.digitalocean_token, *replica) if v]
 
     def require(self, mode: str) -> None:
         """Check what a run mode needs; raises SettingsError naming each missing variable."""
@@ -89,6 +92,10 @@ class Settings:
             retry = -1.0
         if not 0 <= retry <= 86400:
             errors.append(f"CUTOVER_START_RETRY: expected seconds from 0 to 86400 (got `{self.start_retry[:20]}`)")
+        if self.replica_url:
+            problem = replica_url_problem(self.replica_url, self.environ or {})
+            if problem:
+                errors.append(problem)
         return errors
 
 
@@ -121,4 +128,23 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path = 
         log_level=(get("LOG_LEVEL") or "INFO").upper(),
         log_format=(get("LOG_FORMAT") or "text").lower(),
         start_retry=get("CUTOVER_START_RETRY") or "300",
+        replica_url=get("CUTOVER_REPLICA_URL"),
+        environ={k: v for k, v in values.items() if v is not None and k.startswith(("LITESTREAM_", "AWS_"))},
     )
+
+
+REPLICA_SCHEMES = ("s3://", "gs://", "abs://", "sftp://", "file://")
+
+
+def replica_url_problem(url: str, environ: dict[str, str]) -> str | None:
+    """What is wrong with a CUTOVER_REPLICA_URL (and, for S3, its credentials), or None."""
+    if url.startswith("/"):
+        return None
+    if not url.startswith(REPLICA_SCHEMES):
+        return (f"CUTOVER_REPLICA_URL: expected an s3://, gs://, abs://, sftp:// or file:// URL, or an absolute path "
+                f"(got `{url[:40]}`)")
+    if url.startswith("s3://") and not any(environ.get(k) for k in (
+            "LITESTREAM_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")):
+        return ("CUTOVER_REPLICA_URL: an s3:// replica needs credentials: set LITESTREAM_ACCESS_KEY_ID and "
+                "LITESTREAM_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+    return None

@@ -119,6 +119,13 @@ def _online(report: ConfigReport, settings: Settings, mode: str) -> None:
         app = WebClient(base_url=settings.slack_api_url, timeout=10)
         token = settings.slack_app_token
         _slack(report, "SLACK_APP_TOKEN", lambda: app.apps_connections_open(app_token=token), settings.slack_api_url)
+    if settings.replica_url and not any(p.startswith("CUTOVER_REPLICA_URL") for p in settings.problems(mode)):
+        from bot.ops.replica import ReplicaError, probe
+
+        try:
+            report.confirmed.append(probe(settings.replica_url))
+        except ReplicaError as exc:
+            report.problems.append(f"CUTOVER_REPLICA_URL: {exc}")
     if settings.digitalocean_token and report.plan is not None and report.plan.failover is not None:
         try:
             who = Cloud(settings.digitalocean_token, settings.digitalocean_end_point).account()

@@ -22,6 +22,7 @@ from pathlib import Path
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.ops.replica import Replica
 from bot.ops.scheduler import WatchedScheduler
 from bot.ops.watchdog import Watchdog
 from bot.settings import Settings
@@ -42,8 +43,10 @@ class Item:
 
 
 class Readiness:
-    def __init__(self, settings: Settings, scheduler: WatchedScheduler, watchdog: Watchdog | None = None) -> None:
+    def __init__(self, settings: Settings, scheduler: WatchedScheduler, watchdog: Watchdog | None = None,
+                 replica: Replica | None = None) -> None:
         self.settings = settings
+        self.replica = replica
         self.scheduler = scheduler
         self.watchdog = watchdog
         self.slack = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
@@ -58,6 +61,8 @@ class Readiness:
             items = [self._slack(), self._database(), self._scheduler()]
             if self.watchdog is not None:
                 items.append(self._threads())
+            if self.replica is not None:
+                items.append(Item("replica", *self.replica.said()))
             self._cached = (time.monotonic(), items)
             return items
 

@@ -145,6 +145,7 @@ class Follower:
         self.grep = GrepNotable(kit.logs.path(run_id), self.offset) \
             if self.stage.notable is None and grep_available() else None
         self.line_end = self.offset  # the end of the last complete line in the local copy
+        self.said_until = 0  # the log was followed (and its notable lines posted) up to here before
         self.scanner = OutputScanner(self.stage.progress, self.stage.notable, scan_notable=self.grep is None)
         self.notable: list[str] = []
         self.notable_overflow = False
@@ -195,6 +196,13 @@ class Follower:
             kit.moves.running(self.run_id, pid)
             self.pid = pid
         path = kit.logs.path(self.run_id)
+        have = path.stat().st_size if path.exists() else 0
+        if have < self.offset:  # the local copy is gone (a database restored on another machine): fetch it all
+            log.info("run %d of %s: the local log has %d of %d bytes; reading it from the host from the start",
+                     self.run_id, self.stage.name, have, self.offset)
+            self.said_until, self.offset, self.line_end = self.offset, 0, 0
+            if self.grep is not None:
+                self.grep = GrepNotable(path, self.said_until)  # what was before was said already
         with path.open("ab") as f:
             f.truncate(self.offset)
         reporter = threading.Thread(target=self._helper(self._report), name=f"report-{self.run_id}", daemon=True)
@@ -352,7 +360,8 @@ class Follower:
             lines = (self.view.last_lines + scan.last_lines)[-LAST_LINES:] if scan.last_lines else self.view.last_lines
             progress = self.view.progress.seen(scan.progress, time.monotonic()) if scan.progress else self.view.progress
             self.view = replace(self.view, last_lines=lines, bytes=self.offset, progress=progress)
-            self.notable.extend(scan.notable)
+            if self.offset > self.said_until:  # notable lines read again after a restore were posted already
+                self.notable.extend(scan.notable)
             self.notable_overflow = self.notable_overflow or scan.overflow
             self.version += 1
 
