@@ -19,6 +19,7 @@ from bot.store import Store
 from tests.conftest import OPERATOR, PLAN, reply_text
 from tests.golive_support import BOB, CAROL, OK
 from tests.helpers import start_bot_process, to_toml
+from tests.test_golive_kill import request_row
 
 ALSO_ON_THE_STAND_IN = pytest.mark.parametrize("lab", ["stand-in"], indirect=True)
 
@@ -34,15 +35,6 @@ def caught_up(db: Path, url: str) -> bool:
     position = Replica(str(db), url).sample()
     return position.local_txid is not None and position.replica_txid is not None \
         and position.replica_txid >= position.local_txid
-
-
-def request_row(db: Path) -> dict | None:
-    store = Store(str(db))
-    try:
-        rows = store.query("SELECT * FROM golive_requests ORDER BY id DESC LIMIT 1")
-        return rows[0] if rows else None
-    finally:
-        store.close()
 
 
 @ALSO_ON_THE_STAND_IN
