@@ -18,6 +18,7 @@ from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.ops.health import WRITE_EVERY, Readiness, health_file, write_health
+from bot.ops.starter import INIT_EXAMPLES
 from bot.plan import PlanError, load_plan
 from bot.redact import Redactor
 from bot.settings import SettingsError, load_settings
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover")
 
-INIT_EXAMPLES = ("drupal10", "drupal7", "generic")  # bot.ops.starter.INIT_EXAMPLES, named here for --help
 
 # How `cutover run` ends, for the service manager (deploy/cutover.service restarts on all but EXIT_BAD_SETTING).
 EXIT_BAD_SETTING = 2  # a setting, the plan, the channel or the database is wrong: restarting will not fix it
@@ -132,7 +132,6 @@ def os_problem(exc: OSError) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-
     if args.cmd == "init":
         return init_plan(Path(args.out), args.example, args.force)
     if args.cmd == "check-config":
@@ -157,7 +156,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         _local_logging()
         return run_console(args.plan, args.db, stand_in_failover=args.stand_in_failover)
     return EXIT_BAD_SETTING
-
 
 
 def _local_logging() -> None:
@@ -247,12 +245,12 @@ def install_steps(plan: Plan, out: Path, options: object) -> str:
                   "that may assign reserved IPs",
                   f"  # the health file: replaced by the bot as `{user}` over SSH (a new file renamed over it, so "
                   "its folder too is that user's), read by the check script",
-                  f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(health).parent))} && echo {quote(plan.failover.healthy)} "
-                  f"> {quote(health)} && chown {quote(user)} {quote(health)}"]
+                  f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(health).parent))} && "
+                  f"echo {quote(plan.failover.healthy)} > {quote(health)} && chown {quote(user)} {quote(health)}"]
         if track:
             lines += [f"  # the track file: replaced by the bot as `{user}` the same way, watched by keepalived",
-                      f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(track).parent))} && echo 0 > {quote(track)} && "
-                      f"chown {quote(user)} {quote(track)}"]
+                      f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(track).parent))} && "
+                      f"echo 0 > {quote(track)} && chown {quote(user)} {quote(track)}"]
         lines += [f"  # the VRRP state: written by the notify script (root), read by the bot as `{user}`: its folder "
                   "must let that user in",
                   f"  install -d -m 0755 {quote(str(Path(state).parent))}",
@@ -393,7 +391,7 @@ def run_bot(plan_path: str | None, *, http: bool, port: int) -> int:
                         f"{restored.last_written:%Y-%m-%d %H:%M:%S} UTC" if restored.last_written else "(unknown)")
     try:
         hold = Store.hold(settings.db_path)
-        services = build_services(settings, plan)
+        services = build_services(settings, plan, replica_line=replica.last_said if replica is not None else None)
     except StoreError as exc:
         log.error("bad database: %s", exc)
         return EXIT_BAD_SETTING

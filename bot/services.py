@@ -69,6 +69,7 @@ class Services:
     watchdog: Watchdog
     records: Records
     ledger: Ledger
+    replica_line: Callable[[], str | None] = lambda: None  # where the database's replica stands, if there is one
 
     def audit(self, actor: str, action: str, target: str = "", outcome: str = "ok",
               detail: dict | str | None = None) -> None:
@@ -131,8 +132,10 @@ class Services:
 
 
 def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None,
-                   slack: WebClient | None = None, workers: int = 8, events: int = 8) -> Services:
+                   slack: WebClient | None = None, workers: int = 8, events: int = 8,
+                   replica_line: Callable[[], str | None] | None = None) -> Services:
     clock = clock or SystemClock()
+    replica = replica_line or (lambda: None)
     redactor = Redactor(settings.secrets(), plan.redact)
     slack = slack or make_slack_client(settings)
     store = Store(settings.db_path, clock)
@@ -159,6 +162,6 @@ def build_services(settings: Settings, plan: Plan, *, clock: Clock | None = None
     services = Services(settings=settings, plan=plan, store=store, clock=clock, slack=slack, notifier=notifier,
                         workers=pool, events=lane, redactor=redactor, ssh=ssh, cloud=cloud, scheduler=scheduler,
                         stages=stages, freezes=freezes, golive=golive, reports=reports,
-                        home=HomeView(notifier, clock, lambda: build_status(plan, records, clock)),
-                        watchdog=Watchdog(notifier, clock), records=records, ledger=ledger)
+                        home=HomeView(notifier, clock, lambda: build_status(plan, records, clock, replica())),
+                        watchdog=Watchdog(notifier, clock), records=records, ledger=ledger, replica_line=replica)
     return services

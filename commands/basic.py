@@ -16,7 +16,7 @@ AUDIT_MAX = 200
 
 
 def run_status(services: "Services", caller: Caller, _: None) -> Reply:
-    report = build_status(services.plan, services.records, services.clock)
+    report = build_status(services.plan, services.records, services.clock, services.replica_line())
     return Reply(text="Cutover status", blocks=night_blocks.status_message(report))
 
 

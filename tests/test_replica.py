@@ -166,6 +166,13 @@ def test_litestream_stops_with_its_bot(slack, tmp_path):
     said = slack.wait_for(lambda: (lambda t: t if "replicated to file://" in t else None)(status()), 40,
                           "the replica's position in the health file")
     assert "caught up" in said or " s behind" in said, said
+    # ... and so do `/cutover status` and the Home tab, from the same reading.
+    from bot.standins.slack import blocks_text
+
+    env_reply = slack.command(OPERATOR, "status")
+    slack.wait_for(lambda: slack.responses_for(env_reply), 20, "the status reply")
+    shown = blocks_text(slack.responses_for(env_reply)[-1].get("blocks"))
+    assert "*The bot's database*" in shown and "eplicated to file://" in shown, shown
     replicators = [pid for pid in children(bot.pid) if "litestream" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert len(replicators) == 1
     bot.send_signal(signal.SIGKILL)
@@ -199,6 +206,7 @@ def test_check_config_names_a_bad_replica_and_online_writes_and_reads_a_probe(tm
     (tmp_path / "a-file").write_text("")
     unwritable = cutover("check-config", "--online", "--plan", str(EXAMPLE),
                          env={**env, "CUTOVER_REPLICA_URL": f"file://{tmp_path / 'a-file' / 'x'}",
-                              "SLACK_API_URL": "http://127.0.0.1:9/api/", "DIGITALOCEAN_END_POINT": "http://127.0.0.1:9/"},
+                              "SLACK_API_URL": "http://127.0.0.1:9/api/",
+                              "DIGITALOCEAN_END_POINT": "http://127.0.0.1:9/"},
                          timeout=180)
     assert "CUTOVER_REPLICA_URL: could not write to" in unwritable.stderr, unwritable.stderr

@@ -144,6 +144,8 @@ def status_body(report: StatusReport, stage_budget: int = 20) -> list[dict]:
         blocks.append(section("*Go-live*\n" + "\n".join(lines)))
     else:
         blocks.append(section("*Go-live*\nNo request is open."))
+    if report.replica:
+        blocks.append(section(f"*The bot's database*\n{report.replica}"))
     return blocks
 
 

@@ -70,3 +70,4 @@ class StatusReport:
     grid_source: str = ""  # which request, and when in its life: "after go-live #1"
     site_answers: dict[str, datetime] = field(default_factory=dict)
     flipped_at: datetime | None = None
+    replica: str | None = None  # where the database's replica stands, as the bot last read it

@@ -14,7 +14,7 @@ from bot.states import NOT_RUN, RequestState, StopState
 from bot.switch.requests import Requests
 
 
-def build_status(plan: Plan, records: Records, clock: Clock) -> StatusReport:
+def build_status(plan: Plan, records: Records, clock: Clock, replica: str | None = None) -> StatusReport:
     now = clock.now()
     runs, requests = records.runs, records.requests
     latest = runs.latest()
@@ -41,7 +41,7 @@ def build_status(plan: Plan, records: Records, clock: Clock) -> StatusReport:
     return StatusReport(now=now, stages=stages, freezes=lines, requests=open_,
                         floating_ip=failover.floating_ip if failover else None,
                         switch=_last_switch(requests) if failover else None, timetable=timetable,
-                        window=window, window_source=copy_moment(plan.data, runs)[1],
+                        window=window, window_source=copy_moment(plan.data, runs)[1], replica=replica,
                         **(_sites(requests) if failover and plan.sites.listed else {}))
 
 

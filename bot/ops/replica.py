@@ -183,6 +183,15 @@ class Replica:
             self._last = Position(local, remote, written, self._behind[1] if self._behind else None)
             return self._last
 
+    def last_said(self) -> str:
+        """For `/cutover status` and the Home tab: the last reading (readiness takes one every 15 s), no new one."""
+        with self._lock:
+            last = self._last
+        if last is None:
+            return f"Replicated to {self.url}; its position has not been read yet."
+        ok, text = self.said(last)
+        return ("" if ok else "⚠️ ") + text[0].upper() + text[1:] + "."
+
     def said(self, position: Position | None = None) -> tuple[bool, str]:
         """For readiness: (ok, what to say)."""
         if not self.running():
@@ -221,4 +230,5 @@ def probe(url: str) -> str:
         txid, written = replica.replica_position()
         if txid is None:
             raise ReplicaError(f"wrote to {target}, but Litestream finds nothing there")
-        return f"CUTOVER_REPLICA_URL takes writes and gives them back (a probe at {target}, written {written:%H:%M:%S} UTC)"
+        return (f"CUTOVER_REPLICA_URL takes writes and gives them back (a probe at {target}, written "
+                f"{written:%H:%M:%S} UTC)")

@@ -78,8 +78,9 @@ def record(kind: str, key: str) -> str:
 
 
 def golive_command(path: str, key: str, expect: str, new: str) -> str:
-    """Claim, then swap ``expect`` for ``new`` (sent on stdin, ``new`` and a newline). Prints ``written`` or ``already`` (this request's own flip, found
-    made: a resumed request), then the file's time; exits CLAIMED or UNEXPECTED without writing."""
+    """Claim, then swap ``expect`` for ``new`` (sent on stdin, ``new`` and a newline). Prints ``written`` or
+    ``already`` (this request's own flip, found made: a resumed request), then the file's time; exits CLAIMED or
+    UNEXPECTED without writing."""
     return "; ".join([
         f"p={quote(path)}", f'c="$p{CLAIM_SUFFIX}"', f"key={quote(key)}", f"want={quote(expect)}",
         f"new={quote(new)}", "made=0", f'u="$p{UNDONE_SUFFIX}"',
@@ -102,8 +103,8 @@ def golive_command(path: str, key: str, expect: str, new: str) -> str:
 
 
 def rollback_command(path: str, golive_key: str, rollback_key: str, new: str) -> str:
-    """Write ``new`` (sent on stdin) back only if the sidecar names the go-live ``golive_key``; then move the record aside.
-    Prints ``written`` or ``already`` (found rolled back by this very record), then the file's time; exits CLAIMED
+    """Write ``new`` (sent on stdin) back only if the sidecar names the go-live ``golive_key``; then move the
+    record aside. Prints ``written`` or ``already`` (found rolled back by this very record), then the file's time; exits CLAIMED
     or NO_CLAIM without writing."""
     return "; ".join([
         f"p={quote(path)}", f'c="$p{CLAIM_SUFFIX}"', f'u="$p{UNDONE_SUFFIX}"', f"key={quote(golive_key)}",
