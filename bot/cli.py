@@ -196,7 +196,7 @@ def init_plan(out: Path, example: str, force: bool) -> int:
 
 
 def keepalived_wiring(plan_path: str | None, out: Path, router_id: int, online: bool = False) -> int:
-    from bot.switch.keepalived import DIGITALOCEAN_API, Options, WiringError, read_interfaces, write
+    from bot.switch.keepalived import DIGITALOCEAN_API, Options, WiringError, install_steps, read_interfaces, write
 
     settings = load_settings()
     path = plan_path or settings.plan_path
@@ -223,42 +223,6 @@ def keepalived_wiring(plan_path: str | None, out: Path, router_id: int, online: 
         print(f"{out / role}/ for `{host}`: " + ", ".join(p.name for p in written if p.parent.name == role))
     print(install_steps(plan, out, options))
     return 0
-
-
-def install_steps(plan: Plan, out: Path, options: object) -> str:
-    """What to run on each server, as root, to install the wiring: the files the bot writes over SSH made first,
-    owned by the host's user, and old started before new so that old is MASTER from the start."""
-    from shlex import quote
-
-    assert plan.failover is not None
-    install_dir = getattr(options, "install_dir")
-    lines = ["", "On each server, as root, from its folder (keepalived 2.2 or later, and curl). Old first: started "
-                 "alone it becomes MASTER; new, started after, stays BACKUP."]
-    for role, host in (("old", plan.failover.old), ("new", plan.failover.new)):
-        user = plan.hosts[host].user
-        health, track = plan.health_file(host), plan.track_file(host)
-        state = plan.vrrp_state_file(host) or f"{install_dir.rstrip('/')}/cutover-vrrp-state"
-        lines += ["", f"`{host}` ({role}), from {out / role}:",
-                  "  install -m 0644 keepalived.conf /etc/keepalived/keepalived.conf",
-                  f"  install -m 0755 cutover-check.sh cutover-notify.sh {install_dir.rstrip('/')}/",
-                  f"  install -m 0600 /dev/stdin {getattr(options, 'token_file')}   # paste a DigitalOcean token "
-                  "that may assign reserved IPs",
-                  f"  # the health file: replaced by the bot as `{user}` over SSH (a new file renamed over it, so "
-                  "its folder too is that user's), read by the check script",
-                  f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(health).parent))} && "
-                  f"echo {quote(plan.failover.healthy)} > {quote(health)} && chown {quote(user)} {quote(health)}"]
-        if track:
-            lines += [f"  # the track file: replaced by the bot as `{user}` the same way, watched by keepalived",
-                      f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(track).parent))} && "
-                      f"echo 0 > {quote(track)} && chown {quote(user)} {quote(track)}"]
-        lines += [f"  # the VRRP state: written by the notify script (root), read by the bot as `{user}`: its folder "
-                  "must let that user in",
-                  f"  install -d -m 0755 {quote(str(Path(state).parent))}",
-                  "  systemctl enable keepalived && systemctl restart keepalived"
-                  + ("   # and wait until it is MASTER" if role == "old" else "")]
-    lines += ["", "Then `/cutover check` verifies the wiring over SSH on both servers; docs/keepalived.md explains "
-                  "the files."]
-    return "\n".join(lines)
 
 
 def write_local_report(db: str, plan_path: str | None, out: Path) -> int:

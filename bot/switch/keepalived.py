@@ -342,3 +342,38 @@ token=$(cat {q(o.token_file)} 2>/dev/null) || {{ log "cannot read the DigitalOce
 ) </dev/null >/dev/null 2>&1 &
 exit 0
 """
+
+
+def install_steps(plan: Plan, out: Path, options: Options) -> str:
+    """What to run on each server, as root, to install the wiring: the files the bot writes over SSH made first,
+    owned by the host's user, and old started before new so that old is MASTER from the start."""
+    quote = shlex.quote
+    assert plan.failover is not None
+    install_dir = options.install_dir
+    lines = ["", "On each server, as root, from its folder (keepalived 2.2 or later, and curl). Old first: started "
+                 "alone it becomes MASTER; new, started after, stays BACKUP."]
+    for role, host in (("old", plan.failover.old), ("new", plan.failover.new)):
+        user = plan.hosts[host].user
+        health, track = plan.health_file(host), plan.track_file(host)
+        state = plan.vrrp_state_file(host) or f"{install_dir.rstrip('/')}/cutover-vrrp-state"
+        lines += ["", f"`{host}` ({role}), from {out / role}:",
+                  "  install -m 0644 keepalived.conf /etc/keepalived/keepalived.conf",
+                  f"  install -m 0755 cutover-check.sh cutover-notify.sh {install_dir.rstrip('/')}/",
+                  f"  install -m 0600 /dev/stdin {options.token_file}   # paste a DigitalOcean token "
+                  "that may assign reserved IPs",
+                  f"  # the health file: replaced by the bot as `{user}` over SSH (a new file renamed over it, so "
+                  "its folder too is that user's), read by the check script",
+                  f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(health).parent))} && "
+                  f"echo {quote(plan.failover.healthy)} > {quote(health)} && chown {quote(user)} {quote(health)}"]
+        if track:
+            lines += [f"  # the track file: replaced by the bot as `{user}` the same way, watched by keepalived",
+                      f"  install -d -m 0755 -o {quote(user)} {quote(str(Path(track).parent))} && "
+                      f"echo 0 > {quote(track)} && chown {quote(user)} {quote(track)}"]
+        lines += [f"  # the VRRP state: written by the notify script (root), read by the bot as `{user}`: its folder "
+                  "must let that user in",
+                  f"  install -d -m 0755 {quote(str(Path(state).parent))}",
+                  "  systemctl enable keepalived && systemctl restart keepalived"
+                  + ("   # and wait until it is MASTER" if role == "old" else "")]
+    lines += ["", "Then `/cutover check` verifies the wiring over SSH on both servers; docs/keepalived.md explains "
+                  "the files."]
+    return "\n".join(lines)
