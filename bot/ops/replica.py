@@ -176,9 +176,9 @@ class Replica:
             local = self.local_txid()
             remote, written = self.replica_position()
             now = time.time()
-            if local is None or remote is None or remote >= local:
+            if local is None or (remote is not None and remote >= local):
                 self._behind = None
-            elif self._behind is None or remote >= self._behind[0]:
+            elif self._behind is None or (remote or 0) >= self._behind[0]:
                 self._behind = (local, now)  # the oldest change not yet on the replica, as first seen
             self._last = Position(local, remote, written, self._behind[1] if self._behind else None)
             return self._last
