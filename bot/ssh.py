@@ -78,6 +78,8 @@ class SSHPool:
         self.keepalive = keepalive
         self._clients: dict[str, paramiko.SSHClient] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in hosts}
+        self._count_lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}  # calls under way on each host's connection
 
     # -- connections ---------------------------------------------------------------
 
@@ -157,6 +159,16 @@ class SSHPool:
                  f" via {host.jump}" if host.jump else "")
         return client
 
+    def _busy(self, name: str) -> bool:
+        """Whether another call than the caller's is under way on the host's connection."""
+        with self._count_lock:
+            return self._in_flight.get(name, 0) > 1
+
+    def _alive(self, name: str) -> bool:
+        client = self._clients.get(name)
+        transport = client.get_transport() if client is not None else None
+        return transport is not None and transport.is_active()
+
     def drop(self, name: str) -> None:
         with self._locks[name]:
             client = self._clients.pop(name, None)
@@ -172,16 +184,28 @@ class SSHPool:
     def _with_client(self, name: str, what: str, fn: Callable[[paramiko.SSHClient], T], retry: bool) -> T:
         """Run ``fn`` on the host's connection; a connection found dead is reopened once if ``retry``."""
         for attempt in (1, 2):
+            with self._count_lock:
+                self._in_flight[name] = self._in_flight.get(name, 0) + 1
             try:
                 return fn(self.client(name))
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 if isinstance(exc, FileNotFoundError):
                     raise
+                if isinstance(exc, paramiko.ChannelException) and self._alive(name) and attempt == 1:
+                    time.sleep(0.2)  # the server refused one more session: the command never started, ask again
+                    continue
+                if isinstance(exc, (socket.timeout, TimeoutError)) and self._alive(name) and self._busy(name):
+                    # This call timed out while others (a flip among them) are under way on the same connection:
+                    # closing it would cut them too. If the link is gone, they time out as well, and the last drops it.
+                    raise SSHError(f"{what} on `{name}` failed: no answer within its timeout") from None
                 self.drop(name)
                 if not retry or attempt == 2 or isinstance(exc, (socket.timeout, TimeoutError)):
                     raise SSHError(f"{what} on `{name}` failed: lost the SSH connection "
                                    f"({str(exc) or exc.__class__.__name__})") from None
                 log.info("connection to %s was dead; reconnecting once", name)
+            finally:
+                with self._count_lock:
+                    self._in_flight[name] -= 1
         raise AssertionError("unreachable")
 
     def run(self, name: str, command: str, *, timeout: float | None = None, stdin: bytes | None = None,

@@ -138,3 +138,31 @@ def test_a_port_without_an_ssh_banner_costs_one_line_of_log_not_a_traceback(tmp_
         silent.close()
     lines = log.getvalue().splitlines()
     assert "Traceback" not in log.getvalue() and len(lines) <= 3, lines
+
+
+def test_one_call_timing_out_does_not_cut_another_under_way_on_the_same_connection(sshd, tmp_path):
+    """A command that takes too long (here: its input cannot be sent, as the host reads none) must not close the
+    connection while another command, a flip for instance, is still running on it."""
+    plan = copy.deepcopy(PLAN)
+    plan["hosts"] = {"new": sshd.host_entry(), "old": sshd.host_entry()}
+    pool = SSHPool(parse_plan(plan, "p").hosts)
+    marker = tmp_path / "landed"
+    outcome: dict[str, object] = {}
+    try:
+        pool.run("new", "true")  # connected
+
+        def write() -> None:
+            try:
+                outcome["write"] = pool.run("new", f"sleep 2; echo landed > {marker}; echo ok", retry=False).stdout
+            except SSHError as exc:
+                outcome["write"] = exc
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        with pytest.raises(SSHError):
+            pool.run("new", "sleep 5", stdin=b"x" * (8 << 20), timeout=1, retry=False)  # stuck sending its input
+        writer.join(10)
+        assert outcome["write"] == "ok\n", outcome
+        assert marker.read_text() == "landed\n"
+    finally:
+        pool.close()
