@@ -106,10 +106,17 @@ def test_a_bot_restored_from_a_stale_copy_finds_its_request_flipped_and_does_not
         b.stop()
 
 
-def test_the_preflight_says_which_request_holds_the_switch(slack, lab, do, tmp_path, bot=None):
+def test_the_preflight_and_status_say_what_the_old_server_records(slack, lab, do, tmp_path):
+    from bot.standins.slack import blocks_text
+
     a = make_bot(slack, lab, do, tmp_path, name="a.db")
     try:
         req, _ = request(slack, a)
+        env = slack.command(OPERATOR, "status")
+        slack.wait_for(lambda: slack.responses_for(env), 20, "the status reply")
+        status = blocks_text(slack.responses_for(env)[-1].get("blocks"))
+        assert "holds `true` (no go-live recorded beside it) (as the preflight of go-live #1 read it" in status, \
+            status
         a.services.golive.failover.flip(req["id"])
         check = reply_text(slack, slack.command(OPERATOR, "check"), timeout=60)
         assert f"the switch was made by request #{req['id']} at " in check, check

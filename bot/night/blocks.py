@@ -131,8 +131,13 @@ def status_body(report: StatusReport, stage_budget: int = 20) -> list[dict]:
             known = f"Switching now ({switch.request}); verifying."
         else:
             known = "No switch has been made by the bot."
+        record = ""
+        if report.health_record:
+            detail, read_by, at = report.health_record
+            record = (f"\nThe old server: {detail.rstrip('.')} (as the preflight of {read_by} read it, "
+                      f"{slack_date(at)}).")
         blocks.append(section(f"*Floating IP* `{report.floating_ip}`\n{known} "
-                              "`/cutover check` asks the servers and DigitalOcean who holds it right now."))
+                              "`/cutover check` asks the servers and DigitalOcean who holds it right now." + record))
     if report.grid is not None:
         lines = grid_lines(report.grid, report.site_answers, report.flipped_at)
         lines[0] += f", {report.grid_source}"

@@ -71,3 +71,6 @@ class StatusReport:
     site_answers: dict[str, datetime] = field(default_factory=dict)
     flipped_at: datetime | None = None
     replica: str | None = None  # where the database's replica stands, as the bot last read it
+    # the old server's health file and its record of a switch, as the latest preflight read it: what, by which
+    # request's preflight, when
+    health_record: tuple[str, str, datetime] | None = None

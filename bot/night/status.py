@@ -3,6 +3,8 @@ turns it into blocks."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bot.clock import Clock
 from bot.ledger.counts import copy_moment
 from bot.night.model import FreezeLine, RequestLine, StageLine, StatusReport, SwitchLine
@@ -42,6 +44,7 @@ def build_status(plan: Plan, records: Records, clock: Clock, replica: str | None
                         floating_ip=failover.floating_ip if failover else None,
                         switch=_last_switch(requests) if failover else None, timetable=timetable,
                         window=window, window_source=copy_moment(plan.data, runs)[1], replica=replica,
+                        health_record=_health_record(requests, failover.old) if failover else None,
                         **(_sites(requests) if failover and plan.sites.listed else {}))
 
 
@@ -55,6 +58,17 @@ def _sites(requests: Requests) -> dict:
         if request.preflight is not None and request.preflight.grid is not None:
             return {"grid": request.preflight.grid, "grid_source": f"at the preflight of {request.what} #{request.id}"}
     return {}
+
+
+def _health_record(requests: Requests, old: str) -> tuple[str, str, datetime] | None:
+    """What the old server's health file held, and who its record says switched, as the latest preflight read it
+    (status reads no server: `/cutover check` asks now)."""
+    for request in reversed(requests.every()):
+        check = next((c for c in (request.preflight.checks if request.preflight else ())
+                      if c.name == f"health {old}"), None)
+        if check is not None and request.preflight is not None:
+            return check.detail, f"{request.what} #{request.id}", request.preflight.at
+    return None
 
 
 def _stopping(run: Run | None) -> str:
