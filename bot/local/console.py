@@ -68,6 +68,7 @@ def run_console(plan_path: str, db_path: str | None = None, stdin: TextIO = sys.
     with ExitStack() as stack:
         stack.callback(hold.release)
         end_point, token = settings.digitalocean_end_point, settings.digitalocean_token
+        dropped: list[str] = []
         if stand_in_failover:
             work = Path(tempfile.mkdtemp(prefix="cutover-failover-"))
             do = stack.enter_context(DigitalOceanStandIn(action_delay=0.5))
@@ -94,7 +95,6 @@ def run_console(plan_path: str, db_path: str | None = None, stdin: TextIO = sys.
                      if stand_in_failover else ", and DigitalOcean is what the environment points at")
                   + f".\nState: {db_path}. Full stage logs: {logs}/. Files the bot uploads (the report, logs): "
                   f"{uploads}/.\nType help for what you can do.\n")
-        user = plan.people.operators[0] if plan.people.operators else "U0EVE"
         try:
             while True:
                 out.write(f"{names.get(user, user)}> ")
