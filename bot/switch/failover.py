@@ -22,8 +22,8 @@ from bot.clock import Clock
 from bot.plan import Plan
 from bot.ssh import SSHError, SSHPool, quote
 from bot.plan.model import PATH_WORDS
-from bot.switch.guard import (CLAIM_SUFFIX, CLAIMED, NO_CLAIM, UNDONE_SUFFIX, UNEXPECTED, Claim, golive_command,
-                              parse_claim, request_key, rollback_command)
+from bot.switch.guard import (CLAIM_SUFFIX, CLAIMED, NO_CLAIM, UNEXPECTED, Claim, golive_command, parse_claim,
+                              request_key, rollback_command)
 from bot.switch.model import Forwarding, Grid, Reading, Verification
 from bot.switch.requests import Backup, Requests
 from bot.switch.sites import SiteProbes
@@ -86,15 +86,10 @@ class Failover:
         """The request as the record on the server names it."""
         return request_key(request_id, self.requests.get(request_id).created_at)
 
-    def claim(self) -> tuple[Claim | None, Claim | None]:
-        """What the old server records beside its health file: the go-live in effect, and the last one undone
-        (with the rollback that undid it as its ``by``). SSHError when it cannot be read."""
-        path = self.plan.health_file(self.config.old)
-        held = self.ssh.read_file(self.config.old, path + CLAIM_SUFFIX)
-        undone = self.ssh.read_file(self.config.old, path + UNDONE_SUFFIX)
-        last = (undone or b"").decode("utf-8", "replace").strip().splitlines()
-        return (parse_claim((held or b"").decode("utf-8", "replace")),
-                parse_claim(last[-1]) if last else None)
+    def held(self) -> Claim | None:
+        """The go-live the old server records as in effect, in one read (SSHError when it cannot be read)."""
+        path = self.plan.health_file(self.config.old) + CLAIM_SUFFIX
+        return parse_claim((self.ssh.read_file(self.config.old, path) or b"").decode("utf-8", "replace"))
 
     def _guarded_write(self, host: str, path: str, command: str, value: str) -> datetime:
         """Run a guarded swap on the host; when it says the file was written (or found so by this request)."""

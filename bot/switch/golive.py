@@ -195,7 +195,7 @@ class GoLive:
         """A bot on a restored (older) copy of the database may be deciding a request whose switch an earlier bot
         already made: the old server's record says so. Then it is not made again, only proven."""
         try:
-            held, _ = self.failover.claim()
+            held = self.failover.held()  # one read on the way to the flip: nothing more when nothing is recorded
             if held is None or held.key != self.failover.key(request_id):
                 return False
             if self.failover.witnesses.health(self.failover.config.old) != self.failover.config.unhealthy:
@@ -390,7 +390,7 @@ class GoLive:
         if kind == "golive":
             if value != self.failover.config.unhealthy:
                 return False, value
-            held, _ = self.failover.claim()
+            held = self.failover.held()
             if held is not None and held.key != self.failover.key(request_id):
                 raise FlipRefused(f"the server's record says {held.said()}", held)
             return True, value
