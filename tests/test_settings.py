@@ -164,13 +164,14 @@ def test_slack_down_at_start_is_retried_with_backoff_then_the_bot_starts(slack, 
 
 
 def test_slack_unreachable_for_the_whole_retry_window_exits_4_which_the_unit_restarts(slack, tmp_path):
-    env = _run_env(slack, tmp_path, SLACK_API_URL="http://127.0.0.1:9/api/", CUTOVER_START_RETRY="3")
+    # 10 s: room for a second attempt however slow the first (the client itself retries a refused connection)
+    env = _run_env(slack, tmp_path, SLACK_API_URL="http://127.0.0.1:9/api/", CUTOVER_START_RETRY="10")
     gone = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path, env=env)
     assert gone.returncode == 4, gone.stderr
     assert "Slack cannot be reached yet (attempt 1): Slack's Web API at http://127.0.0.1:9/api/ could not be " \
            "reached" in gone.stderr
-    assert re.search(r"gave up after \d+ attempts over 3 s \(CUTOVER_START_RETRY\); exiting 4 so that the service "
+    assert re.search(r"gave up after \d+ attempts over 10 s \(CUTOVER_START_RETRY\); exiting 4 so that the service "
                      r"manager starts it again", gone.stderr), gone.stderr
     assert "Traceback" not in gone.stderr
     bad = subprocess.run([sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, timeout=60,
