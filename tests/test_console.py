@@ -4,6 +4,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -25,6 +26,17 @@ def read_until(fd: int, text: str, seen: list[str], timeout: float = 30.0) -> st
             except OSError:
                 break
     raise AssertionError(f"never saw {text!r}; output so far:\n{''.join(seen)}")
+
+
+def stop(proc) -> None:
+    """A console still running after a failed test: Ctrl-C first, so that it stops the stand-ins it started."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def drain_until_exit(proc, fd: int, seen: list[str], timeout: float = 30.0) -> int:
@@ -62,8 +74,7 @@ def test_a_command_and_a_reaction_through_a_terminal(tmp_path):
         assert proc.wait(30) == 0
         assert "Traceback" not in "".join(seen)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
         os.close(master)
 
 
@@ -114,13 +125,11 @@ def test_the_go_live_rehearsed_with_the_failover_side_stood_in_and_the_report_sa
         assert drain_until_exit(proc, master, seen) == 0
         assert "Traceback" not in "".join(seen)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
         os.close(master)
 
 
 def test_the_console_takes_the_database_as_a_bot_does_and_ctrl_c_ends_it_in_one_line(tmp_path):
-    import signal
 
     first, master = _console(tmp_path, PLAN)
     seen: list[str] = []
@@ -137,6 +146,5 @@ def test_the_console_takes_the_database_as_a_bot_does_and_ctrl_c_ends_it_in_one_
         out = read_until(master, "interrupted", seen)
         assert "Traceback" not in out and "KeyboardInterrupt" not in out
     finally:
-        if first.poll() is None:
-            first.kill()
+        stop(first)
         os.close(master)
