@@ -130,7 +130,6 @@ def test_the_go_live_rehearsed_with_the_failover_side_stood_in_and_the_report_sa
 
 
 def test_the_console_takes_the_database_as_a_bot_does_and_ctrl_c_ends_it_in_one_line(tmp_path):
-
     first, master = _console(tmp_path, PLAN)
     seen: list[str] = []
     try:
