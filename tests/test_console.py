@@ -147,3 +147,18 @@ def test_the_console_takes_the_database_as_a_bot_does_and_ctrl_c_ends_it_in_one_
     finally:
         stop(first)
         os.close(master)
+
+
+def test_an_upload_the_console_cannot_save_is_said_so_not_a_traceback(tmp_path):
+    from bot.local.console import _keep
+    from bot.standins.slack import SlackStandIn
+
+    slack = SlackStandIn()
+    slack.files["F1"] = {"id": "F1", "name": "cutover-report.md", "content": b"# the night\n"}
+    blocked = tmp_path / "uploads"
+    blocked.write_text("a file where the folder would go")
+    said = _keep(slack, {"id": "F1", "name": "cutover-report.md"}, blocked)
+    assert said is not None and said.startswith(f"not saved: {blocked}")
+    assert _keep(slack, {"id": "F1", "name": "cutover-report.md"}, tmp_path / "ok") == \
+        f"saved as {tmp_path / 'ok' / 'F1-cutover-report.md'}"
+    assert (tmp_path / "ok" / "F1-cutover-report.md").read_bytes() == b"# the night\n"

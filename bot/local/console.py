@@ -173,11 +173,15 @@ def with_failover_stand_ins(data: dict, side: dict) -> tuple[dict, list[str]]:
 
 
 def _keep(slack: SlackStandIn, shared: dict, folder: Path) -> str | None:
-    """Save a file the bot uploaded to the stand-in where the person at the console can open it."""
+    """Save a file the bot uploaded to the stand-in where the person at the console can open it; where it went, or
+    why it could not be saved, said after the upload's line."""
     content = (slack.files.get(shared["id"]) or {}).get("content")
     if content is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{shared['id']}-{Path(shared['name']).name}"
-    path.write_bytes(content)
-    return str(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    except OSError as exc:
+        return f"not saved: {exc.filename or path}: {exc.strerror or exc}"
+    return f"saved as {path}"

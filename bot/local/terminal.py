@@ -58,7 +58,7 @@ class ChannelView:
     def __init__(self, out: TextIO, started: float, names: dict[str, str],
                  keep_file: Callable[[dict], str | None] | None = None) -> None:
         self.out = out
-        self.keep_file = keep_file  # saves an uploaded file, returning where
+        self.keep_file = keep_file  # saves an uploaded file, saying where it went (or why not)
         self.names = names
         self.started = started
         self.lock = threading.Lock()
@@ -92,7 +92,7 @@ class ChannelView:
             for f in record.get("files", []):
                 kept = self.keep_file(f) if self.keep_file is not None else None
                 self.line(f"{stamp}   {'↳ ' if record.get('thread_ts') else ''}📎 {f['name']} ({f['size']:,} "
-                          f"bytes) uploaded {where}" + (f", saved as {kept}" if kept else ""))
+                          f"bytes) uploaded {where}" + (f", {kept}" if kept else ""))
         elif kind == "response":
             self.line(indent(f"{stamp}   → reply: ", text))
 
