@@ -8,6 +8,7 @@ from bot.local.bot import start_local_bot
 from bot.plan import parse_plan
 from bot.standins.slack import blocks_text
 from tests.conftest import OPERATOR, PLAN, reply_text
+from tests.helpers import wait_settled
 
 BOB, CAROL, DAVE = "U0BOB", "U0CAROL", "U0DAVE"
 OK = "white_check_mark"
@@ -35,6 +36,13 @@ def request(slack, bot, user=OPERATOR, kind="golive"):
     slack.wait_for(lambda: bot.services.store.query("SELECT message_ts FROM golive_requests WHERE id = ?",
                                                     [row["id"]])[0]["message_ts"], 10, "the request message")
     return bot.services.store.query("SELECT * FROM golive_requests WHERE id = ?", [row["id"]])[0], reply
+
+
+def approve_both(slack, bot, req, timeout=60):
+    """Bob and Carol approve by reaction; the state the request settles in."""
+    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
+    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
+    return wait_settled(bot.services, req["id"], timeout)
 
 
 def state(bot, request_id):

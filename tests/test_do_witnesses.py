@@ -11,7 +11,7 @@ from bot.night.report import write_report
 from bot.standins.lab import DROPLETS, FLOATING_IP, SITES
 from bot.waiting import wait_until
 from tests.conftest import OUTSIDER, make_lab, reply_text
-from tests.golive_support import BOB, CAROL, OK, lab_plan, make_bot, request, shown, thread_text
+from tests.golive_support import BOB, CAROL, OK, approve_both, lab_plan, make_bot, request, shown, thread_text
 from tests.helpers import wait_settled
 
 ALSO_ON_THE_STAND_IN = pytest.mark.parametrize("lab", ["keepalived", "stand-in"], indirect=True)
@@ -26,9 +26,7 @@ def test_the_switch_is_timed_from_both_sides_of_digitalocean_and_every_site(slac
         check = reply_text(slack, slack.command(OUTSIDER, "check"), timeout=30)
         assert "the metadata of `old` says the reserved IP is active there, that of `new` says not" in check, check
         req, _ = request(slack, bot)
-        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
-        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
-        assert wait_settled(bot.services, req["id"], 60) == "verified"
+        assert approve_both(slack, bot, req, 60) == "verified"
         assert "✅ the metadata of `new` says the reserved IP is active there, that of `old` says not" in \
             thread_text(slack, req["message_ts"])
         v = bot.services.records.requests.get(req["id"]).verification

@@ -14,8 +14,8 @@ import pytest
 from bot.standins.lab import DROPLETS, FLOATING_IP
 from bot.store import Store
 from tests.conftest import OPERATOR, OUTSIDER, make_lab, reply_text
-from tests.golive_support import (BOB, CAROL, DAVE, OK, approvals, ephemerals_for, flipped, flips, lab_plan, make_bot,
-                                  request, shown, state, text_of, thread_text)
+from tests.golive_support import (BOB, CAROL, DAVE, OK, approvals, approve_both, ephemerals_for, flipped, flips,
+                                  lab_plan, make_bot, request, shown, state, text_of, thread_text)
 from tests.helpers import FakeClock, latest_runs, wait_settled
 
 # Run on the real lab and on the keepalived stand-in, so the stand-in the demo and laptops use stays true (the
@@ -458,9 +458,7 @@ def test_a_track_file_the_old_server_refuses_costs_only_the_checks_interval(slac
     refuse.chmod(0o755)
     try:
         req, _ = request(slack, bot)
-        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
-        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
-        assert wait_settled(bot.services, req["id"], 60) == "verified"
+        assert approve_both(slack, bot, req, 60) == "verified"
     finally:
         refuse.unlink()
     assert lab.vip_holder() == "new" and lab.servers["old"].health_file.read_text() == "false\n"
@@ -478,9 +476,7 @@ def test_a_track_file_the_old_server_refuses_on_rollback_keeps_the_address_off_i
     refuse = lab.servers["old"].dir / "bin" / "mv"
     try:
         req, _ = request(slack, local)
-        slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
-        slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
-        assert wait_settled(local.services, req["id"], 60) == "verified"
+        assert approve_both(slack, local, req, 60) == "verified"
         refuse.write_text('#!/bin/sh\ncase "$3" in *health.track) echo "mv: Read-only file system" >&2; exit 1;; '
                           'esac\nexec /bin/mv "$@"\n')
         refuse.chmod(0o755)
@@ -605,9 +601,7 @@ def test_an_approval_never_waits_behind_a_lane_full_of_commands(slack, lab, do, 
 def test_the_threshold_confirms_a_fresh_preflight_quickly_and_runs_a_stale_one_again(slack, lab, do, bot,
                                                                                      monkeypatch):
     req, _ = request(slack, bot)
-    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
-    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
-    assert wait_settled(bot.services, req["id"], 60) == "verified"
+    assert approve_both(slack, bot, req, 60) == "verified"
     thread = thread_text(slack, req["message_ts"])
     assert "Approvals complete; checked against the preflight of" in thread, thread
     assert "confirmed in" in thread and "Running the preflight again" not in thread
@@ -679,9 +673,7 @@ def test_without_a_private_vip_keepalived_moves_only_the_reserved_ip_and_the_swi
                 in check, check
             assert "A go-live would find everything ready" in check
             req, _ = ask(slack, local)
-            slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
-            slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
-            assert wait_settled(local.services, req["id"], 60) == "verified"
+            assert approve_both(slack, local, req, 60) == "verified"
             thread = thread_text(slack, req["message_ts"])
             assert "✅ keepalived is MASTER on `new` alone (`old`: BACKUP)" in thread, thread
             assert lab.vip_holder() is None

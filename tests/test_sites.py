@@ -16,7 +16,7 @@ from bot.standins.lab import SITES
 from bot.standins.slack import blocks_text
 from bot.switch.sites import SiteProbes
 from tests.conftest import OPERATOR, OUTSIDER, reply_text
-from tests.golive_support import BOB, CAROL, DAVE, OK, lab_plan, make_bot, request, shown
+from tests.golive_support import BOB, CAROL, DAVE, OK, approve_both, lab_plan, make_bot, request, shown
 from tests.helpers import wait_settled
 
 ALSO_ON_THE_STAND_IN = pytest.mark.parametrize("lab", ["keepalived", "stand-in"], indirect=True)
@@ -50,9 +50,7 @@ def test_every_site_on_every_path_before_and_after_the_switch_and_the_rollback(s
     assert "A go-live would find everything ready" in check
 
     req, _ = request(slack, bot)
-    slack.react(BOB, OK, "C0LAUNCH", req["message_ts"])
-    slack.react(CAROL, OK, "C0LAUNCH", req["message_ts"])
-    assert wait_settled(bot.services, req["id"], 60) == "verified"
+    assert approve_both(slack, bot, req, 60) == "verified"
     thread = thread_all(slack, req["message_ts"])
     assert "✅ every site answers from `new` through the reserved IP and VIP: example.test, fr.example.test, " \
            "de.example.test" in thread, thread
