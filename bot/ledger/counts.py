@@ -11,9 +11,6 @@ from bot.plan import DataPlan, Plan
 from bot.runbook.runs import Runs
 from bot.store import Store
 
-PURPOSES = ("preflight", "losses", "final")
-
-
 def copy_moment(data: DataPlan, runs: Runs) -> tuple[datetime | None, str]:
     """When the old server's data was copied, and where that comes from; None (and why) when it was not: the start,
     by its host's clock, of the copy stage's last successful run, or the plan's ``copied_at``."""
@@ -37,6 +34,7 @@ class Counts:
         self.plan = plan
 
     def add(self, count: Count, purpose: str, request_id: int | None = None) -> None:
+        """``purpose``: why it was counted — ``preflight``, ``losses`` (asked for) or ``final`` (a closed window)."""
         with self.store.transaction() as db:
             db["watch_counts"].insert({
                 "watch": count.watch, "purpose": purpose, "request_id": request_id, "counted_at": count.at.isoformat(),

@@ -78,10 +78,6 @@ class Tally:
     def must_be_zero(self) -> list[Count]:
         return [c for c in self.counts if c.must_be_zero]
 
-    @property
-    def refusing(self) -> list[Count]:
-        return [c for c in self.counts if c.refuses]
-
     def losing(self) -> str:
         """``losing 37 sessions, 4 saved forms; content edits since the copy: 0``: the numbers an approver
         accepts."""

@@ -62,11 +62,6 @@ class Preflight:
     def passed(self) -> list[Check]:
         return [c for c in self.checks if c.ok]
 
-    @property
-    def warnings(self) -> list[Check]:
-        """What failed without stopping anything (the old server's own answer, say)."""
-        return [c for c in self.checks if not c.ok and not c.blocking]
-
     def to_json(self) -> dict:
         return {"purpose": self.purpose, "at": self.at.isoformat(), "checks": [asdict(c) for c in self.checks],
                 "tally": self.tally.to_json() if self.tally else None,
